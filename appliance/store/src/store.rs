@@ -1,0 +1,545 @@
+//! The store itself: ties the sled index, the data files and the capacity policy together and
+//! keeps the invariant that a piece is reported present only after its bytes matched the signed
+//! release and are durable.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use popseed_release::hashing::piece_hash;
+use popseed_release::VerifiedRelease;
+
+use crate::bitfield::Bitfield;
+use crate::capacity::{choose_victim, free_bytes, Candidate, Capacity};
+use crate::error::{Result, StoreError};
+use crate::files::DataFiles;
+use crate::index::{Index, ReleaseRecord};
+
+const RELEASES_DIR: &str = "releases";
+const INDEX_DIR: &str = "index";
+const DATA_DIR: &str = "data";
+/// Last-access times are persisted when they moved by more than this many seconds.
+const ACCESS_PERSIST_SECS: u64 = 60;
+
+/// Where the store lives and how much it may hold.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub dir: PathBuf,
+    pub capacity: Capacity,
+}
+
+impl StoreConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        StoreConfig { dir: dir.into(), capacity: Capacity::default() }
+    }
+}
+
+/// Options when adding a release.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AddOptions {
+    pub pin: bool,
+    /// Overrides the manifest's ttl (seconds).
+    pub ttl_seconds: Option<u64>,
+}
+
+/// Result of a successful put.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Stored,
+    AlreadyPresent,
+}
+
+/// A summary of one stored release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseInfo {
+    pub infohash: [u8; 20],
+    pub name: String,
+    pub version: String,
+    pub total_size: u64,
+    pub piece_count: u32,
+    pub pieces_present: u32,
+    pub bytes_present: u64,
+    pub pinned: bool,
+    pub added_at: u64,
+    pub expires_at: Option<u64>,
+    pub last_access: u64,
+}
+
+/// Store-wide usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub used: u64,
+    pub budget: Option<u64>,
+    pub free_on_disk: u64,
+    pub min_free: u64,
+}
+
+struct State {
+    bitfield: Bitfield,
+    bytes_present: u64,
+    record: ReleaseRecord,
+    removed: bool,
+}
+
+struct Entry {
+    release: Arc<VerifiedRelease>,
+    files: DataFiles,
+    dir: PathBuf,
+    state: Mutex<State>,
+    last_access: AtomicU64,
+    persisted_access: AtomicU64,
+}
+
+impl Entry {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The appliance's piece store. Cheap to share behind an `Arc`; all methods take `&self`.
+pub struct Store {
+    dir: PathBuf,
+    index: Index,
+    capacity: Capacity,
+    entries: RwLock<HashMap<[u8; 20], Arc<Entry>>>,
+    /// Serializes capacity decisions and evictions.
+    space: Mutex<()>,
+    /// Bytes of puts that passed the capacity check but are not yet counted as present.
+    reserved: AtomicU64,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| StoreError::io(&tmp, e))?;
+    f.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| StoreError::io(path, e))
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    fs::File::open(path).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(path, e))
+}
+
+impl Store {
+    /// Opens (or creates) a store. Finishes interrupted removals, drops half-added releases and
+    /// rebuilds the in-memory bitfields from the index (one key per present piece).
+    pub fn open(config: StoreConfig) -> Result<Store> {
+        let dir = config.dir;
+        let rel_dir = dir.join(RELEASES_DIR);
+        fs::create_dir_all(&rel_dir).map_err(|e| StoreError::io(&rel_dir, e))?;
+        let index = Index::open(&dir.join(INDEX_DIR))?;
+        let store = Store {
+            dir,
+            index,
+            capacity: config.capacity,
+            entries: RwLock::new(HashMap::new()),
+            space: Mutex::new(()),
+            reserved: AtomicU64::new(0),
+        };
+        let mut entries = HashMap::new();
+        for (ih, rec) in store.index.records()? {
+            if rec.removing {
+                tracing::info!(release = %hex::encode(ih), "finishing an interrupted removal");
+                store.purge(&ih)?;
+                continue;
+            }
+            match store.load_entry(&ih, rec) {
+                Ok(e) => {
+                    entries.insert(ih, Arc::new(e));
+                }
+                Err(err) => {
+                    tracing::warn!(release = %hex::encode(ih), error = %err, "stored release is unreadable; dropping it");
+                    store.purge(&ih)?;
+                }
+            }
+        }
+        // Directories without a record are releases whose add never completed.
+        for d in fs::read_dir(&rel_dir).map_err(|e| StoreError::io(&rel_dir, e))? {
+            let d = d.map_err(|e| StoreError::io(&rel_dir, e))?;
+            let name = d.file_name();
+            let known = name
+                .to_str()
+                .and_then(|n| hex::decode(n).ok())
+                .and_then(|b| <[u8; 20]>::try_from(b).ok())
+                .is_some_and(|ih| entries.contains_key(&ih));
+            if !known {
+                tracing::info!(dir = ?d.path(), "removing leftovers of an unfinished add");
+                fs::remove_dir_all(d.path()).map_err(|e| StoreError::io(d.path(), e))?;
+            }
+        }
+        *store.entries.write().unwrap_or_else(|p| p.into_inner()) = entries;
+        Ok(store)
+    }
+
+    fn release_dir(&self, ih: &[u8; 20]) -> PathBuf {
+        self.dir.join(RELEASES_DIR).join(hex::encode(ih))
+    }
+
+    fn load_entry(&self, ih: &[u8; 20], record: ReleaseRecord) -> Result<Entry> {
+        let dir = self.release_dir(ih);
+        let release = VerifiedRelease::load(&dir, None)?;
+        if &release.infohash() != ih {
+            return Err(StoreError::Corrupt(format!("release directory {} holds another release", dir.display())));
+        }
+        let layout = release.layout();
+        let mut bitfield = Bitfield::new(layout.piece_count());
+        let mut bytes = 0u64;
+        for idx in self.index.present_pieces(ih) {
+            let idx = idx?;
+            if bitfield.set(idx) {
+                bytes += layout.piece_size(idx).unwrap_or(0) as u64;
+            }
+        }
+        let access = self.index.last_access(ih)?.unwrap_or(record.added_at);
+        Ok(Entry {
+            files: DataFiles::new(&dir.join(DATA_DIR), &release),
+            release: Arc::new(release),
+            dir,
+            state: Mutex::new(State { bitfield, bytes_present: bytes, record, removed: false }),
+            last_access: AtomicU64::new(access),
+            persisted_access: AtomicU64::new(access),
+        })
+    }
+
+    fn entry(&self, ih: &[u8; 20]) -> Result<Arc<Entry>> {
+        self.entries
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ih)
+            .cloned()
+            .ok_or_else(|| StoreError::UnknownRelease(hex::encode(ih)))
+    }
+
+    fn touch(&self, ih: &[u8; 20], e: &Entry) {
+        let t = now();
+        e.last_access.store(t, Ordering::Relaxed);
+        if t.saturating_sub(e.persisted_access.load(Ordering::Relaxed)) >= ACCESS_PERSIST_SECS {
+            e.persisted_access.store(t, Ordering::Relaxed);
+            if let Err(err) = self.index.set_last_access(ih, t) {
+                tracing::warn!(error = %err, "could not record last access");
+            }
+        }
+    }
+
+    /// Adds a verified release (idempotent). Its files are created at full length; no piece is
+    /// present until it is put.
+    pub fn add_release(&self, release: &VerifiedRelease, opts: AddOptions) -> Result<()> {
+        let ih = release.infohash();
+        if let Ok(e) = self.entry(&ih) {
+            if opts.pin && !e.state().record.pinned {
+                self.set_pinned(&ih, true)?;
+            }
+            return Ok(());
+        }
+        let dir = self.release_dir(&ih);
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        write_atomic(&dir.join(popseed_release::MANIFEST_FILE), &release.manifest_bytes)?;
+        write_atomic(&dir.join(popseed_release::TORRENT_FILE), &release.torrent_bytes)?;
+        let files = DataFiles::new(&dir.join(DATA_DIR), release);
+        files.create_all(release.layout())?;
+        sync_dir(&dir)?;
+        let added_at = now();
+        let ttl = opts.ttl_seconds.or(release.manifest.ttl_seconds);
+        let record = ReleaseRecord {
+            name: release.manifest.name.clone(),
+            version: release.manifest.version.clone(),
+            piece_count: release.layout().piece_count(),
+            total_size: release.layout().total_length,
+            pinned: opts.pin,
+            added_at,
+            expires_at: ttl.map(|t| added_at.saturating_add(t)),
+            removing: false,
+        };
+        self.index.put_record(&ih, &record)?;
+        self.index.set_last_access(&ih, added_at)?;
+        self.index.flush()?;
+        let entry = Entry {
+            files,
+            release: Arc::new(release.clone()),
+            dir,
+            state: Mutex::new(State {
+                bitfield: Bitfield::new(release.layout().piece_count()),
+                bytes_present: 0,
+                record,
+                removed: false,
+            }),
+            last_access: AtomicU64::new(added_at),
+            persisted_access: AtomicU64::new(added_at),
+        };
+        self.entries.write().unwrap_or_else(|p| p.into_inner()).insert(ih, Arc::new(entry));
+        tracing::info!(release = %hex::encode(ih), name = %release.manifest.name, "release added");
+        Ok(())
+    }
+
+    /// The verified release (manifest, .torrent, layout) of a stored release.
+    pub fn release(&self, ih: &[u8; 20]) -> Result<Arc<VerifiedRelease>> {
+        Ok(self.entry(ih)?.release.clone())
+    }
+
+    /// Verifies a piece against the signed release, makes its bytes durable, then marks it
+    /// present. Evicts other releases when the budget or the disk floor requires it.
+    pub fn put_piece(&self, ih: &[u8; 20], index: u32, data: &[u8]) -> Result<Put> {
+        let e = self.entry(ih)?;
+        let layout = e.release.layout();
+        let size = layout
+            .piece_size(index)
+            .ok_or(StoreError::BadPieceIndex { index, count: layout.piece_count() })?;
+        if data.len() != size as usize {
+            return Err(StoreError::WrongLength { index, expected: size, got: data.len() });
+        }
+        if e.state().bitfield.get(index) {
+            return Ok(Put::AlreadyPresent);
+        }
+        if Some(&piece_hash(data)) != layout.piece_hash(index) {
+            return Err(StoreError::HashMismatch { index });
+        }
+        let _reservation = self.reserve(size as u64, ih)?;
+        e.files.write_durable(&layout.piece_segments(index), data)?;
+        {
+            let st = e.state();
+            if st.removed {
+                return Err(StoreError::UnknownRelease(hex::encode(ih)));
+            }
+            self.index.mark_present(ih, index)?;
+        }
+        self.index.flush()?;
+        let mut st = e.state();
+        if !st.removed && st.bitfield.set(index) {
+            st.bytes_present += size as u64;
+        }
+        drop(st);
+        self.touch(ih, &e);
+        Ok(Put::Stored)
+    }
+
+    fn used(&self) -> u64 {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries.values().map(|e| e.state().bytes_present).sum::<u64>() + self.reserved.load(Ordering::SeqCst)
+    }
+
+    /// Makes room for `need` bytes, evicting as the policy says, and reserves them.
+    fn reserve(&self, need: u64, protect: &[u8; 20]) -> Result<Reservation<'_>> {
+        let _g = self.space.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let used = self.used();
+            let free = free_bytes(&self.dir)?;
+            let budget_ok = self.capacity.budget.is_none_or(|b| used + need <= b);
+            let floor_ok = free >= need.saturating_add(self.capacity.min_free);
+            if budget_ok && floor_ok {
+                self.reserved.fetch_add(need, Ordering::SeqCst);
+                return Ok(Reservation { store: self, bytes: need });
+            }
+            let cands: Vec<Candidate> = self
+                .entries
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(ih, e)| {
+                    let st = e.state();
+                    Candidate {
+                        infohash: *ih,
+                        pinned: st.record.pinned,
+                        expires_at: st.record.expires_at,
+                        last_access: e.last_access.load(Ordering::Relaxed),
+                        bytes: st.bytes_present,
+                    }
+                })
+                .collect();
+            match choose_victim(&cands, now(), protect) {
+                Some(victim) => {
+                    tracing::info!(release = %hex::encode(victim), need, used, "evicting to make room");
+                    self.remove_release(&victim)?;
+                }
+                None => {
+                    return Err(StoreError::Full {
+                        need,
+                        used,
+                        budget: self.capacity.budget.unwrap_or(u64::MAX),
+                        free,
+                        floor: self.capacity.min_free,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Removes a release: index first (so nothing is reported present), then its files.
+    pub fn remove_release(&self, ih: &[u8; 20]) -> Result<()> {
+        let e = self
+            .entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(ih)
+            .ok_or_else(|| StoreError::UnknownRelease(hex::encode(ih)))?;
+        let mut rec = {
+            let mut st = e.state();
+            st.removed = true;
+            st.record.clone()
+        };
+        rec.removing = true;
+        self.index.put_record(ih, &rec)?;
+        self.index.flush()?;
+        self.purge(ih)?;
+        tracing::info!(release = %hex::encode(ih), dir = ?e.dir, "release removed");
+        Ok(())
+    }
+
+    /// Deletes every trace of a release whose record is gone or marked removing.
+    fn purge(&self, ih: &[u8; 20]) -> Result<()> {
+        self.index.remove_pieces(ih)?;
+        self.index.flush()?;
+        let dir = self.release_dir(ih);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        }
+        self.index.remove_record(ih)?;
+        self.index.flush()
+    }
+
+    pub fn set_pinned(&self, ih: &[u8; 20], pinned: bool) -> Result<()> {
+        let e = self.entry(ih)?;
+        let mut st = e.state();
+        st.record.pinned = pinned;
+        self.index.put_record(ih, &st.record)?;
+        drop(st);
+        self.index.flush()
+    }
+
+    pub fn has_piece(&self, ih: &[u8; 20], index: u32) -> bool {
+        self.entry(ih).is_ok_and(|e| e.state().bitfield.get(index))
+    }
+
+    pub fn bitfield(&self, ih: &[u8; 20]) -> Result<Bitfield> {
+        Ok(self.entry(ih)?.state().bitfield.clone())
+    }
+
+    /// Pieces of `[offset, offset+len)` of file `file` that are not present yet.
+    pub fn missing_for_file_range(&self, ih: &[u8; 20], file: usize, offset: u64, len: u64) -> Result<Vec<u32>> {
+        let e = self.entry(ih)?;
+        let pieces = e.release.layout().pieces_for_file_range(file, offset, len);
+        let st = e.state();
+        Ok(pieces.filter(|&p| !st.bitfield.get(p)).collect())
+    }
+
+    fn check_present(e: &Entry, pieces: std::ops::Range<u32>) -> Result<()> {
+        let st = e.state();
+        if st.removed {
+            return Err(StoreError::UnknownRelease(hex::encode(e.release.infohash())));
+        }
+        match pieces.clone().find(|&p| !st.bitfield.get(p)) {
+            Some(piece) => Err(StoreError::NotPresent { piece }),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `begin` within piece `index` (a BitTorrent block).
+    pub fn read_piece_at(&self, ih: &[u8; 20], index: u32, begin: u32, buf: &mut [u8]) -> Result<()> {
+        let e = self.entry(ih)?;
+        let layout = e.release.layout();
+        let size = layout
+            .piece_size(index)
+            .ok_or(StoreError::BadPieceIndex { index, count: layout.piece_count() })?;
+        if begin as u64 + buf.len() as u64 > size as u64 {
+            return Err(StoreError::WrongLength { index, expected: size, got: begin as usize + buf.len() });
+        }
+        Self::check_present(&e, index..index + 1)?;
+        let segs = layout.segments(layout.piece_offset(index) + begin as u64, buf.len() as u64);
+        e.files.read(&segs, buf)?;
+        self.touch(ih, &e);
+        Ok(())
+    }
+
+    /// Reads a whole piece.
+    pub fn read_piece(&self, ih: &[u8; 20], index: u32) -> Result<Vec<u8>> {
+        let e = self.entry(ih)?;
+        let size = e
+            .release
+            .layout()
+            .piece_size(index)
+            .ok_or(StoreError::BadPieceIndex { index, count: e.release.layout().piece_count() })?;
+        let mut buf = vec![0u8; size as usize];
+        self.read_piece_at(ih, index, 0, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of file `file`; every piece they touch must be present.
+    pub fn read_file_at(&self, ih: &[u8; 20], file: usize, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let e = self.entry(ih)?;
+        let layout = e.release.layout();
+        let f = layout.files.get(file).ok_or(StoreError::BadRange { file })?;
+        if offset.checked_add(buf.len() as u64).is_none_or(|end| end > f.length) {
+            return Err(StoreError::BadRange { file });
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        Self::check_present(&e, layout.pieces_for_file_range(file, offset, buf.len() as u64))?;
+        let segs = layout.segments(f.offset + offset, buf.len() as u64);
+        e.files.read(&segs, buf)?;
+        self.touch(ih, &e);
+        Ok(())
+    }
+
+    /// Path of a stored file (for sendfile); callers must check presence of the range first.
+    pub fn file_path(&self, ih: &[u8; 20], file: usize) -> Result<PathBuf> {
+        let e = self.entry(ih)?;
+        e.files.path(file).map(Path::to_path_buf).ok_or(StoreError::BadRange { file })
+    }
+
+    pub fn releases(&self) -> Vec<ReleaseInfo> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<ReleaseInfo> = entries
+            .iter()
+            .map(|(ih, e)| {
+                let st = e.state();
+                ReleaseInfo {
+                    infohash: *ih,
+                    name: st.record.name.clone(),
+                    version: st.record.version.clone(),
+                    total_size: st.record.total_size,
+                    piece_count: st.record.piece_count,
+                    pieces_present: st.bitfield.count(),
+                    bytes_present: st.bytes_present,
+                    pinned: st.record.pinned,
+                    added_at: st.record.added_at,
+                    expires_at: st.record.expires_at,
+                    last_access: e.last_access.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.infohash.cmp(&b.infohash)));
+        out
+    }
+
+    pub fn usage(&self) -> Result<Usage> {
+        Ok(Usage {
+            used: self.used(),
+            budget: self.capacity.budget,
+            free_on_disk: free_bytes(&self.dir)?,
+            min_free: self.capacity.min_free,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+struct Reservation<'a> {
+    store: &'a Store,
+    bytes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.store.reserved.fetch_sub(self.bytes, Ordering::SeqCst);
+    }
+}

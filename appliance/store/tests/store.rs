@@ -1,0 +1,174 @@
+//! Store behaviour: verified puts, reads, reopen, removal, capacity and eviction.
+
+mod common;
+
+use popseed_release::hashing::piece_hash;
+use popseed_store::{AddOptions, Capacity, Put, Store, StoreConfig, StoreError};
+
+use common::{piece_from_source, release};
+
+const PIECE: u64 = 16384;
+
+fn open(dir: &std::path::Path, budget: Option<u64>) -> Store {
+    Store::open(StoreConfig { dir: dir.to_path_buf(), capacity: Capacity { budget, min_free: 0 } }).unwrap()
+}
+
+#[test]
+fn put_read_reopen() {
+    let t = tempfile::tempdir().unwrap();
+    let (r, src) = release(t.path(), "show", &[("a.bin", 40_000), ("d/b.bin", 30_001), ("empty", 0)], PIECE);
+    let ih = r.infohash();
+    let store_dir = t.path().join("store");
+    {
+        let s = open(&store_dir, None);
+        s.add_release(&r, AddOptions::default()).unwrap();
+        s.add_release(&r, AddOptions::default()).unwrap(); // idempotent
+        let n = r.layout().piece_count();
+        assert_eq!(n, 5);
+        let p1 = piece_from_source(&r, &src, 1);
+
+        // typed errors, nothing stored
+        let mut bad = p1.clone();
+        bad[7] ^= 0xff;
+        assert!(matches!(s.put_piece(&ih, 1, &bad), Err(StoreError::HashMismatch { index: 1 })));
+        assert!(matches!(s.put_piece(&ih, 1, &p1[1..]), Err(StoreError::WrongLength { .. })));
+        assert!(matches!(s.put_piece(&ih, 9, &p1), Err(StoreError::BadPieceIndex { .. })));
+        assert!(matches!(s.put_piece(&[1; 20], 0, &p1), Err(StoreError::UnknownRelease(_))));
+        assert!(!s.has_piece(&ih, 1));
+        assert!(matches!(s.read_piece(&ih, 1), Err(StoreError::NotPresent { piece: 1 })));
+
+        assert_eq!(s.put_piece(&ih, 1, &p1).unwrap(), Put::Stored);
+        assert_eq!(s.put_piece(&ih, 1, &p1).unwrap(), Put::AlreadyPresent);
+        assert_eq!(s.read_piece(&ih, 1).unwrap(), p1);
+        let mut block = vec![0u8; 100];
+        s.read_piece_at(&ih, 1, 16000, &mut block).unwrap();
+        assert_eq!(&block[..], &p1[16000..16100]);
+        assert!(s.read_piece_at(&ih, 1, 16300, &mut block).is_err(), "past the end of the piece");
+        // file a.bin bytes 16384..32768 are piece 1 only
+        let mut buf = vec![0u8; 1000];
+        s.read_file_at(&ih, 0, 20_000, &mut buf).unwrap();
+        assert_eq!(&buf[..], &p1[20_000 - 16384..21_000 - 16384]);
+        assert!(matches!(s.read_file_at(&ih, 0, 0, &mut buf), Err(StoreError::NotPresent { piece: 0 })));
+        assert!(matches!(s.read_file_at(&ih, 0, 39_500, &mut buf), Err(StoreError::BadRange { .. })));
+        assert_eq!(s.missing_for_file_range(&ih, 1, 0, 30_001).unwrap(), vec![2, 3, 4]);
+
+        for i in 0..n {
+            s.put_piece(&ih, i, &piece_from_source(&r, &src, i)).unwrap();
+        }
+        assert!(s.bitfield(&ih).unwrap().is_complete());
+    }
+    // reopen: everything still present, files byte-identical to the source
+    let s = open(&store_dir, None);
+    let info = &s.releases()[0];
+    assert_eq!((info.pieces_present, info.bytes_present), (5, 70_001));
+    for (i, f) in r.layout().files.iter().enumerate() {
+        let stored = std::fs::read(s.file_path(&ih, i).unwrap()).unwrap();
+        assert_eq!(stored, std::fs::read(r.data_path(&src, i)).unwrap(), "{}", f.path());
+    }
+}
+
+#[test]
+fn second_open_is_refused_while_in_use() {
+    let t = tempfile::tempdir().unwrap();
+    let _a = open(t.path(), None);
+    let err = Store::open(StoreConfig::new(t.path())).err().expect("second open must fail");
+    assert!(matches!(err, StoreError::Locked(_)), "{err}");
+}
+
+#[test]
+fn remove_and_leftovers() {
+    let t = tempfile::tempdir().unwrap();
+    let (r, src) = release(t.path(), "x", &[("a", 50_000)], PIECE);
+    let ih = r.infohash();
+    let dir = t.path().join("store");
+    {
+        let s = open(&dir, None);
+        s.add_release(&r, AddOptions::default()).unwrap();
+        s.put_piece(&ih, 0, &piece_from_source(&r, &src, 0)).unwrap();
+        s.remove_release(&ih).unwrap();
+        assert!(!s.has_piece(&ih, 0));
+        assert!(s.releases().is_empty());
+        assert!(!dir.join("releases").join(hex::encode(ih)).exists());
+    }
+    // a half-added release (directory without a record) is cleaned at open
+    std::fs::create_dir_all(dir.join("releases/deadbeef/data")).unwrap();
+    let s = open(&dir, None);
+    assert!(!dir.join("releases/deadbeef").exists());
+    // re-adding starts from nothing
+    s.add_release(&r, AddOptions::default()).unwrap();
+    assert_eq!(s.bitfield(&ih).unwrap().count(), 0);
+}
+
+fn fill(s: &Store, r: &popseed_release::VerifiedRelease, src: &std::path::Path) {
+    for i in 0..r.layout().piece_count() {
+        s.put_piece(&r.infohash(), i, &piece_from_source(r, src, i)).unwrap();
+    }
+}
+
+#[test]
+fn eviction_order_and_store_full() {
+    let t = tempfile::tempdir().unwrap();
+    let size = 4 * PIECE as usize; // 4 pieces each
+    let (pinned, ps) = release(t.path(), "pinned", &[("a", size)], PIECE);
+    let (old, os) = release(t.path(), "old", &[("a", size)], PIECE);
+    let (expired, es) = release(t.path(), "expired", &[("a", size)], PIECE);
+    let (newer, ns) = release(t.path(), "newer", &[("a", size)], PIECE);
+    let (incoming, is) = release(t.path(), "incoming", &[("a", size)], PIECE);
+    let s = open(&t.path().join("store"), Some(4 * size as u64));
+    s.add_release(&pinned, AddOptions { pin: true, ttl_seconds: Some(0) }).unwrap();
+    s.add_release(&old, AddOptions::default()).unwrap();
+    s.add_release(&expired, AddOptions { pin: false, ttl_seconds: Some(0) }).unwrap();
+    fill(&s, &pinned, &ps);
+    fill(&s, &old, &os);
+    fill(&s, &expired, &es);
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // later last access for `newer`
+    s.add_release(&newer, AddOptions::default()).unwrap();
+    fill(&s, &newer, &ns);
+    assert_eq!(s.usage().unwrap().used, 4 * size as u64);
+
+    s.add_release(&incoming, AddOptions::default()).unwrap();
+    let ih = incoming.infohash();
+    // first piece: the expired release goes first (even though `old` was used earlier)
+    s.put_piece(&ih, 0, &piece_from_source(&incoming, &is, 0)).unwrap();
+    let names: Vec<String> = s.releases().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["incoming", "newer", "old", "pinned"]);
+    for i in 1..4 {
+        s.put_piece(&ih, i, &piece_from_source(&incoming, &is, i)).unwrap();
+    }
+    // a bigger budget need: evicts the least recently used (`old`), never the pinned one
+    let (big, bs) = release(t.path(), "big", &[("a", 2 * size)], PIECE);
+    s.add_release(&big, AddOptions::default()).unwrap();
+    s.put_piece(&big.infohash(), 0, &piece_from_source(&big, &bs, 0)).unwrap();
+    let names: Vec<String> = s.releases().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["big", "incoming", "newer", "pinned"]);
+    assert!(s.bitfield(&pinned.infohash()).unwrap().is_complete());
+
+    for i in 1..4 {
+        s.put_piece(&big.infohash(), i, &piece_from_source(&big, &bs, i)).unwrap();
+    }
+    assert_eq!(s.usage().unwrap().used, 4 * size as u64);
+    // pin everything else: nothing can be evicted, the put fails with "store full"
+    for r in s.releases() {
+        s.set_pinned(&r.infohash, true).unwrap();
+    }
+    let err = s.put_piece(&big.infohash(), 4, &piece_from_source(&big, &bs, 4)).unwrap_err();
+    assert!(matches!(err, StoreError::Full { .. }), "{err}");
+    assert!(err.to_string().contains("store full"));
+    assert!(!s.has_piece(&big.infohash(), 4));
+    assert_eq!(s.releases().len(), 4, "nothing was evicted");
+}
+
+#[test]
+fn free_space_floor_is_enforced() {
+    let t = tempfile::tempdir().unwrap();
+    let (r, src) = release(t.path(), "x", &[("a", 20_000)], PIECE);
+    let s = Store::open(StoreConfig {
+        dir: t.path().join("store"),
+        capacity: Capacity { budget: None, min_free: u64::MAX / 2 },
+    })
+    .unwrap();
+    s.add_release(&r, AddOptions::default()).unwrap();
+    let err = s.put_piece(&r.infohash(), 0, &piece_from_source(&r, &src, 0)).unwrap_err();
+    assert!(matches!(err, StoreError::Full { .. }));
+    let _ = piece_hash(b"");
+}

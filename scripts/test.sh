@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The whole popseed test suite, on a Debian bookworm machine with the Rust toolchain:
+#   bash scripts/test.sh
+# 1. installs the Debian packages the real-client tests need (only when missing),
+# 2. builds target/release/popseed,
+# 3. runs the Rust tests (cargo test --workspace --release),
+# 4. runs the black-box tests with Debian's /usr/bin/python3 (the pyenv python cannot import
+#    libtorrent), against $POPSEED_BIN.
+# Artifacts (pytest temp dirs, JUnit XML, logs) go to out/test/. Exits non-zero if anything fails.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+out="$repo/out/test"
+mkdir -p "$out"
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# ---------------------------------------------------------------- Debian packages
+debs=(python3-libtorrent python3-pytest)
+missing=()
+for p in "${debs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    say "installing Debian packages: ${missing[*]}"
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+    if ! { "${sudo[@]}" apt-get update -qq &&
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"; } \
+        >"$out/apt.log" 2>&1; then
+        cat "$out/apt.log" >&2
+        echo "test.sh: installing ${missing[*]} failed" >&2
+        exit 1
+    fi
+fi
+py=/usr/bin/python3
+"$py" -c 'import libtorrent, pytest' || { echo "test.sh: $py cannot import libtorrent/pytest" >&2; exit 1; }
+
+# ---------------------------------------------------------------- build
+say "cargo build --release -p popseed"
+cargo build --release -p popseed
+export POPSEED_BIN="$repo/target/release/popseed"
+
+# ---------------------------------------------------------------- tests
+# Run both suites even if the first fails, then report both.
+say "cargo test --workspace --release"
+cargo_rc=0
+cargo test --workspace --release 2>&1 | tee "$out/cargo-test.log" || cargo_rc=$?
+
+say "pytest (tests/, $py)"
+py_rc=0
+PYTHONDONTWRITEBYTECODE=1 "$py" -m pytest tests/ -v \
+    --basetemp="$out/pytest-tmp" --junitxml="$out/pytest-junit.xml" 2>&1 |
+    tee "$out/pytest.log" || py_rc=$?
+
+# ---------------------------------------------------------------- summary
+cargo_sum="$(grep -E '^test result:' "$out/cargo-test.log" |
+    awk '{p+=$4; f+=$6; i+=$8} END {printf "%d passed, %d failed, %d ignored", p, f, i}')"
+py_sum="$(grep -E '^=+ .* in [0-9.]+s' "$out/pytest.log" | tail -n1 | sed -E 's/^=+ //; s/ =+$//')"
+say "summary"
+echo "cargo test: ${cargo_sum} (exit ${cargo_rc})"
+echo "pytest:     ${py_sum:-no summary} (exit ${py_rc})"
+if ((cargo_rc || py_rc)); then
+    echo "test.sh: FAILED (logs in out/test/)"
+    exit 1
+fi
+echo "test.sh: all tests passed"

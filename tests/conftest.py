@@ -1,0 +1,334 @@
+"""Shared fixtures and helpers for popseed's black-box tests.
+
+Run with the Debian interpreter (the pyenv one cannot import libtorrent):
+
+    /usr/bin/python3 -m pytest tests/ -v          # or: bash scripts/test.sh
+
+The binary under test is $POPSEED_BIN; when unset it is built with
+`cargo build --release -p popseed` on first use.
+
+Helpers meant for reuse by other test modules (import them with
+`from conftest import ...`; pytest puts tests/ on sys.path):
+
+  run(*args, check=True)          run the popseed binary, text output
+  make_tree(root, {path: size})   deterministic pseudo-random source tree
+  keygen(dir)                     -> Publisher(key, pub, fingerprint)
+  publish(src, out_dir, key, ...) -> Release(dir, torrent, manifest, magnet, ...)
+  load_manifest(release_dir)      -> (inner manifest dict, whole file dict)
+  wait_until(pred, timeout, what) bounded polling, clear failure message
+  lt_session()                    libtorrent session locked to loopback (no DHT/LSD/UPnP/uTP)
+  lt_wait_checked(ses, handle)    wait for libtorrent to finish hashing a torrent
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Exit codes of the popseed CLI.
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+# Generous per-command bound: nothing popseed does in these tests should take this long.
+DEFAULT_TIMEOUT = 120.0
+
+
+# --------------------------------------------------------------------------- the binary
+
+
+@functools.lru_cache(maxsize=None)
+def popseed_path() -> Path:
+    """Path of the binary under test: $POPSEED_BIN, or a fresh release build."""
+    env = os.environ.get("POPSEED_BIN")
+    if env:
+        p = Path(env)
+        if not (p.is_file() and os.access(p, os.X_OK)):
+            raise RuntimeError(f"POPSEED_BIN={env} is not an executable file")
+        return p
+    if shutil.which("cargo") is None:
+        raise RuntimeError("POPSEED_BIN is unset and cargo is not on PATH: cannot build popseed")
+    proc = subprocess.run(
+        ["cargo", "build", "--release", "-p", "popseed"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"cargo build --release -p popseed failed:\n{proc.stdout[-4000:]}")
+    return REPO / "target" / "release" / "popseed"
+
+
+def _fmt(proc: subprocess.CompletedProcess) -> str:
+    return (
+        f"$ {' '.join(map(str, proc.args))}\n"
+        f"exit code {proc.returncode}\n"
+        f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
+    )
+
+
+def run(
+    *args: Any,
+    check: bool | int = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    cwd: str | os.PathLike | None = None,
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """Runs `popseed ARGS...` and returns the CompletedProcess (text stdout/stderr).
+
+    check=True: the exit code must be 0; check=<int>: it must be that code; check=False: any.
+    A mismatch fails the test with the full command, exit code and output.
+    """
+    cmd = [str(popseed_path()), *map(str, args)]
+    full_env = dict(os.environ)
+    full_env.setdefault("RUST_BACKTRACE", "1")
+    if env:
+        full_env.update(env)
+    try:
+        proc = subprocess.run(
+            cmd,
+            cwd=cwd,
+            input=input,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"popseed did not finish within {timeout} s: {' '.join(cmd)}\n{e.stderr or ''}")
+    want = 0 if check is True else (None if check is False else int(check))
+    if want is not None and proc.returncode != want:
+        pytest.fail(f"expected exit code {want}\n{_fmt(proc)}", pytrace=False)
+    return proc
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, code: int = EXIT_FAILURE) -> str:
+    """Asserts an orderly failure: exit `code`, a non-empty stderr, no panic. Returns stderr."""
+    assert proc.returncode == code, f"expected exit code {code}\n{_fmt(proc)}"
+    err = proc.stderr.strip()
+    assert err, f"no error message on stderr\n{_fmt(proc)}"
+    assert "panicked" not in proc.stderr and "RUST_BACKTRACE" not in proc.stderr, f"panic\n{_fmt(proc)}"
+    return err
+
+
+# --------------------------------------------------------------------------- source trees
+
+
+def file_bytes(seed: int | str, rel: str, size: int) -> bytes:
+    """Deterministic pseudo-random content for `rel` (same seed+path+size, same bytes)."""
+    return random.Random(f"{seed}:{rel}").randbytes(size)
+
+
+def make_tree(root: str | os.PathLike, files: Mapping[str, int], seed: int | str = 0) -> Path:
+    """Creates `root` with `files` ({"dir/name": size}) of deterministic pseudo-random bytes."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, size in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(file_bytes(seed, rel, size))
+    return root
+
+
+def flip_byte(path: str | os.PathLike, offset: int) -> None:
+    """Inverts the bits of one byte of a file in place (same size, different content)."""
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        assert len(b) == 1, f"{path} has no byte at offset {offset}"
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+@dataclasses.dataclass
+class Publisher:
+    key: Path
+    pub: Path
+    fingerprint: str
+
+
+@dataclasses.dataclass
+class Release:
+    dir: Path
+    torrent: Path
+    manifest_path: Path
+    manifest: dict  # the inner "manifest" object
+    document: dict  # the whole manifest.json ({"manifest": ..., "signature": ...})
+    magnet: str
+    src: Path
+    publisher: Publisher
+    stdout: str
+
+    @property
+    def data_parent(self) -> Path:
+        """Directory a BitTorrent client's save_path must be to find the data in place."""
+        return self.src.parent
+
+
+def keygen(directory: str | os.PathLike, name: str = "publisher") -> Publisher:
+    """`popseed keygen --out DIR/NAME` -> DIR/NAME.key, DIR/NAME.pub and the printed fingerprint."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    proc = run("keygen", "--out", directory / name)
+    key, pub = directory / f"{name}.key", directory / f"{name}.pub"
+    assert key.is_file() and pub.is_file(), f"keygen wrote no key pair\n{_fmt(proc)}"
+    return Publisher(key=key, pub=pub, fingerprint=proc.stdout.strip())
+
+
+def load_manifest(release_dir: str | os.PathLike) -> tuple[dict, dict]:
+    doc = json.loads((Path(release_dir) / "manifest.json").read_text())
+    return doc["manifest"], doc
+
+
+def publish(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    publisher: Publisher | None = None,
+    *extra: Any,
+    keys_dir: str | os.PathLike | None = None,
+) -> Release:
+    """`popseed publish SRC --key K --out OUT EXTRA...`; makes a key pair first if none is given."""
+    src, out = Path(src), Path(out)
+    if publisher is None:
+        publisher = keygen(Path(keys_dir) if keys_dir else out.parent / f"{out.name}-keys")
+    proc = run("publish", src, "--key", publisher.key, "--out", out, *extra)
+    magnets = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("magnet:")]
+    assert len(magnets) == 1, f"expected one magnet: line on stdout\n{_fmt(proc)}"
+    torrent, manifest_path = out / "release.torrent", out / "manifest.json"
+    assert torrent.is_file() and manifest_path.is_file(), f"publish wrote no release\n{_fmt(proc)}"
+    manifest, doc = load_manifest(out)
+    return Release(
+        dir=out,
+        torrent=torrent,
+        manifest_path=manifest_path,
+        manifest=manifest,
+        document=doc,
+        magnet=magnets[0],
+        src=src,
+        publisher=publisher,
+        stdout=proc.stdout,
+    )
+
+
+# --------------------------------------------------------------------------- waiting
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Polls `pred` until it returns something truthy (returned) or fails after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}", pytrace=False)
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------- libtorrent
+
+
+def import_libtorrent():
+    try:
+        import libtorrent  # noqa: PLC0415
+    except ImportError as e:  # pragma: no cover - environment problem, not a test failure mode
+        raise RuntimeError(
+            "cannot import libtorrent: run the tests with /usr/bin/python3 and the Debian package "
+            "python3-libtorrent (bash scripts/test.sh installs it)"
+        ) from e
+    return libtorrent
+
+
+def lt_session(**overrides: Any):
+    """A libtorrent session for tests: TCP on 127.0.0.1, random port, no DHT/LSD/UPnP/NAT-PMP/uTP."""
+    lt = import_libtorrent()
+    settings = {
+        "listen_interfaces": "127.0.0.1:0",
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        "alert_mask": lt.alert_category.status | lt.alert_category.error | lt.alert_category.storage,
+    }
+    settings.update(overrides)
+    return lt.session(settings)
+
+
+def lt_add(ses, torrent: str | os.PathLike, save_path: str | os.PathLike):
+    lt = import_libtorrent()
+    atp = lt.add_torrent_params()
+    atp.ti = lt.torrent_info(str(torrent))
+    atp.save_path = str(save_path)
+    return ses.add_torrent(atp)
+
+
+def lt_wait_checked(ses, handle, timeout: float = 30.0):
+    """Waits for the next torrent_checked_alert of `handle`; fails on file/torrent errors.
+
+    Returns the torrent's status after the check.
+    """
+    lt = import_libtorrent()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ses.wait_for_alert(100)
+        for a in ses.pop_alerts():
+            if isinstance(a, (lt.file_error_alert, lt.torrent_error_alert)):
+                pytest.fail(f"libtorrent: {a.message()}", pytrace=False)
+            if isinstance(a, lt.torrent_checked_alert) and a.handle == handle:
+                return handle.status()
+    st = handle.status()
+    pytest.fail(
+        f"libtorrent did not finish checking within {timeout} s "
+        f"(state {st.state}, progress {st.progress:.3f}, error {st.errc.message()!r})",
+        pytrace=False,
+    )
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def popseed() -> Path:
+    """Path of the popseed binary under test."""
+    return popseed_path()
+
+
+@pytest.fixture(name="run")
+def run_fixture(popseed: Path) -> Callable[..., subprocess.CompletedProcess]:
+    return run
+
+
+@pytest.fixture
+def publisher(tmp_path: Path, popseed: Path) -> Publisher:
+    """A fresh publisher key pair under tmp_path/keys."""
+    return keygen(tmp_path / "keys")
+
+
+def files_in_order(files: Mapping[str, int]) -> list[tuple[str, int]]:
+    """The order popseed lists files in: by path components, byte-wise."""
+    return sorted(files.items(), key=lambda kv: [c.encode() for c in kv[0].split("/")])
+
+
+def expected_pieces(sizes: Iterable[int], piece_length: int) -> int:
+    total = sum(sizes)
+    return -(-total // piece_length)
