@@ -65,8 +65,8 @@ impl DataFiles {
         Ok(cell.get_or_init(|| f))
     }
 
-    /// Writes `data` (the bytes of the given segments, in order) and fdatasyncs each file touched.
-    pub fn write_durable(&self, segments: &[Segment], data: &[u8]) -> Result<()> {
+    /// Writes `data` (the bytes of the given segments, in order). Not durable until [`DataFiles::sync`].
+    pub fn write(&self, segments: &[Segment], data: &[u8]) -> Result<()> {
         let mut at = 0usize;
         for s in segments {
             let f = self.handle(s.file)?;
@@ -78,9 +78,14 @@ impl DataFiles {
             f.write_all_at(&data[at..at + len], s.file_offset).map_err(|e| StoreError::io(p, e))?;
             at += len;
         }
-        for s in segments {
-            let f = self.handle(s.file)?;
-            nix::unistd::fdatasync(f).map_err(|e| StoreError::io(&self.paths[s.file], e.into()))?;
+        Ok(())
+    }
+
+    /// fdatasyncs the given files.
+    pub fn sync(&self, files: &[usize]) -> Result<()> {
+        for &i in files {
+            let f = self.handle(i)?;
+            nix::unistd::fdatasync(f).map_err(|e| StoreError::io(&self.paths[i], e.into()))?;
         }
         Ok(())
     }

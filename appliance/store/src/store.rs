@@ -287,37 +287,68 @@ impl Store {
     /// Verifies a piece against the signed release, makes its bytes durable, then marks it
     /// present. Evicts other releases when the budget or the disk floor requires it.
     pub fn put_piece(&self, ih: &[u8; 20], index: u32, data: &[u8]) -> Result<Put> {
+        Ok(self.put_pieces(ih, &[(index, data)])?[0])
+    }
+
+    /// Like [`Store::put_piece`] for several pieces of one release, with one fdatasync per file
+    /// touched and one index flush for the whole batch. Every piece is checked first: if any is
+    /// invalid, that error is returned and nothing is stored.
+    pub fn put_pieces(&self, ih: &[u8; 20], pieces: &[(u32, &[u8])]) -> Result<Vec<Put>> {
         let e = self.entry(ih)?;
         let layout = e.release.layout();
-        let size = layout
-            .piece_size(index)
-            .ok_or(StoreError::BadPieceIndex { index, count: layout.piece_count() })?;
-        if data.len() != size as usize {
-            return Err(StoreError::WrongLength { index, expected: size, got: data.len() });
+        let mut outcome = Vec::with_capacity(pieces.len());
+        let mut need = 0u64;
+        for &(index, data) in pieces {
+            let size = layout
+                .piece_size(index)
+                .ok_or(StoreError::BadPieceIndex { index, count: layout.piece_count() })?;
+            if data.len() != size as usize {
+                return Err(StoreError::WrongLength { index, expected: size, got: data.len() });
+            }
+            if e.state().bitfield.get(index) {
+                outcome.push(Put::AlreadyPresent);
+                continue;
+            }
+            if Some(&piece_hash(data)) != layout.piece_hash(index) {
+                return Err(StoreError::HashMismatch { index });
+            }
+            need += size as u64;
+            outcome.push(Put::Stored);
         }
-        if e.state().bitfield.get(index) {
-            return Ok(Put::AlreadyPresent);
+        if need == 0 {
+            return Ok(outcome);
         }
-        if Some(&piece_hash(data)) != layout.piece_hash(index) {
-            return Err(StoreError::HashMismatch { index });
+        let _reservation = self.reserve(need, ih)?;
+        let todo: Vec<(u32, &[u8])> =
+            pieces.iter().zip(&outcome).filter(|(_, o)| **o == Put::Stored).map(|(p, _)| *p).collect();
+        let mut touched = Vec::new();
+        for &(index, data) in &todo {
+            let segs = layout.piece_segments(index);
+            e.files.write(&segs, data)?;
+            touched.extend(segs.iter().map(|s| s.file));
         }
-        let _reservation = self.reserve(size as u64, ih)?;
-        e.files.write_durable(&layout.piece_segments(index), data)?;
+        touched.sort_unstable();
+        touched.dedup();
+        e.files.sync(&touched)?;
         {
             let st = e.state();
             if st.removed {
                 return Err(StoreError::UnknownRelease(hex::encode(ih)));
             }
-            self.index.mark_present(ih, index)?;
+            for &(index, _) in &todo {
+                self.index.mark_present(ih, index)?;
+            }
         }
         self.index.flush()?;
         let mut st = e.state();
-        if !st.removed && st.bitfield.set(index) {
-            st.bytes_present += size as u64;
+        for &(index, _) in &todo {
+            if !st.removed && st.bitfield.set(index) {
+                st.bytes_present += layout.piece_size(index).unwrap_or(0) as u64;
+            }
         }
         drop(st);
         self.touch(ih, &e);
-        Ok(Put::Stored)
+        Ok(outcome)
     }
 
     fn used(&self) -> u64 {

@@ -172,3 +172,33 @@ fn free_space_floor_is_enforced() {
     assert!(matches!(err, StoreError::Full { .. }));
     let _ = piece_hash(b"");
 }
+
+#[test]
+fn reopen_with_100k_pieces_is_fast_and_small() {
+    const N: u32 = 100_000;
+    const PL: u32 = 1024;
+    let t = tempfile::tempdir().unwrap();
+    let r = common::zero_release(N, PL);
+    let ih = r.infohash();
+    let dir = t.path().join("store");
+    {
+        let s = open(&dir, None);
+        s.add_release(&r, AddOptions::default()).unwrap();
+        let zero = vec![0u8; PL as usize];
+        for chunk in (0..N).collect::<Vec<_>>().chunks(2000) {
+            let batch: Vec<(u32, &[u8])> = chunk.iter().map(|&i| (i, zero.as_slice())).collect();
+            s.put_pieces(&ih, &batch).unwrap();
+        }
+        assert!(s.bitfield(&ih).unwrap().is_complete());
+    }
+    let rss_before = common::rss_kib();
+    let started = std::time::Instant::now();
+    let s = open(&dir, None);
+    let took = started.elapsed();
+    let grew_kib = common::rss_kib().saturating_sub(rss_before);
+    println!("reopen of {N} indexed pieces: {:.0} ms, RSS +{grew_kib} KiB", took.as_secs_f64() * 1e3);
+    assert_eq!(s.bitfield(&ih).unwrap().count(), N);
+    assert!(took < std::time::Duration::from_secs(1), "reopen took {took:?}");
+    // The data is 100 MB; the in-memory index must stay a small fraction of it.
+    assert!(grew_kib < 32 * 1024, "reopen grew RSS by {grew_kib} KiB");
+}

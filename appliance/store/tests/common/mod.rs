@@ -46,3 +46,49 @@ pub fn piece_from_source(r: &VerifiedRelease, src: &Path, i: u32) -> Vec<u8> {
     }
     out
 }
+
+/// A signed release of one all-zero file with `pieces` pieces of `piece_len` bytes, made without
+/// hashing any data (every piece hash is the same): for index-scale tests.
+pub fn zero_release(pieces: u32, piece_len: u32) -> VerifiedRelease {
+    use popseed_release::manifest::{self, Manifest, ManifestFile};
+    use popseed_release::metainfo::{build_info, build_torrent, TorrentOptions};
+    use popseed_release::Layout;
+    use sha2::Digest;
+    let total = pieces as u64 * piece_len as u64;
+    let hash = popseed_release::hashing::piece_hash(&vec![0u8; piece_len as usize]);
+    let layout = Layout::new(piece_len, vec![(vec!["zeros.bin".into()], total)], vec![hash; pieces as usize]).unwrap();
+    let opts = TorrentOptions { name: "zeros.bin".into(), single_file: true, ..Default::default() };
+    let (torrent, ih) = build_torrent(&layout, &opts).unwrap();
+    let (info, _) = build_info(&layout, "zeros.bin", true).unwrap();
+    let key = SecretKey::generate();
+    let m = Manifest {
+        format: manifest::FORMAT.into(),
+        name: "zeros".into(),
+        version: "1".into(),
+        created: "2026-01-01T00:00:00Z".into(),
+        publisher_key: key.public().to_text(),
+        infohash: hex::encode(ih),
+        info_sha256: hex::encode(sha2::Sha256::digest(&info)),
+        torrent_name: "zeros.bin".into(),
+        piece_length: piece_len,
+        piece_count: pieces,
+        total_size: total,
+        files: vec![ManifestFile { path: "zeros.bin".into(), size: total, sha256: String::new() }],
+        critical: vec![],
+        license: None,
+        ttl_seconds: None,
+        web_seeds: vec![],
+    };
+    let mb = manifest::sign(&m, &key).unwrap();
+    VerifiedRelease::from_bytes(&mb, &torrent, None).unwrap()
+}
+
+/// Resident set size of this process in KiB (Linux).
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
