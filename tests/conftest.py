@@ -190,7 +190,8 @@ def keygen(directory: str | os.PathLike, name: str = "publisher") -> Publisher:
     proc = run("keygen", "--out", directory / name)
     key, pub = directory / f"{name}.key", directory / f"{name}.pub"
     assert key.is_file() and pub.is_file(), f"keygen wrote no key pair\n{_fmt(proc)}"
-    return Publisher(key=key, pub=pub, fingerprint=proc.stdout.strip())
+    fp = [ln.split(":", 1)[1].strip() for ln in proc.stdout.splitlines() if ln.lower().startswith("fingerprint:")]
+    return Publisher(key=key, pub=pub, fingerprint=fp[0] if fp else proc.stdout.strip())
 
 
 def load_manifest(release_dir: str | os.PathLike) -> tuple[dict, dict]:

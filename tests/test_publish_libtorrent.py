@@ -86,8 +86,9 @@ def check_against_libtorrent(rel, want_files: list[tuple[str, int]], data_paths:
     ih = ti.info_hashes()
     assert ih.has_v1() and not ih.has_v2(), "expected a BitTorrent v1-only torrent"
     assert str(ih.v1) == m["infohash"] == str(ti.info_hash())
-    assert m["infohash"] in rel.magnet.lower()
     assert ti.name() == m["torrent_name"]
+    mag = lt.parse_magnet_uri(rel.magnet)
+    assert str(mag.info_hashes.v1) == m["infohash"] and mag.name == m["torrent_name"], rel.magnet
 
     # geometry
     assert ti.piece_length() == m["piece_length"]
@@ -143,6 +144,9 @@ def test_single_file_torrent_matches_manifest(tmp_path, publisher, size):
     assert rel.manifest["torrent_name"] == "disk image.iso"
     assert rel.manifest["piece_count"] == -(-size // 32768)
     check_against_libtorrent(rel, [("disk image.iso", size)], [src], single=True)
+    # a single-file release's data is the file itself, or the folder holding it
+    run("verify", rel.dir, "--pubkey", rel.publisher.pub, "--data", src)
+    run("verify", rel.dir, "--pubkey", rel.publisher.pub, "--data", src.parent)
 
 
 def test_magnet_and_web_seeds_parse_in_libtorrent(tmp_path, publisher):
@@ -278,7 +282,7 @@ def test_publish_empty_directory_fails_cleanly(tmp_path, publisher):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "release"
-    proc = run("publish", empty, "--key", publisher.key, "--out", out, check=False)
+    proc = run("publish", empty, "--key", publisher.key, "--out", out, check=False, env={"RUST_LOG": "warn"})
     err = assert_clean_error(proc, EXIT_FAILURE)
     assert len(err.splitlines()) == 1, f"expected a one-line error, got:\n{proc.stderr}"
     assert not (out / "release.torrent").exists() and not (out / "manifest.json").exists()

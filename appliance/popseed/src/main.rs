@@ -1,1 +1,70 @@
-fn main() {}
+//! `popseed`: one binary for the publisher tools, the store inspector and the demo (later: the
+//! agent, the origin seed server, jobs and status). Errors are reported here, at the edge, as one
+//! line on stderr; exit codes: 0 ok, 1 operational failure, 2 usage error.
+
+mod cmd_release;
+mod cmd_store;
+mod demo;
+mod fmt;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "popseed",
+    version,
+    about = "Edge cache appliance for pop-up venues: publish signed releases, store and serve them offline",
+    long_about = "popseed turns a folder into a signed release (BitTorrent v1 .torrent + ed25519-signed manifest), \
+keeps releases in a crash-safe piece store on the appliance's NVMe, and serves them at the venue.\n\n\
+Exit codes: 0 ok, 1 operational failure, 2 usage error."
+)]
+struct Cli {
+    /// Log filter (also RUST_LOG), e.g. `info` or `popseed_store=debug`.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make a publisher key pair (private key file mode 0600) and print its fingerprint.
+    Keygen(cmd_release::KeygenArgs),
+    /// Turn a folder (or one file) into a signed release: release.torrent + manifest.json.
+    Publish(cmd_release::PublishArgs),
+    /// Check a release's signature, that its .torrent matches the manifest, and optionally its data.
+    Verify(cmd_release::VerifyArgs),
+    /// Inspect and manage a piece store: releases, pieces present, bytes, pins.
+    Store(cmd_store::StoreArgs),
+    /// Run a demo venue on localhost with a generated sample release.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse(); // usage errors exit 2 with clap's message
+    let filter = cli
+        .log
+        .clone()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Keygen(a) => cmd_release::keygen(a),
+        Command::Publish(a) => cmd_release::publish(a),
+        Command::Verify(a) => cmd_release::verify(a),
+        Command::Store(a) => cmd_store::run(a),
+        Command::Demo(a) => demo::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("popseed: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

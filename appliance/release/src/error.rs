@@ -6,8 +6,8 @@ use std::path::PathBuf;
 /// Everything that can go wrong while publishing, loading or verifying a release.
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{0}: not a directory")]
     NotADirectory(PathBuf),
     #[error("{0}: no files to publish (the directory is empty)")]
@@ -58,7 +58,7 @@ pub enum ReleaseError {
 
 impl ReleaseError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ReleaseError::Io { path: path.into(), source }
+        ReleaseError::Io { path: path.into(), err: source }
     }
 }
 

@@ -3,6 +3,7 @@
 //! binds the infohash; every other component accepts only a [`VerifiedRelease`].
 
 pub mod critical;
+pub mod datadir;
 pub mod error;
 pub mod hashing;
 pub mod keys;
@@ -12,6 +13,7 @@ pub mod metainfo;
 pub mod release;
 pub mod source;
 
+pub use datadir::DataDir;
 pub use error::{ReleaseError, Result};
 pub use keys::{PublicKey, SecretKey};
 pub use layout::{Layout, LayoutFile, Segment};

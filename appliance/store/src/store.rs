@@ -574,3 +574,57 @@ impl Drop for Reservation<'_> {
         self.store.reserved.fetch_sub(self.bytes, Ordering::SeqCst);
     }
 }
+
+/// What [`Store::import_data`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub stored: u32,
+    pub already_present: u32,
+    /// Pieces whose bytes in the data directory did not match the release.
+    pub bad: Vec<u32>,
+}
+
+impl Store {
+    /// Copies every missing piece of a stored release from a plain data directory, verifying
+    /// each one. Bad pieces are skipped and reported; I/O and capacity errors stop the import.
+    pub fn import_data(&self, ih: &[u8; 20], data: &popseed_release::DataDir) -> Result<ImportReport> {
+        const BATCH_BYTES: u64 = 16 << 20;
+        let layout = data.layout().clone();
+        let have = self.bitfield(ih)?;
+        let mut report = ImportReport::default();
+        let mut batch: Vec<(u32, Vec<u8>)> = Vec::new();
+        let mut batch_bytes = 0u64;
+        let flush = |batch: &mut Vec<(u32, Vec<u8>)>, report: &mut ImportReport| -> Result<()> {
+            let refs: Vec<(u32, &[u8])> = batch.iter().map(|(i, d)| (*i, d.as_slice())).collect();
+            for p in self.put_pieces(ih, &refs)? {
+                match p {
+                    Put::Stored => report.stored += 1,
+                    Put::AlreadyPresent => report.already_present += 1,
+                }
+            }
+            batch.clear();
+            Ok(())
+        };
+        for i in 0..layout.piece_count() {
+            if have.get(i) {
+                report.already_present += 1;
+                continue;
+            }
+            let bytes = data.read_piece(i)?;
+            if Some(&piece_hash(&bytes)) != layout.piece_hash(i) {
+                report.bad.push(i);
+                continue;
+            }
+            batch_bytes += bytes.len() as u64;
+            batch.push((i, bytes));
+            if batch_bytes >= BATCH_BYTES {
+                flush(&mut batch, &mut report)?;
+                batch_bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            flush(&mut batch, &mut report)?;
+        }
+        Ok(report)
+    }
+}
