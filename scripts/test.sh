@@ -59,7 +59,7 @@ cargo_sum="$(grep -E '^test result:' "$out/cargo-test.log" |
     awk '{p+=$4; f+=$6; i+=$8} END {printf "%d passed, %d failed, %d ignored", p, f, i}')"
 py_sum="$(grep -E '^=+ .* in [0-9.]+s' "$out/pytest.log" | tail -n1 | sed -E 's/^=+ //; s/ =+$//')"
 say "summary"
-echo "cargo test: ${cargo_sum} (exit ${cargo_rc})"
+echo "cargo test: ${cargo_sum} in libtest binaries (exit ${cargo_rc})"
 echo "pytest:     ${py_sum:-no summary} (exit ${py_rc})"
 if ((cargo_rc || py_rc)); then
     echo "test.sh: FAILED (logs in out/test/)"

@@ -1,11 +1,13 @@
 //! Streams a release's files once, computing the SHA-1 of every piece (for the .torrent) and the
-//! SHA-256 of every file (for the manifest) in the same pass.
+//! SHA-256 of every file (for the manifest) in the same pass. Piece hashing is on every hot path
+//! (publish, store put, fetch), so SHA-1 comes from aws-lc (assembly, ~1.8x the portable crate
+//! on these machines); it is the same crypto provider rustls uses.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
 
-use sha1::Sha1;
+use aws_lc_rs::digest::{self, SHA1_FOR_LEGACY_USE_ONLY};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ReleaseError, Result};
@@ -24,7 +26,8 @@ pub fn hash_files(files: &[(PathBuf, u64)], piece_length: u32) -> Result<Hashes>
     let pl = piece_length as u64;
     let mut pieces = Vec::new();
     let mut file_hashes = Vec::with_capacity(files.len());
-    let mut piece = Sha1::new();
+    let new_piece = || digest::Context::new(&SHA1_FOR_LEGACY_USE_ONLY);
+    let mut piece = new_piece();
     let mut in_piece = 0u64;
     let mut buf = vec![0u8; CHUNK];
     for (path, expected) in files {
@@ -48,7 +51,7 @@ pub fn hash_files(files: &[(PathBuf, u64)], piece_length: u32) -> Result<Hashes>
                 in_piece += take as u64;
                 data = &data[take..];
                 if in_piece == pl {
-                    pieces.push(piece.finalize_reset().into());
+                    pieces.push(to20(std::mem::replace(&mut piece, new_piece()).finish()));
                     in_piece = 0;
                 }
             }
@@ -60,14 +63,20 @@ pub fn hash_files(files: &[(PathBuf, u64)], piece_length: u32) -> Result<Hashes>
         file_hashes.push(fh.finalize().into());
     }
     if in_piece > 0 {
-        pieces.push(piece.finalize().into());
+        pieces.push(to20(piece.finish()));
     }
     Ok(Hashes { pieces, files: file_hashes })
 }
 
 /// SHA-1 of one piece's bytes.
 pub fn piece_hash(data: &[u8]) -> [u8; 20] {
-    Sha1::digest(data).into()
+    to20(digest::digest(&SHA1_FOR_LEGACY_USE_ONLY, data))
+}
+
+fn to20(d: digest::Digest) -> [u8; 20] {
+    let mut out = [0u8; 20];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 #[cfg(test)]

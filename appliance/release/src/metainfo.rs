@@ -7,7 +7,6 @@ use librqbit_bencode::{BencodeValue, ByteBuf, ByteBufOwned};
 use librqbit_core::torrent_metainfo::{torrent_from_bytes, TorrentMetaV1File, TorrentMetaV1Info};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::Serialize;
-use sha1::{Digest, Sha1};
 
 use crate::error::{ReleaseError, Result};
 use crate::layout::{check_component, Layout};
@@ -96,7 +95,7 @@ pub fn build_info(layout: &Layout, name: &str, single_file: bool) -> Result<(Vec
     let mut out = Vec::new();
     librqbit_bencode::bencode_serialize_to_writer(&info, &mut out)
         .map_err(|e| ReleaseError::BadTorrent(format!("cannot encode info dictionary: {e}")))?;
-    let hash: [u8; 20] = Sha1::digest(&out).into();
+    let hash = crate::hashing::piece_hash(&out);
     Ok((out, hash))
 }
 

@@ -2,7 +2,7 @@
 //! keeps the invariant that a piece is reported present only after its bytes matched the signed
 //! release and are durable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +23,8 @@ const INDEX_DIR: &str = "index";
 const DATA_DIR: &str = "data";
 /// Last-access times are persisted when they moved by more than this many seconds.
 const ACCESS_PERSIST_SECS: u64 = 60;
+/// Batches at least this large hash on a second thread while their bytes are written.
+const OVERLAP_MIN_BYTES: u64 = 256 << 10;
 
 /// Where the store lives and how much it may hold.
 #[derive(Debug, Clone)]
@@ -50,6 +52,8 @@ pub struct AddOptions {
 pub enum Put {
     Stored,
     AlreadyPresent,
+    /// Another put is storing this piece right now; it becomes present if that one succeeds.
+    InProgress,
 }
 
 /// A summary of one stored release.
@@ -82,6 +86,8 @@ struct State {
     bytes_present: u64,
     record: ReleaseRecord,
     removed: bool,
+    /// Pieces some put is writing right now (bytes may be on disk before their hash is checked).
+    writing: HashSet<u32>,
 }
 
 struct Entry {
@@ -203,7 +209,7 @@ impl Store {
             files: DataFiles::new(&dir.join(DATA_DIR), &release),
             release: Arc::new(release),
             dir,
-            state: Mutex::new(State { bitfield, bytes_present: bytes, record, removed: false }),
+            state: Mutex::new(State { bitfield, bytes_present: bytes, record, removed: false, writing: HashSet::new() }),
             last_access: AtomicU64::new(access),
             persisted_access: AtomicU64::new(access),
         })
@@ -270,6 +276,7 @@ impl Store {
                 bytes_present: 0,
                 record,
                 removed: false,
+                writing: HashSet::new(),
             }),
             last_access: AtomicU64::new(added_at),
             persisted_access: AtomicU64::new(added_at),
@@ -291,13 +298,16 @@ impl Store {
     }
 
     /// Like [`Store::put_piece`] for several pieces of one release, with one fdatasync per file
-    /// touched and one index flush for the whole batch. Every piece is checked first: if any is
-    /// invalid, that error is returned and nothing is stored.
+    /// touched and one index flush for the whole batch. If any piece is invalid, that error is
+    /// returned and none of the batch becomes present.
+    ///
+    /// When the pieces fit without evicting anything, hashing runs on a second thread while the
+    /// bytes are written (a piece's range is claimed first, so no other put writes it meanwhile,
+    /// and it is marked present only if its hash matched). When eviction would be needed, every
+    /// hash is checked before anything is evicted or written, so bad data never costs a release.
     pub fn put_pieces(&self, ih: &[u8; 20], pieces: &[(u32, &[u8])]) -> Result<Vec<Put>> {
         let e = self.entry(ih)?;
         let layout = e.release.layout();
-        let mut outcome = Vec::with_capacity(pieces.len());
-        let mut need = 0u64;
         for &(index, data) in pieces {
             let size = layout
                 .piece_size(index)
@@ -305,31 +315,70 @@ impl Store {
             if data.len() != size as usize {
                 return Err(StoreError::WrongLength { index, expected: size, got: data.len() });
             }
-            if e.state().bitfield.get(index) {
-                outcome.push(Put::AlreadyPresent);
-                continue;
-            }
-            if Some(&piece_hash(data)) != layout.piece_hash(index) {
-                return Err(StoreError::HashMismatch { index });
-            }
-            need += size as u64;
-            outcome.push(Put::Stored);
         }
-        if need == 0 {
+        // Claim the pieces this call will write.
+        let mut outcome = Vec::with_capacity(pieces.len());
+        let mut todo: Vec<(u32, &[u8])> = Vec::new();
+        {
+            let mut st = e.state();
+            for &(index, data) in pieces {
+                if st.bitfield.get(index) {
+                    outcome.push(Put::AlreadyPresent);
+                } else if !st.writing.insert(index) {
+                    outcome.push(Put::InProgress);
+                } else {
+                    outcome.push(Put::Stored);
+                    todo.push((index, data));
+                }
+            }
+        }
+        let _claim = Claim { entry: &e, pieces: todo.iter().map(|p| p.0).collect() };
+        if todo.is_empty() {
             return Ok(outcome);
         }
-        let _reservation = self.reserve(need, ih)?;
-        let todo: Vec<(u32, &[u8])> =
-            pieces.iter().zip(&outcome).filter(|(_, o)| **o == Put::Stored).map(|(p, _)| *p).collect();
-        let mut touched = Vec::new();
-        for &(index, data) in &todo {
-            let segs = layout.piece_segments(index);
-            e.files.write(&segs, data)?;
-            touched.extend(segs.iter().map(|s| s.file));
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        e.files.sync(&touched)?;
+        let need: u64 = todo.iter().map(|p| p.1.len() as u64).sum();
+        let verify = || -> Result<()> {
+            for &(index, data) in &todo {
+                if Some(&piece_hash(data)) != layout.piece_hash(index) {
+                    return Err(StoreError::HashMismatch { index });
+                }
+            }
+            Ok(())
+        };
+        let write = || -> Result<()> {
+            let mut touched = Vec::new();
+            for &(index, data) in &todo {
+                let segs = layout.piece_segments(index);
+                e.files.write(&segs, data)?;
+                touched.extend(segs.iter().map(|s| s.file));
+            }
+            touched.sort_unstable();
+            touched.dedup();
+            e.files.sync(&touched)
+        };
+        let _reservation = match self.try_reserve(need)? {
+            Some(r) if need >= OVERLAP_MIN_BYTES => {
+                let (hashed, written) = std::thread::scope(|s| {
+                    let h = s.spawn(verify);
+                    let w = write();
+                    (h.join().unwrap_or_else(|_| Err(StoreError::Corrupt("hashing thread panicked".into()))), w)
+                });
+                hashed?;
+                written?;
+                r
+            }
+            Some(r) => {
+                verify()?;
+                write()?;
+                r
+            }
+            None => {
+                verify()?;
+                let r = self.reserve(need, ih)?;
+                write()?;
+                r
+            }
+        };
         {
             let st = e.state();
             if st.removed {
@@ -356,18 +405,30 @@ impl Store {
         entries.values().map(|e| e.state().bytes_present).sum::<u64>() + self.reserved.load(Ordering::SeqCst)
     }
 
+    /// Reserves `need` bytes if they fit without evicting anything.
+    fn try_reserve(&self, need: u64) -> Result<Option<Reservation<'_>>> {
+        let _g = self.space.lock().unwrap_or_else(|p| p.into_inner());
+        self.reserve_locked(need)
+    }
+
+    fn reserve_locked(&self, need: u64) -> Result<Option<Reservation<'_>>> {
+        let used = self.used();
+        let budget_ok = self.capacity.budget.is_none_or(|b| used + need <= b);
+        if budget_ok && free_bytes(&self.dir)? >= need.saturating_add(self.capacity.min_free) {
+            self.reserved.fetch_add(need, Ordering::SeqCst);
+            return Ok(Some(Reservation { store: self, bytes: need }));
+        }
+        Ok(None)
+    }
+
     /// Makes room for `need` bytes, evicting as the policy says, and reserves them.
     fn reserve(&self, need: u64, protect: &[u8; 20]) -> Result<Reservation<'_>> {
         let _g = self.space.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            let used = self.used();
-            let free = free_bytes(&self.dir)?;
-            let budget_ok = self.capacity.budget.is_none_or(|b| used + need <= b);
-            let floor_ok = free >= need.saturating_add(self.capacity.min_free);
-            if budget_ok && floor_ok {
-                self.reserved.fetch_add(need, Ordering::SeqCst);
-                return Ok(Reservation { store: self, bytes: need });
+            if let Some(r) = self.reserve_locked(need)? {
+                return Ok(r);
             }
+            let (used, free) = (self.used(), free_bytes(&self.dir)?);
             let cands: Vec<Candidate> = self
                 .entries
                 .read()
@@ -564,6 +625,21 @@ impl Store {
     }
 }
 
+/// Releases a put's claim on its pieces.
+struct Claim<'a> {
+    entry: &'a Entry,
+    pieces: Vec<u32>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut st = self.entry.state();
+        for p in &self.pieces {
+            st.writing.remove(p);
+        }
+    }
+}
+
 struct Reservation<'a> {
     store: &'a Store,
     bytes: u64,
@@ -599,7 +675,7 @@ impl Store {
             for p in self.put_pieces(ih, &refs)? {
                 match p {
                     Put::Stored => report.stored += 1,
-                    Put::AlreadyPresent => report.already_present += 1,
+                    Put::AlreadyPresent | Put::InProgress => report.already_present += 1,
                 }
             }
             batch.clear();
