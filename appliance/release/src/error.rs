@@ -34,6 +34,8 @@ pub enum ReleaseError {
     BadDuration(String, String),
     #[error("invalid web seed URL {0:?}: must start with http:// or https://")]
     BadWebSeed(String),
+    #[error("output directory {out} is inside the source {src}: it would be published with the release")]
+    OutInsideSource { out: PathBuf, src: PathBuf },
     #[error("{path}: file changed while publishing (size {expected} became {actual})")]
     SourceChanged { path: PathBuf, expected: u64, actual: u64 },
 

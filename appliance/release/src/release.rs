@@ -74,6 +74,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Publishes `src` (a directory, or a single file) into `out` and returns the verified release.
 pub fn publish(src: &Path, key: &SecretKey, out: &Path, opts: &PublishOptions) -> Result<VerifiedRelease> {
+    refuse_out_inside(src, out)?;
     let source = source::scan(src)?;
     let total = source.total_size();
     let piece_length = check_piece_size(opts.piece_size.unwrap_or_else(|| auto_piece_size(total)))?;
@@ -140,6 +141,29 @@ pub fn publish(src: &Path, key: &SecretKey, out: &Path, opts: &PublishOptions) -
     write_atomic(&out.join(TORRENT_FILE), &torrent)?;
     write_atomic(&out.join(MANIFEST_FILE), &manifest_bytes)?;
     VerifiedRelease::from_bytes(&manifest_bytes, &torrent, None)
+}
+
+/// The release directory must not be inside the source tree (the next publish would include it).
+fn refuse_out_inside(src: &Path, out: &Path) -> Result<()> {
+    let Ok(src_c) = fs::canonicalize(src) else { return Ok(()) }; // scan reports it
+    // `out` may not exist yet: canonicalize its nearest existing ancestor.
+    let mut existing = out.to_path_buf();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name().map(|n| n.to_owned()), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent.to_path_buf() };
+            }
+            _ => break,
+        }
+    }
+    let mut out_c = fs::canonicalize(&existing).map_err(|e| ReleaseError::io(&existing, e))?;
+    out_c.extend(rest.iter().rev());
+    if src_c.is_dir() && out_c.starts_with(&src_c) {
+        return Err(ReleaseError::OutInsideSource { out: out.to_path_buf(), src: src.to_path_buf() });
+    }
+    Ok(())
 }
 
 /// A release whose manifest signature verified and whose .torrent matches the manifest.
@@ -334,6 +358,15 @@ mod tests {
         let b = publish(&src, &key, &d.path().join("b"), &PublishOptions::default()).unwrap();
         let err = VerifiedRelease::from_bytes(&a.manifest_bytes, &b.torrent_bytes, None).unwrap_err();
         assert!(matches!(err, ReleaseError::TorrentMismatch(_)), "{err}");
+    }
+
+    #[test]
+    fn out_inside_source_is_refused() {
+        let d = tree();
+        let src = d.path().join("src/show");
+        let err = publish(&src, &SecretKey::generate(), &src.join("out/rel"), &PublishOptions::default()).unwrap_err();
+        assert!(matches!(err, ReleaseError::OutInsideSource { .. }), "{err}");
+        assert!(!src.join("out").exists());
     }
 
     #[test]

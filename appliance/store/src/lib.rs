@@ -15,4 +15,4 @@ pub mod store;
 pub use bitfield::Bitfield;
 pub use capacity::Capacity;
 pub use error::{Result, StoreError};
-pub use store::{AddOptions, ImportReport, Put, ReleaseInfo, Store, StoreConfig, Usage};
+pub use store::{AddOptions, DemandHandler, ImportReport, Put, ReleaseInfo, Store, StoreConfig, StoreEvent, Usage};

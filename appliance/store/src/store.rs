@@ -72,6 +72,19 @@ pub struct ReleaseInfo {
     pub last_access: u64,
 }
 
+/// What changed in the store, for components that advertise or wait for pieces
+/// (the swarm sends `have`, the portal resumes a waiting download).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreEvent {
+    PieceStored { infohash: [u8; 20], index: u32 },
+    ReleaseAdded { infohash: [u8; 20] },
+    ReleaseRemoved { infohash: [u8; 20] },
+}
+
+/// Called with pieces somebody wants that are not present (read-through): the fetcher installs
+/// one and turns them into top-priority fetches.
+pub type DemandHandler = Arc<dyn Fn(&[u8; 20], &[u32]) + Send + Sync>;
+
 /// Store-wide usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
@@ -115,6 +128,8 @@ pub struct Store {
     space: Mutex<()>,
     /// Bytes of puts that passed the capacity check but are not yet counted as present.
     reserved: AtomicU64,
+    events: tokio::sync::broadcast::Sender<StoreEvent>,
+    demand: RwLock<Option<DemandHandler>>,
 }
 
 fn now() -> u64 {
@@ -149,6 +164,8 @@ impl Store {
             entries: RwLock::new(HashMap::new()),
             space: Mutex::new(()),
             reserved: AtomicU64::new(0),
+            events: tokio::sync::broadcast::channel(4096).0,
+            demand: RwLock::new(None),
         };
         let mut entries = HashMap::new();
         for (ih, rec) in store.index.records()? {
@@ -283,6 +300,7 @@ impl Store {
         };
         self.entries.write().unwrap_or_else(|p| p.into_inner()).insert(ih, Arc::new(entry));
         tracing::info!(release = %hex::encode(ih), name = %release.manifest.name, "release added");
+        let _ = self.events.send(StoreEvent::ReleaseAdded { infohash: ih });
         Ok(())
     }
 
@@ -397,6 +415,9 @@ impl Store {
         }
         drop(st);
         self.touch(ih, &e);
+        for &(index, _) in &todo {
+            let _ = self.events.send(StoreEvent::PieceStored { infohash: *ih, index });
+        }
         Ok(outcome)
     }
 
@@ -481,6 +502,7 @@ impl Store {
         self.index.flush()?;
         self.purge(ih)?;
         tracing::info!(release = %hex::encode(ih), dir = ?e.dir, "release removed");
+        let _ = self.events.send(StoreEvent::ReleaseRemoved { infohash: *ih });
         Ok(())
     }
 
@@ -618,6 +640,30 @@ impl Store {
             free_on_disk: free_bytes(&self.dir)?,
             min_free: self.capacity.min_free,
         })
+    }
+
+    /// Events from now on. A receiver that lags behind gets `RecvError::Lagged` and should
+    /// re-read the bitfields it cares about.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+
+    /// Installs the read-through handler (the fetcher's on-demand queue).
+    pub fn set_demand_handler(&self, handler: DemandHandler) {
+        *self.demand.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+    }
+
+    /// Asks for missing pieces to be fetched with top priority. Returns false when no fetcher
+    /// is attached (the caller should then refuse instead of waiting).
+    pub fn demand(&self, ih: &[u8; 20], pieces: &[u32]) -> bool {
+        let handler = self.demand.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match handler {
+            Some(h) => {
+                h(ih, pieces);
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn dir(&self) -> &Path {

@@ -202,3 +202,25 @@ fn reopen_with_100k_pieces_is_fast_and_small() {
     // The data is 100 MB; the in-memory index must stay a small fraction of it.
     assert!(grew_kib < 32 * 1024, "reopen grew RSS by {grew_kib} KiB");
 }
+
+#[test]
+fn events_and_demand() {
+    let t = tempfile::tempdir().unwrap();
+    let (r, src) = release(t.path(), "ev", &[("a", 40_000)], PIECE);
+    let ih = r.infohash();
+    let s = open(&t.path().join("store"), None);
+    let mut rx = s.subscribe();
+    assert!(!s.demand(&ih, &[0]), "no fetcher attached");
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let a2 = asked.clone();
+    s.set_demand_handler(std::sync::Arc::new(move |h: &[u8; 20], p: &[u32]| a2.lock().unwrap().push((*h, p.to_vec()))));
+    assert!(s.demand(&ih, &[2, 1]));
+    assert_eq!(*asked.lock().unwrap(), vec![(ih, vec![2, 1])]);
+    s.add_release(&r, AddOptions::default()).unwrap();
+    s.put_piece(&ih, 2, &piece_from_source(&r, &src, 2)).unwrap();
+    s.remove_release(&ih).unwrap();
+    use popseed_store::StoreEvent::*;
+    assert_eq!(rx.try_recv().unwrap(), ReleaseAdded { infohash: ih });
+    assert_eq!(rx.try_recv().unwrap(), PieceStored { infohash: ih, index: 2 });
+    assert_eq!(rx.try_recv().unwrap(), ReleaseRemoved { infohash: ih });
+}
