@@ -122,6 +122,26 @@ pub fn build_torrent(layout: &Layout, opts: &TorrentOptions) -> Result<(Vec<u8>,
     Ok((bytes, hash))
 }
 
+/// Re-issues a .torrent with other trackers and web seeds (the box hands out torrents that list
+/// its own tracker first and itself as a web seed). The info dictionary is copied byte-for-byte,
+/// so the infohash is unchanged.
+pub fn with_trackers(torrent: &[u8], trackers: &[Vec<String>], web_seeds: &[String]) -> Result<Vec<u8>> {
+    let m = parse_torrent(torrent)?;
+    let out = TorrentFileOut {
+        announce: trackers.iter().flatten().next().map(|s| s.as_str()),
+        announce_list: &trackers.to_vec(),
+        comment: None,
+        created_by: concat!("popseed/", env!("CARGO_PKG_VERSION")),
+        creation_date: None,
+        info: RawValue(&m.info_bytes),
+        url_list: &web_seeds.to_vec(),
+    };
+    let mut bytes = Vec::new();
+    librqbit_bencode::bencode_serialize_to_writer(&out, &mut bytes)
+        .map_err(|e| ReleaseError::BadTorrent(format!("cannot encode torrent: {e}")))?;
+    Ok(bytes)
+}
+
 fn utf8(b: &[u8], what: &str) -> Result<String> {
     String::from_utf8(b.to_vec()).map_err(|_| ReleaseError::BadTorrent(format!("{what} is not UTF-8")))
 }
@@ -236,6 +256,18 @@ mod tests {
         assert_eq!(m.trackers, opts.trackers);
         let mag = magnet(&hash, "rel x", &["http://t/a".into()], &[]);
         assert!(mag.starts_with(&format!("magnet:?xt=urn:btih:{}&dn=rel%20x&tr=http%3A%2F%2Ft%2Fa", hex::encode(hash))));
+    }
+
+    #[test]
+    fn reissue_with_box_tracker_keeps_infohash() {
+        let l = layout(vec![(vec!["a".into()], 20000)]);
+        let (bytes, hash) = build_torrent(&l, &TorrentOptions { name: "r".into(), ..Default::default() }).unwrap();
+        let t = vec![vec!["http://box/announce".to_string()], vec!["http://other/a".to_string()]];
+        let re = with_trackers(&bytes, &t, &["http://box/ws/".into()]).unwrap();
+        let m = parse_torrent(&re).unwrap();
+        assert_eq!(m.infohash, hash);
+        assert_eq!(m.trackers, t);
+        assert_eq!(m.web_seeds, vec!["http://box/ws/".to_string()]);
     }
 
     #[test]
