@@ -1,0 +1,1 @@
+//! popseed-portal (being written).

@@ -1,0 +1,1 @@
+//! popseed-swarm (being written).
