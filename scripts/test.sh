@@ -17,7 +17,7 @@ mkdir -p "$out"
 say() { printf '\n==> %s\n' "$*"; }
 
 # ---------------------------------------------------------------- Debian packages
-debs=(python3-libtorrent python3-pytest)
+mapfile -t debs < <(grep -vE '^\s*(#|$)' "$repo/scripts/deps/debian.txt")
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -36,6 +36,18 @@ if ((${#missing[@]})); then
 fi
 py=/usr/bin/python3
 "$py" -c 'import libtorrent, pytest' || { echo "test.sh: $py cannot import libtorrent/pytest" >&2; exit 1; }
+
+# ---------------------------------------------------------------- npm packages
+# Each tests/*/package.json (with its package-lock.json) gets its node_modules installed.
+for pj in tests/*/package.json; do
+    [ -e "$pj" ] || continue
+    d="$(dirname "$pj")"
+    if [ ! -d "$d/node_modules" ] || [ "$pj" -nt "$d/node_modules" ]; then
+        say "npm install in $d"
+        (cd "$d" && npm install --no-audit --no-fund --loglevel=error) >"$out/npm-$(basename "$d").log" 2>&1 ||
+            { cat "$out/npm-$(basename "$d").log" >&2; echo "test.sh: npm install in $d failed" >&2; exit 1; }
+    fi
+done
 
 # ---------------------------------------------------------------- build
 say "cargo build --release -p popseed"
