@@ -67,19 +67,19 @@ PYTHONDONTWRITEBYTECODE=1 "$py" -m pytest tests/ -v \
     tee "$out/pytest.log" || py_rc=$?
 
 # ---------------------------------------------------------------- summary
-cargo_sum="$(grep -E '^test result:' "$out/cargo-test.log" |
+cargo_sum="$({ grep -E '^test result:' "$out/cargo-test.log" || true; } |
     awk '{p+=$4; f+=$6; i+=$8} END {printf "%d passed, %d failed, %d ignored", p, f, i}')"
-py_sum="$(grep -E '^=+ .* in [0-9.]+s' "$out/pytest.log" | tail -n1 | sed -E 's/^=+ //; s/ =+$//')"
+py_sum="$({ grep -E '^=+ .* in [0-9.]+s' "$out/pytest.log" || true; } | tail -n1 | sed -E 's/^=+ //; s/ =+$//')"
 say "summary"
 echo "cargo test: ${cargo_sum} in libtest binaries (exit ${cargo_rc})"
 echo "pytest:     ${py_sum:-no summary} (exit ${py_rc})"
 # One plain closing line over both suites.
-totals="$(grep -E '^test result:' "$out/cargo-test.log" | awk '{p+=$4; f+=$6} END {print p+0, f+0}')"
+totals="$({ grep -E '^test result:' "$out/cargo-test.log" || true; } | awk '{p+=$4; f+=$6} END {print p+0, f+0}')"
 read -r cp cf <<<"$totals"
-pp="$(grep -oE '[0-9]+ passed' <<<"${py_sum:-}" | grep -oE '[0-9]+' || echo 0)"
-pf="$(grep -oE '[0-9]+ (failed|error)' <<<"${py_sum:-}" | awk '{s+=$1} END {print s+0}')"
+pp="$({ grep -oE '[0-9]+ passed' <<<"${py_sum:-}" || true; } | awk '{s+=$1} END {print s+0}')"
+pf="$({ grep -oE '[0-9]+ (failed|error)' <<<"${py_sum:-}" || true; } | awk '{s+=$1} END {print s+0}')"
 # custom-harness test binaries (e.g. the store crash test) close with "N passed, N failed"
-read -r hp hf <<<"$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out/cargo-test.log" | awk '{p+=$1; f+=$3} END {print p+0, f+0}')"
+read -r hp hf <<<"$({ grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out/cargo-test.log" || true; } | awk '{p+=$1; f+=$3} END {print p+0, f+0}')"
 cp=$((cp + hp)); cf=$((cf + hf))
 if ((cargo_rc || py_rc)); then
     echo "test.sh: FAILED (logs in out/test/)"

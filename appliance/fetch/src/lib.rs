@@ -1,0 +1,2 @@
+//! popseed-fetch: fills the piece store from origin seeds.
+pub mod scheduler;

@@ -1,0 +1,358 @@
+//! Which piece to fetch next, from which origin: pure state, no I/O, unit-tested.
+//!
+//! Order within a release: on-demand pieces (a peer or the portal waits), then pieces put back
+//! after a failure, then the release's plan (critical ranges first, in the publisher's order,
+//! then every other piece in file order). Releases are served in the order they were added
+//! (the caller adds them by job priority). A piece whose bytes failed the hash check from an
+//! origin is not asked from that origin again; an origin with [`MAX_BAD_PIECES`] bad pieces is
+//! dropped for the rest of the fill.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// Hash failures after which an origin is dropped.
+pub const MAX_BAD_PIECES: u32 = 3;
+
+/// Stream priorities sent to origins.
+pub const PRIORITY_DEMAND: i32 = 20;
+pub const PRIORITY_CRITICAL: i32 = 10;
+pub const PRIORITY_NORMAL: i32 = 0;
+
+pub type OriginId = usize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Piece {
+    Missing,
+    InFlight(OriginId),
+    Present,
+}
+
+struct ReleasePlan {
+    infohash: [u8; 20],
+    pieces: Vec<Piece>,
+    critical: HashSet<u32>,
+    plan: Vec<u32>,
+    cursor: usize,
+    retry: VecDeque<u32>,
+    demand: VecDeque<u32>,
+    /// Origins whose bytes for this piece failed the hash check.
+    bad_from: HashMap<u32, Vec<OriginId>>,
+    missing: u32,
+    critical_missing: u32,
+}
+
+/// One piece to fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assignment {
+    pub infohash: [u8; 20],
+    pub index: u32,
+    pub priority: i32,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct OriginState {
+    bad_pieces: u32,
+    dropped: bool,
+}
+
+#[derive(Default)]
+pub struct Scheduler {
+    releases: Vec<ReleasePlan>,
+    origins: HashMap<OriginId, OriginState>,
+}
+
+impl Scheduler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a release to fill. `critical`: the critical pieces in order; `present(i)`: whether
+    /// the store already holds piece i (those are never fetched again).
+    pub fn add_release(&mut self, infohash: [u8; 20], piece_count: u32, critical: &[u32], present: impl Fn(u32) -> bool) {
+        if self.releases.iter().any(|r| r.infohash == infohash) {
+            return;
+        }
+        let pieces: Vec<Piece> = (0..piece_count).map(|i| if present(i) { Piece::Present } else { Piece::Missing }).collect();
+        let critical_set: HashSet<u32> = critical.iter().copied().filter(|&i| i < piece_count).collect();
+        let mut plan: Vec<u32> = critical.iter().copied().filter(|&i| i < piece_count).collect();
+        let mut seen: HashSet<u32> = HashSet::new();
+        plan.retain(|i| seen.insert(*i));
+        plan.extend((0..piece_count).filter(|i| !critical_set.contains(i)));
+        let missing = pieces.iter().filter(|p| **p == Piece::Missing).count() as u32;
+        let critical_missing = critical_set.iter().filter(|&&i| pieces[i as usize] == Piece::Missing).count() as u32;
+        self.releases.push(ReleasePlan {
+            infohash,
+            pieces,
+            critical: critical_set,
+            plan,
+            cursor: 0,
+            retry: VecDeque::new(),
+            demand: VecDeque::new(),
+            bad_from: HashMap::new(),
+            missing,
+            critical_missing,
+        });
+    }
+
+    pub fn remove_release(&mut self, infohash: &[u8; 20]) {
+        self.releases.retain(|r| &r.infohash != infohash);
+    }
+
+    fn release(&mut self, ih: &[u8; 20]) -> Option<&mut ReleasePlan> {
+        self.releases.iter_mut().find(|r| &r.infohash == ih)
+    }
+
+    pub fn add_origin(&mut self, id: OriginId) {
+        self.origins.entry(id).or_default();
+    }
+
+    pub fn is_dropped(&self, id: OriginId) -> bool {
+        self.origins.get(&id).is_some_and(|o| o.dropped)
+    }
+
+    /// Moves requested pieces to the front (read-through). Unknown releases are ignored.
+    pub fn demand(&mut self, ih: &[u8; 20], indices: &[u32]) {
+        if let Some(r) = self.release(ih) {
+            for &i in indices.iter().rev() {
+                if r.pieces.get(i as usize) == Some(&Piece::Missing) && !r.demand.contains(&i) {
+                    r.demand.push_front(i);
+                }
+            }
+        }
+    }
+
+    /// Up to `max` pieces of one release for `origin`, most urgent first.
+    pub fn next_batch(&mut self, origin: OriginId, max: usize) -> Vec<Assignment> {
+        if self.is_dropped(origin) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for r in &mut self.releases {
+            let usable = |r: &ReleasePlan, i: u32| {
+                r.pieces[i as usize] == Piece::Missing && !r.bad_from.get(&i).is_some_and(|b| b.contains(&origin))
+            };
+            let take = |r: &mut ReleasePlan, i: u32, prio: i32, out: &mut Vec<Assignment>| {
+                r.pieces[i as usize] = Piece::InFlight(origin);
+                out.push(Assignment { infohash: r.infohash, index: i, priority: prio });
+            };
+            // on-demand
+            let mut k = 0;
+            while k < r.demand.len() && out.len() < max {
+                let i = r.demand[k];
+                if usable(r, i) {
+                    r.demand.remove(k);
+                    take(r, i, PRIORITY_DEMAND, &mut out);
+                } else if r.pieces[i as usize] != Piece::Missing {
+                    r.demand.remove(k);
+                } else {
+                    k += 1;
+                }
+            }
+            // retries
+            let mut k = 0;
+            while k < r.retry.len() && out.len() < max {
+                let i = r.retry[k];
+                if usable(r, i) {
+                    r.retry.remove(k);
+                    let p = if r.critical.contains(&i) { PRIORITY_CRITICAL } else { PRIORITY_NORMAL };
+                    take(r, i, p, &mut out);
+                } else if r.pieces[i as usize] != Piece::Missing {
+                    r.retry.remove(k);
+                } else {
+                    k += 1;
+                }
+            }
+            // the plan; while critical pieces are missing, only critical pieces go out (so they
+            // arrive before any other), unless none is left that this origin may serve
+            let barrier = r.critical_missing > 0
+                && r.critical.iter().any(|&c| {
+                    matches!(r.pieces[c as usize], Piece::InFlight(_)) || usable(r, c)
+                });
+            while r.cursor < r.plan.len() && out.len() < max {
+                let i = r.plan[r.cursor];
+                if barrier && !r.critical.contains(&i) {
+                    break;
+                }
+                r.cursor += 1;
+                if usable(r, i) {
+                    let p = if r.critical.contains(&i) { PRIORITY_CRITICAL } else { PRIORITY_NORMAL };
+                    take(r, i, p, &mut out);
+                } else if r.pieces[i as usize] == Piece::Missing {
+                    // this origin must not serve it: leave it for the others
+                    r.retry.push_back(i);
+                }
+            }
+            if !out.is_empty() {
+                break;
+            }
+        }
+        out
+    }
+
+    /// The piece is now present in the store.
+    pub fn done(&mut self, ih: &[u8; 20], index: u32) {
+        if let Some(r) = self.release(ih) {
+            if let Some(p) = r.pieces.get_mut(index as usize) {
+                if *p != Piece::Present {
+                    *p = Piece::Present;
+                    r.missing -= 1;
+                    if r.critical.contains(&index) {
+                        r.critical_missing -= 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The piece did not arrive (connection lost, origin lacks it): fetch it again, from anyone.
+    pub fn failed(&mut self, ih: &[u8; 20], index: u32) {
+        if let Some(r) = self.release(ih) {
+            if let Some(p @ Piece::InFlight(_)) = r.pieces.get_mut(index as usize) {
+                *p = Piece::Missing;
+                r.retry.push_back(index);
+            }
+        }
+    }
+
+    /// `origin` sent bytes for the piece that failed the hash check. Returns true when the
+    /// origin has now sent too many bad pieces and is dropped.
+    pub fn hash_failed(&mut self, ih: &[u8; 20], index: u32, origin: OriginId) -> bool {
+        if let Some(r) = self.release(ih) {
+            r.bad_from.entry(index).or_default().push(origin);
+        }
+        self.failed(ih, index);
+        let o = self.origins.entry(origin).or_default();
+        o.bad_pieces += 1;
+        if o.bad_pieces >= MAX_BAD_PIECES && !o.dropped {
+            o.dropped = true;
+            return true;
+        }
+        false
+    }
+
+    /// `origin` does not have the piece: ask the others.
+    pub fn unavailable(&mut self, ih: &[u8; 20], index: u32, origin: OriginId) {
+        if let Some(r) = self.release(ih) {
+            r.bad_from.entry(index).or_default().push(origin);
+        }
+        self.failed(ih, index);
+    }
+
+    /// Puts back every piece in flight from `origin` (it went away).
+    pub fn origin_lost(&mut self, origin: OriginId) {
+        for r in &mut self.releases {
+            for (i, p) in r.pieces.iter_mut().enumerate() {
+                if *p == Piece::InFlight(origin) {
+                    *p = Piece::Missing;
+                    r.retry.push_back(i as u32);
+                }
+            }
+        }
+    }
+
+    pub fn missing(&self, ih: &[u8; 20]) -> Option<u32> {
+        self.releases.iter().find(|r| &r.infohash == ih).map(|r| r.missing)
+    }
+
+    pub fn is_critical(&self, ih: &[u8; 20], index: u32) -> bool {
+        self.releases.iter().any(|r| &r.infohash == ih && r.critical.contains(&index))
+    }
+
+    /// True when nothing is missing in any release.
+    pub fn all_done(&self) -> bool {
+        self.releases.iter().all(|r| r.missing == 0)
+    }
+
+    /// True when some piece is missing and not in flight (work is waiting for an origin).
+    pub fn has_work(&self) -> bool {
+        self.releases.iter().any(|r| r.pieces.iter().any(|p| *p == Piece::Missing))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IH: [u8; 20] = [1; 20];
+
+    fn indices(a: &[Assignment]) -> Vec<u32> {
+        a.iter().map(|a| a.index).collect()
+    }
+
+    #[test]
+    fn critical_first_then_file_order_skipping_present() {
+        let mut s = Scheduler::new();
+        s.add_release(IH, 8, &[5, 6, 5], |i| i == 1 || i == 6);
+        let b = s.next_batch(0, 3);
+        assert_eq!(indices(&b), vec![5], "only critical pieces while one is missing");
+        assert_eq!(b[0].priority, PRIORITY_CRITICAL);
+        assert!(s.next_batch(1, 3).is_empty(), "the critical piece is in flight: others wait");
+        s.done(&IH, 5);
+        let b = s.next_batch(0, 2);
+        assert_eq!(indices(&b), vec![0, 2]);
+        assert_eq!(b[0].priority, PRIORITY_NORMAL);
+        assert_eq!(indices(&s.next_batch(1, 10)), vec![3, 4, 7]);
+        assert!(s.next_batch(0, 10).is_empty(), "everything is in flight");
+        assert_eq!(s.missing(&IH), Some(5));
+    }
+
+    #[test]
+    fn barrier_lifts_when_no_origin_may_serve_the_critical_piece() {
+        let mut s = Scheduler::new();
+        s.add_release(IH, 3, &[2], |_| false);
+        assert_eq!(indices(&s.next_batch(0, 1)), vec![2]);
+        s.unavailable(&IH, 2, 0);
+        assert_eq!(indices(&s.next_batch(0, 5)), vec![0, 1], "origin 0 lacks the critical piece");
+        assert_eq!(indices(&s.next_batch(1, 5)), vec![2]);
+    }
+
+    #[test]
+    fn demand_jumps_the_queue_and_failures_retry() {
+        let mut s = Scheduler::new();
+        s.add_release(IH, 10, &[], |_| false);
+        assert_eq!(indices(&s.next_batch(0, 2)), vec![0, 1]);
+        s.demand(&IH, &[9, 8]);
+        let b = s.next_batch(0, 3);
+        assert_eq!(indices(&b), vec![9, 8, 2]);
+        assert_eq!(b[0].priority, PRIORITY_DEMAND);
+        s.failed(&IH, 0);
+        assert_eq!(indices(&s.next_batch(1, 1)), vec![0]);
+        s.done(&IH, 0);
+        s.done(&IH, 0);
+        assert_eq!(s.missing(&IH), Some(9));
+    }
+
+    #[test]
+    fn bad_data_avoids_the_origin_then_drops_it() {
+        let mut s = Scheduler::new();
+        s.add_release(IH, 10, &[], |_| false);
+        s.add_origin(0);
+        s.add_origin(1);
+        assert_eq!(indices(&s.next_batch(0, 1)), vec![0]);
+        assert!(!s.hash_failed(&IH, 0, 0));
+        // origin 0 is not given piece 0 again; origin 1 is
+        assert_eq!(indices(&s.next_batch(0, 1)), vec![1]);
+        assert_eq!(indices(&s.next_batch(1, 1)), vec![0]);
+        assert!(!s.hash_failed(&IH, 1, 0));
+        assert_eq!(indices(&s.next_batch(0, 1)), vec![2]);
+        assert!(s.hash_failed(&IH, 2, 0), "third bad piece drops the origin");
+        assert!(s.is_dropped(0));
+        assert!(s.next_batch(0, 5).is_empty());
+        let rest = indices(&s.next_batch(1, 10));
+        assert!(rest.contains(&1) && rest.contains(&2));
+    }
+
+    #[test]
+    fn origin_lost_puts_its_pieces_back() {
+        let mut s = Scheduler::new();
+        s.add_release(IH, 4, &[], |_| false);
+        assert_eq!(indices(&s.next_batch(0, 2)), vec![0, 1]);
+        assert_eq!(indices(&s.next_batch(1, 1)), vec![2]);
+        s.origin_lost(0);
+        assert_eq!(indices(&s.next_batch(1, 5)), vec![0, 1, 3]);
+        for i in 0..4 {
+            s.done(&IH, i);
+        }
+        assert!(s.all_done());
+        assert!(!s.has_work());
+    }
+}

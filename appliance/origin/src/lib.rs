@@ -1,0 +1,20 @@
+//! popseed-origin: the origin protocol, popseed/1 over QUIC (TLS 1.3, ALPN `popseed/1`).
+//!
+//! - [`proto`]: the wire format and an incremental response parser, with no I/O.
+//! - [`server`]: the origin seed server's async shell (`popseed origin`).
+//! - [`client`]: one appliance-side connection to an origin.
+//! - [`tls`]: certificates, fingerprints, pinned-certificate trust.
+//!
+//! The protocol is specified in docs/protocol.md.
+
+pub mod client;
+pub mod error;
+pub mod proto;
+pub mod rate;
+pub mod server;
+pub mod tls;
+
+pub use client::OriginClient;
+pub use error::OriginError;
+pub use server::{OriginConfig, OriginServer, ServedRelease};
+pub use tls::{Identity, Trust};
