@@ -40,20 +40,32 @@ pub async fn fetch_piece(client: &reqwest::Client, base: &str, release: &Verifie
     for seg in layout.piece_segments(index) {
         let url = file_url(base, release, seg.file);
         let last = seg.file_offset + seg.len - 1;
-        let resp = client
+        let mut resp = client
             .get(&url)
             .header(reqwest::header::RANGE, format!("bytes={}-{}", seg.file_offset, last))
             .send()
             .await
             .map_err(|e| FetchError::WebSeed(format!("{url}: {e}")))?;
-        let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| FetchError::WebSeed(format!("{url}: {e}")))?;
-        let data = match status.as_u16() {
-            206 if body.len() as u64 == seg.len => &body[..],
-            // a server that ignores Range sends the whole file
-            200 if body.len() as u64 > last => &body[seg.file_offset as usize..=last as usize],
-            _ => return Err(FetchError::WebSeed(format!("{url}: HTTP {status} with {} bytes", body.len()))),
-        };
+        let status = resp.status().as_u16();
+        if status != 206 && status != 200 {
+            return Err(FetchError::WebSeed(format!("{url}: HTTP {status}")));
+        }
+        // 206: exactly the range. 200 (a server that ignores Range, like python's http.server):
+        // skip to the range and stop reading once it is complete.
+        let (skip, want) = if status == 206 { (0, seg.len) } else { (seg.file_offset, seg.len) };
+        let mut seen = 0u64;
+        let mut got = Vec::with_capacity(want as usize);
+        while (got.len() as u64) < want {
+            let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::WebSeed(format!("{url}: {e}")))? else { break };
+            let start = skip.saturating_sub(seen).min(chunk.len() as u64) as usize;
+            seen += chunk.len() as u64;
+            let take = ((want - got.len() as u64) as usize).min(chunk.len() - start);
+            got.extend_from_slice(&chunk[start..start + take]);
+        }
+        if got.len() as u64 != want || (status == 206 && resp.chunk().await.ok().flatten().is_some()) {
+            return Err(FetchError::WebSeed(format!("{url}: short or oversized answer for bytes {}-{last}", seg.file_offset)));
+        }
+        let data = &got[..];
         out.extend_from_slice(data);
     }
     Ok(out)

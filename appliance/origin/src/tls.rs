@@ -73,6 +73,9 @@ fn pem(label: &str, der: &[u8]) -> String {
     format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", body.join("\n"))
 }
 
+/// Milliseconds without any packet after which a connection is considered dead.
+pub const IDLE_TIMEOUT_MS: u32 = 8_000;
+
 /// Transport settings shared by both ends: windows sized for WAN pulls (the default stream
 /// window caps a stream at ~25 MB/s at 50 ms RTT).
 pub fn transport(max_bidi_streams: u32) -> quinn::TransportConfig {
@@ -82,8 +85,10 @@ pub fn transport(max_bidi_streams: u32) -> quinn::TransportConfig {
     t.stream_receive_window((16u32 << 20).into());
     t.receive_window((64u32 << 20).into());
     t.send_window(64 << 20);
-    t.keep_alive_interval(Some(Duration::from_secs(5)));
-    t.max_idle_timeout(Some(Duration::from_secs(30).try_into().unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000)))));
+    // A vanished peer (power cut, killed origin) is noticed within seconds, and its pieces are
+    // asked from another origin; keep-alives keep a quiet but healthy link open.
+    t.keep_alive_interval(Some(Duration::from_secs(2)));
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(IDLE_TIMEOUT_MS))));
     t
 }
 

@@ -2,6 +2,8 @@
 //! agent, the origin seed server, jobs and status). Errors are reported here, at the edge, as one
 //! line on stderr; exit codes: 0 ok, 1 operational failure, 2 usage error.
 
+mod cmd_agent;
+mod cmd_origin;
 mod cmd_release;
 mod cmd_store;
 mod demo;
@@ -38,6 +40,10 @@ enum Command {
     Verify(cmd_release::VerifyArgs),
     /// Inspect and manage a piece store: releases, pieces present, bytes, pins.
     Store(cmd_store::StoreArgs),
+    /// Run an origin seed: serve releases to appliances over QUIC (popseed/1).
+    Origin(cmd_origin::OriginArgs),
+    /// Run the appliance agent from its config file: fill the store from origins, serve it.
+    Agent(cmd_agent::AgentArgs),
     /// Run a demo venue on localhost with a generated sample release.
     Demo(demo::DemoArgs),
 }
@@ -58,6 +64,8 @@ fn main() -> ExitCode {
         Command::Publish(a) => cmd_release::publish(a),
         Command::Verify(a) => cmd_release::verify(a),
         Command::Store(a) => cmd_store::run(a),
+        Command::Origin(a) => cmd_origin::run(a),
+        Command::Agent(a) => cmd_agent::run(a),
         Command::Demo(a) => demo::run(a),
     };
     match result {

@@ -1,0 +1,215 @@
+//! `agent.toml`: the agent's configuration file. Every error names the key and the problem
+//! (toml's messages carry the key path and line; our checks add the key name).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {err}")]
+    Read { path: PathBuf, err: std::io::Error },
+    #[error("{path}: {msg}")]
+    Parse { path: PathBuf, msg: String },
+    #[error("{path}: key `{key}`: {msg}")]
+    Invalid { path: PathBuf, key: String, msg: String },
+}
+
+/// A byte size: an integer, or a string like "200GiB".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => parse_size::Config::new()
+                .with_binary()
+                .parse_size(&s)
+                .map(Size)
+                .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a size: {e}"))),
+        }
+    }
+}
+
+/// A duration written like "3s", "500ms", "30d".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(Dur).map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration: {e}")))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub dir: PathBuf,
+    pub budget: Option<Size>,
+    #[serde(default = "default_min_free")]
+    pub min_free: Size,
+}
+
+fn default_min_free() -> Size {
+    Size(256 << 20)
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FetchSection {
+    pub streams_per_origin: Option<usize>,
+    pub request_bytes: Option<Size>,
+    /// Bytes per second for the whole fill.
+    pub rate_limit: Option<Size>,
+    pub connect_timeout: Option<Dur>,
+    pub backoff_max: Option<Dur>,
+    pub web_seed_after: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginSection {
+    pub name: Option<String>,
+    pub address: SocketAddr,
+    /// SHA-256 of the origin's certificate (what `popseed origin` prints).
+    pub fingerprint: Option<String>,
+    /// PEM file of CA certificates, instead of a fingerprint.
+    pub ca: Option<PathBuf>,
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSection {
+    /// Release directory with manifest.json and release.torrent.
+    pub dir: PathBuf,
+    #[serde(default)]
+    pub pin: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub store: StoreSection,
+    #[serde(default)]
+    pub fetch: FetchSection,
+    #[serde(default)]
+    pub origins: Vec<OriginSection>,
+    #[serde(default)]
+    pub releases: Vec<ReleaseSection>,
+    /// Publisher keys (`ed25519:...`) releases must be signed by; empty: any valid signature.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
+    /// Where to write a JSON progress snapshot every second.
+    pub status_file: Option<PathBuf>,
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.to_path_buf(), err: e })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks a config; relative paths are resolved against the file's directory.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut cfg: AgentConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), msg: e.to_string().trim_end().to_owned() })?;
+        let invalid = |key: String, msg: String| ConfigError::Invalid { path: path.to_path_buf(), key, msg };
+        for (i, o) in cfg.origins.iter().enumerate() {
+            match (&o.fingerprint, &o.ca) {
+                (Some(fp), None) => {
+                    popseed_origin::tls::parse_fingerprint(fp).map_err(|e| invalid(format!("origins[{i}].fingerprint"), e.to_string()))?;
+                }
+                (None, Some(_)) => {}
+                _ => return Err(invalid(format!("origins[{i}]"), "give exactly one of `fingerprint` and `ca`".into())),
+            }
+        }
+        for (i, k) in cfg.trusted_keys.iter().enumerate() {
+            popseed_release::PublicKey::from_text(k).map_err(|e| invalid(format!("trusted_keys[{i}]"), e.to_string()))?;
+        }
+        if cfg.fetch.streams_per_origin == Some(0) {
+            return Err(invalid("fetch.streams_per_origin".into(), "must be at least 1".into()));
+        }
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        abs(&mut cfg.store.dir);
+        for r in &mut cfg.releases {
+            abs(&mut r.dir);
+        }
+        for o in &mut cfg.origins {
+            if let Some(ca) = &mut o.ca {
+                abs(ca);
+            }
+        }
+        if let Some(s) = &mut cfg.status_file {
+            abs(s);
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::parse(s, Path::new("/etc/popseed/agent.toml"))
+    }
+
+    #[test]
+    fn full_config() {
+        let c = parse(
+            r#"
+            trusted_keys = []
+            [store]
+            dir = "store"
+            budget = "2GiB"
+            [fetch]
+            rate_limit = "10MiB"
+            web_seed_after = "500ms"
+            [[origins]]
+            address = "127.0.0.1:4433"
+            fingerprint = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+            [[releases]]
+            dir = "rel"
+            pin = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.store.dir, PathBuf::from("/etc/popseed/store"));
+        assert_eq!(c.store.budget, Some(Size(2 << 30)));
+        assert_eq!(c.fetch.rate_limit, Some(Size(10 << 20)));
+        assert_eq!(c.fetch.web_seed_after, Some(Dur(Duration::from_millis(500))));
+        assert_eq!(c.releases[0].dir, PathBuf::from("/etc/popseed/rel"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse("[store]\ndir = \"s\"\nbudget = \"lots\"\n").unwrap_err().to_string();
+        assert!(e.contains("budget") && e.contains("lots"), "{e}");
+        let e = parse("[store]\ndir = \"s\"\n[[origins]]\naddress = \"nope\"\nfingerprint = \"00\"\n").unwrap_err().to_string();
+        assert!(e.contains("address"), "{e}");
+        let e = parse("[store]\ndir = \"s\"\n[[origins]]\naddress = \"127.0.0.1:1\"\nfingerprint = \"00\"\n").unwrap_err().to_string();
+        assert!(e.contains("origins[0].fingerprint"), "{e}");
+        let e = parse("[store]\ndir = \"s\"\nbogus = 1\n").unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = parse("[fetch]\n").unwrap_err().to_string();
+        assert!(e.contains("store"), "{e}");
+        let e = parse("trusted_keys = [\"x\"]\n[store]\ndir = \"s\"\n").unwrap_err().to_string();
+        assert!(e.contains("trusted_keys[0]"), "{e}");
+    }
+}

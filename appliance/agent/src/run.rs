@@ -1,0 +1,179 @@
+//! Running the agent: open the store, admit the configured releases (signature checked against
+//! the trusted keys), start the fetcher, and report progress (status file, log lines).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use popseed_fetch::{FetchConfig, Fetcher, OriginSpec, Snapshot};
+use popseed_origin::Trust;
+use popseed_release::{PublicKey, VerifiedRelease};
+use popseed_store::{AddOptions, Capacity, Store, StoreConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::AgentConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("store {dir}: {err}")]
+    Store { dir: std::path::PathBuf, err: popseed_store::StoreError },
+    #[error("release {dir}: {err}")]
+    Release { dir: std::path::PathBuf, err: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Stop once every configured release is complete (demo, tests).
+    pub exit_when_complete: bool,
+    /// Print a progress line every second.
+    pub progress_lines: bool,
+}
+
+/// The running parts, for the components that embed the agent (swarm, portal, control).
+pub struct Agent {
+    pub store: Arc<Store>,
+    pub fetcher: Arc<Fetcher>,
+    pub releases: Vec<Arc<VerifiedRelease>>,
+}
+
+fn human(n: f64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n;
+    let mut u = 0;
+    while v >= 1024.0 && u < U.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", U[u])
+}
+
+/// One line per release: what a person watching the fill wants to see.
+pub fn progress_line(s: &Snapshot) -> String {
+    let mut parts = Vec::new();
+    for r in &s.releases {
+        let mut p = format!(
+            "{}: {}/{} pieces, {} of {}",
+            r.name,
+            r.pieces_done,
+            r.piece_count,
+            human(r.bytes_done as f64),
+            human(r.total_bytes as f64)
+        );
+        if r.critical_pieces > 0 {
+            p.push_str(&format!(", critical {}/{}", r.critical_done, r.critical_pieces));
+            if let Some(ms) = r.first_critical_ms {
+                p.push_str(&format!(" (first after {ms} ms)"));
+            }
+        }
+        if r.complete {
+            p.push_str(", complete");
+        }
+        parts.push(p);
+    }
+    let eta = match s.eta_secs {
+        Some(e) if e > 0.0 => format!(", ETA {e:.0}s"),
+        _ => String::new(),
+    };
+    let origins: Vec<String> = s
+        .origins
+        .iter()
+        .filter(|o| o.bytes > 0 || o.connected || o.dropped)
+        .map(|o| format!("{} {}{}", o.name, human(o.bytes as f64), if o.dropped { " (dropped)" } else { "" }))
+        .collect();
+    format!("{} | {}/s{} | from {}", parts.join("; "), human(s.rate), eta, if origins.is_empty() { "-".into() } else { origins.join(", ") })
+}
+
+/// Opens the store, admits releases and starts the fetcher (running until `shutdown`).
+pub async fn start(cfg: &AgentConfig, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+    let store_cfg = StoreConfig {
+        dir: cfg.store.dir.clone(),
+        capacity: Capacity { budget: cfg.store.budget.map(|s| s.0), min_free: cfg.store.min_free.0 },
+    };
+    let dir = cfg.store.dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(store_cfg))
+        .await
+        .map_err(|e| AgentError::Other(e.to_string()))?
+        .map_err(|err| AgentError::Store { dir: dir.clone(), err })?;
+    let store = Arc::new(store);
+    let trusted: Vec<PublicKey> = cfg.trusted_keys.iter().filter_map(|k| PublicKey::from_text(k).ok()).collect();
+    let mut releases = Vec::new();
+    for r in &cfg.releases {
+        let release = VerifiedRelease::load(&r.dir, if trusted.is_empty() { None } else { Some(&trusted) })
+            .map_err(|e| AgentError::Release { dir: r.dir.clone(), err: e.to_string() })?;
+        store
+            .add_release(&release, AddOptions { pin: r.pin, ttl_seconds: None })
+            .map_err(|err| AgentError::Store { dir: dir.clone(), err })?;
+        releases.push(Arc::new(release));
+    }
+    let origins = cfg
+        .origins
+        .iter()
+        .enumerate()
+        .map(|(i, o)| OriginSpec {
+            name: o.name.clone().unwrap_or_else(|| format!("origin{} {}", i + 1, o.address)),
+            addr: o.address,
+            server_name: o.server_name.clone().unwrap_or_else(|| popseed_origin::client::DEFAULT_SERVER_NAME.into()),
+            trust: match (&o.fingerprint, &o.ca) {
+                (Some(fp), _) => Trust::Fingerprint(fp.clone()),
+                (None, Some(ca)) => Trust::Ca(ca.clone()),
+                (None, None) => Trust::Fingerprint(String::new()),
+            },
+        })
+        .collect();
+    let d = FetchConfig::default();
+    let f = &cfg.fetch;
+    let fetch_cfg = FetchConfig {
+        streams_per_origin: f.streams_per_origin.unwrap_or(d.streams_per_origin),
+        request_bytes: f.request_bytes.map(|s| s.0).unwrap_or(d.request_bytes),
+        rate_limit: f.rate_limit.map(|s| s.0),
+        connect_timeout: f.connect_timeout.map(|x| x.0).unwrap_or(d.connect_timeout),
+        backoff_max: f.backoff_max.map(|x| x.0).unwrap_or(d.backoff_max),
+        web_seed_after: f.web_seed_after.map(|x| x.0).unwrap_or(d.web_seed_after),
+        web_seed_parallel: d.web_seed_parallel,
+    };
+    let fetcher = Fetcher::new(store.clone(), origins, fetch_cfg);
+    fetcher.attach_read_through();
+    for r in &releases {
+        fetcher.add_release(r.clone()).map_err(|err| AgentError::Store { dir: dir.clone(), err })?;
+    }
+    tokio::spawn(fetcher.clone().run(shutdown));
+    Ok(Agent { store, fetcher, releases })
+}
+
+fn write_status(path: &std::path::Path, s: &Snapshot) {
+    let tmp = path.with_extension("tmp");
+    let ok = serde_json::to_vec_pretty(s)
+        .map_err(std::io::Error::other)
+        .and_then(|b| std::fs::write(&tmp, b))
+        .and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = ok {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the status file");
+    }
+}
+
+/// Runs the agent until `shutdown` (or completion, with `exit_when_complete`).
+pub async fn run(cfg: AgentConfig, opts: RunOptions, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let agent = start(&cfg, shutdown.child_token()).await?;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        n += 1;
+        let snap = agent.fetcher.snapshot();
+        if let Some(p) = &cfg.status_file {
+            write_status(p, &snap);
+        }
+        if opts.progress_lines && (n % 4 == 0 || snap.complete) {
+            eprintln!("{}", progress_line(&snap));
+        }
+        if opts.exit_when_complete && snap.complete {
+            break;
+        }
+    }
+    shutdown.cancel();
+    Ok(())
+}

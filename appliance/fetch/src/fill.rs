@@ -1,0 +1,493 @@
+//! The fetcher's async shell: one task per origin (connect with backoff, several request
+//! streams in flight), a web seed task that takes over when no origin is reachable, and the
+//! glue to the store (verified puts) and the scheduler (what next, what failed).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use popseed_origin::client::{client_endpoint, OriginClient};
+use popseed_origin::proto::Status;
+use popseed_origin::rate::RateLimiter;
+use popseed_origin::{tls, Trust};
+use popseed_release::VerifiedRelease;
+use popseed_store::{Put, Store, StoreError};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::progress::{ReleaseProgress, Snapshot, Tracker};
+use crate::scheduler::{OriginId, Scheduler};
+use crate::webseed;
+
+/// Scheduler id of the web seed pseudo-origin.
+const WEB_SEED: OriginId = usize::MAX;
+
+/// An origin seed to pull from.
+#[derive(Debug, Clone)]
+pub struct OriginSpec {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub server_name: String,
+    pub trust: Trust,
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    /// Request streams kept in flight per origin.
+    pub streams_per_origin: usize,
+    /// Bytes asked per request stream (whole pieces, at least one).
+    pub request_bytes: u64,
+    /// Cap on the fill's total download rate, bytes/s.
+    pub rate_limit: Option<u64>,
+    pub connect_timeout: Duration,
+    pub backoff_max: Duration,
+    /// Use web seeds once no origin has been connected for this long.
+    pub web_seed_after: Duration,
+    pub web_seed_parallel: usize,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            streams_per_origin: 8,
+            request_bytes: 1 << 20,
+            rate_limit: None,
+            connect_timeout: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(10),
+            web_seed_after: Duration::from_secs(3),
+            web_seed_parallel: 4,
+        }
+    }
+}
+
+pub struct Fetcher {
+    store: Arc<Store>,
+    origins: Vec<OriginSpec>,
+    cfg: FetchConfig,
+    sched: Mutex<Scheduler>,
+    releases: Mutex<HashMap<[u8; 20], Arc<VerifiedRelease>>>,
+    tracker: Mutex<Tracker>,
+    limiter: Option<RateLimiter>,
+    work: Notify,
+    progress_changed: Notify,
+    connected: AtomicUsize,
+    last_connected: Mutex<Option<Instant>>,
+    started: Instant,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+enum Ended {
+    Lost(String),
+    Dropped,
+    Shutdown,
+}
+
+impl Fetcher {
+    pub fn new(store: Arc<Store>, origins: Vec<OriginSpec>, cfg: FetchConfig) -> Arc<Self> {
+        let mut sched = Scheduler::new();
+        let mut tracker = Tracker::new();
+        for (i, o) in origins.iter().enumerate() {
+            sched.add_origin(i);
+            tracker.origin(i).name = o.name.clone();
+        }
+        Arc::new(Fetcher {
+            store,
+            limiter: cfg.rate_limit.map(RateLimiter::new),
+            origins,
+            cfg,
+            sched: Mutex::new(sched),
+            releases: Mutex::new(HashMap::new()),
+            tracker: Mutex::new(tracker),
+            work: Notify::new(),
+            progress_changed: Notify::new(),
+            connected: AtomicUsize::new(0),
+            last_connected: Mutex::new(None),
+            started: Instant::now(),
+        })
+    }
+
+    /// Makes the store's read-through requests (swarm, portal) top-priority fetches here.
+    pub fn attach_read_through(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.store.set_demand_handler(Arc::new(move |ih: &[u8; 20], pieces: &[u32]| {
+            if let Some(f) = weak.upgrade() {
+                f.demand(ih, pieces);
+            }
+        }));
+    }
+
+    /// Adds a release (already in the store) to the fill. Pieces present are not fetched again.
+    pub fn add_release(&self, release: Arc<VerifiedRelease>) -> Result<(), StoreError> {
+        let ih = release.infohash();
+        let bitfield = self.store.bitfield(&ih)?;
+        let critical = release.critical_pieces();
+        let layout = release.layout();
+        let present_bytes: u64 = bitfield.iter_set().map(|i| layout.piece_size(i).unwrap_or(0) as u64).sum();
+        lock(&self.sched).add_release(ih, layout.piece_count(), &critical, |i| bitfield.get(i));
+        lock(&self.tracker).add_release(ReleaseProgress {
+            infohash: hex::encode(ih),
+            name: release.manifest.name.clone(),
+            piece_count: layout.piece_count(),
+            pieces_done: bitfield.count(),
+            total_bytes: layout.total_length,
+            bytes_done: present_bytes,
+            critical_pieces: critical.len() as u32,
+            critical_done: critical.iter().filter(|&&i| bitfield.get(i)).count() as u32,
+            first_critical_ms: None,
+            arrival: Vec::new(),
+            complete: bitfield.is_complete(),
+        });
+        lock(&self.releases).insert(ih, release);
+        self.work.notify_waiters();
+        Ok(())
+    }
+
+    /// Top-priority fetch of missing pieces (read-through).
+    pub fn demand(&self, ih: &[u8; 20], pieces: &[u32]) {
+        lock(&self.sched).demand(ih, pieces);
+        self.work.notify_waiters();
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        lock(&self.tracker).snapshot()
+    }
+
+    pub fn is_complete(&self) -> bool {
+        lock(&self.sched).all_done()
+    }
+
+    /// Resolves when every release added so far is complete.
+    pub async fn wait_complete(&self) {
+        loop {
+            let changed = self.progress_changed.notified();
+            if self.is_complete() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Runs the fill until `shutdown` (it keeps running when complete, for read-through).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in 0..self.origins.len() {
+            let me = self.clone();
+            let sd = shutdown.clone();
+            tasks.spawn(async move { me.origin_task(id, sd).await });
+        }
+        let me = self.clone();
+        let sd = shutdown.clone();
+        tasks.spawn(async move { me.web_seed_task(sd).await });
+        shutdown.cancelled().await;
+        tasks.shutdown().await;
+    }
+
+    fn record_error(&self, origin: OriginId, msg: String) {
+        let mut t = lock(&self.tracker);
+        let o = t.origin(origin);
+        o.errors += 1;
+        o.last_error = Some(msg);
+    }
+
+    async fn origin_task(self: Arc<Self>, id: OriginId, shutdown: CancellationToken) {
+        let spec = self.origins[id].clone();
+        let cfg = match tls::client_config(&spec.trust) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(origin = %spec.name, error = %e, "origin TLS settings are unusable");
+                self.record_error(id, e.to_string());
+                return;
+            }
+        };
+        let endpoint = match client_endpoint(spec.addr) {
+            Ok(e) => e,
+            Err(e) => {
+                self.record_error(id, e.to_string());
+                return;
+            }
+        };
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            if shutdown.is_cancelled() || lock(&self.sched).is_dropped(id) {
+                return;
+            }
+            let client = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = OriginClient::connect(&endpoint, spec.addr, &spec.server_name, cfg.clone(), self.cfg.connect_timeout) => c,
+            };
+            let client = match client {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::info!(origin = %spec.name, error = %e, retry_in = ?backoff, "origin unreachable");
+                    self.record_error(id, e.to_string());
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(self.cfg.backoff_max);
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(250);
+            tracing::info!(origin = %spec.name, addr = %spec.addr, "connected to origin");
+            self.connected.fetch_add(1, Ordering::SeqCst);
+            *lock(&self.last_connected) = Some(Instant::now());
+            lock(&self.tracker).origin(id).connected = true;
+            let ended = self.clone().drive(id, client.clone(), shutdown.clone()).await;
+            client.close();
+            self.connected.fetch_sub(1, Ordering::SeqCst);
+            *lock(&self.last_connected) = Some(Instant::now());
+            lock(&self.sched).origin_lost(id);
+            lock(&self.tracker).origin(id).connected = false;
+            self.work.notify_waiters();
+            match ended {
+                Ended::Shutdown => return,
+                Ended::Dropped => {
+                    tracing::warn!(origin = %spec.name, "origin sent bad data repeatedly; dropped for the rest of the fill");
+                    lock(&self.tracker).origin(id).dropped = true;
+                    return;
+                }
+                Ended::Lost(why) => {
+                    tracing::info!(origin = %spec.name, error = %why, "origin connection lost; reconnecting");
+                    self.record_error(id, why);
+                }
+            }
+        }
+    }
+
+    /// Keeps `streams_per_origin` requests in flight on one connection until it fails.
+    async fn drive(self: Arc<Self>, id: OriginId, client: OriginClient, shutdown: CancellationToken) -> Ended {
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..self.cfg.streams_per_origin.max(1) {
+            let me = self.clone();
+            let c = client.clone();
+            let sd = shutdown.clone();
+            workers.spawn(async move { me.stream_worker(id, c, sd).await });
+        }
+        let ended = match workers.join_next().await {
+            Some(Ok(e)) => e,
+            Some(Err(e)) => Ended::Lost(format!("worker failed: {e}")),
+            None => Ended::Shutdown,
+        };
+        workers.shutdown().await;
+        ended
+    }
+
+    fn batch_size(&self, ih: &[u8; 20]) -> usize {
+        let pl = lock(&self.releases).get(ih).map(|r| r.layout().piece_length as u64).unwrap_or(1 << 20);
+        (self.cfg.request_bytes / pl).clamp(1, popseed_origin::proto::MAX_BATCH as u64) as usize
+    }
+
+    /// Next batch for `origin`, waiting for work to appear.
+    async fn next_work(&self, origin: OriginId, shutdown: &CancellationToken) -> Option<Vec<crate::scheduler::Assignment>> {
+        loop {
+            let notified = self.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut s = lock(&self.sched);
+                if s.is_dropped(origin) {
+                    return None;
+                }
+                // size the batch by the release at the head of the queue
+                let probe = s.next_batch(origin, 1);
+                if let Some(first) = probe.first().copied() {
+                    let n = self.batch_size(&first.infohash);
+                    let mut batch = probe;
+                    // on-demand pieces go alone, so a waiting peer is not behind a batch
+                    if n > 1 && first.priority <= crate::scheduler::PRIORITY_CRITICAL {
+                        for a in s.next_batch(origin, n - 1) {
+                            if a.infohash == first.infohash {
+                                batch.push(a);
+                            } else {
+                                s.failed(&a.infohash, a.index);
+                            }
+                        }
+                    }
+                    return Some(batch);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn stream_worker(self: Arc<Self>, id: OriginId, client: OriginClient, shutdown: CancellationToken) -> Ended {
+        loop {
+            let Some(batch) = self.next_work(id, &shutdown).await else {
+                return if shutdown.is_cancelled() { Ended::Shutdown } else { Ended::Dropped };
+            };
+            // next_batch can in rare cases mix releases: keep the first release's, return the rest
+            let ih = batch[0].infohash;
+            let (mine, other): (Vec<_>, Vec<_>) = batch.into_iter().partition(|a| a.infohash == ih);
+            if !other.is_empty() {
+                let mut s = lock(&self.sched);
+                for a in other {
+                    s.failed(&a.infohash, a.index);
+                }
+            }
+            let Some(release) = lock(&self.releases).get(&ih).cloned() else { continue };
+            let indices: Vec<u32> = mine.iter().map(|a| a.index).collect();
+            let priority = mine.iter().map(|a| a.priority).max().unwrap_or(0);
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let mut s = lock(&self.sched);
+                    for &i in &indices { s.failed(&ih, i); }
+                    return Ended::Shutdown;
+                }
+                r = client.get_pieces(ih, priority, &indices, release.layout().piece_length, self.limiter.as_ref()) => r,
+            };
+            let replies = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    let mut s = lock(&self.sched);
+                    for &i in &indices {
+                        s.failed(&ih, i);
+                    }
+                    drop(s);
+                    self.work.notify_waiters();
+                    if client.close_reason().is_some() {
+                        return Ended::Lost(e.to_string());
+                    }
+                    self.record_error(id, e.to_string());
+                    continue;
+                }
+            };
+            for reply in replies {
+                if reply.status != Status::Ok {
+                    tracing::debug!(index = reply.index, status = ?reply.status, "origin lacks piece");
+                    lock(&self.sched).unavailable(&ih, reply.index, id);
+                    self.work.notify_waiters();
+                    continue;
+                }
+                if self.store_piece(&release, reply.index, reply.data, id).await == StoreOutcome::DropOrigin {
+                    return Ended::Dropped;
+                }
+            }
+        }
+    }
+
+    async fn store_piece(&self, release: &Arc<VerifiedRelease>, index: u32, data: bytes::Bytes, origin: OriginId) -> StoreOutcome {
+        let ih = release.infohash();
+        let store = self.store.clone();
+        let len = data.len() as u64;
+        let put = tokio::task::spawn_blocking(move || store.put_piece(&ih, index, &data))
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Corrupt(format!("put task failed: {e}"))));
+        match put {
+            Ok(Put::Stored) | Ok(Put::AlreadyPresent) => {
+                let critical = {
+                    let mut s = lock(&self.sched);
+                    s.done(&ih, index);
+                    s.is_critical(&ih, index)
+                };
+                lock(&self.tracker).stored(&hex::encode(ih), index, len, critical, origin);
+                self.progress_changed.notify_waiters();
+                StoreOutcome::Ok
+            }
+            Ok(Put::InProgress) => StoreOutcome::Ok,
+            Err(StoreError::HashMismatch { .. }) | Err(StoreError::WrongLength { .. }) => {
+                tracing::warn!(release = %hex::encode(ih), index, origin, "piece failed its hash check; discarded");
+                lock(&self.tracker).origin(origin).hash_failures += 1;
+                let drop = lock(&self.sched).hash_failed(&ih, index, origin);
+                self.work.notify_waiters();
+                if drop {
+                    StoreOutcome::DropOrigin
+                } else {
+                    StoreOutcome::Ok
+                }
+            }
+            Err(e) => {
+                tracing::warn!(release = %hex::encode(ih), index, error = %e, "could not store piece");
+                self.record_error(origin, e.to_string());
+                lock(&self.sched).failed(&ih, index);
+                // e.g. store full: do not spin
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                self.work.notify_waiters();
+                StoreOutcome::Ok
+            }
+        }
+    }
+
+    fn web_seed_wanted(&self) -> bool {
+        if self.connected.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
+        let since = lock(&self.last_connected).unwrap_or(self.started);
+        self.origins.is_empty() || since.elapsed() >= self.cfg.web_seed_after
+    }
+
+    async fn web_seed_task(self: Arc<Self>, shutdown: CancellationToken) {
+        let client = match reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(60)).build() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the web seed HTTP client");
+                return;
+            }
+        };
+        lock(&self.tracker).origin(WEB_SEED).name = "web seed".into();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            }
+            if !self.web_seed_wanted() {
+                continue;
+            }
+            let batch = lock(&self.sched).next_batch(WEB_SEED, self.cfg.web_seed_parallel.max(1));
+            if batch.is_empty() {
+                continue;
+            }
+            let mut set = tokio::task::JoinSet::new();
+            for a in batch {
+                let Some(release) = lock(&self.releases).get(&a.infohash).cloned() else {
+                    lock(&self.sched).failed(&a.infohash, a.index);
+                    continue;
+                };
+                let client = client.clone();
+                let me = self.clone();
+                set.spawn(async move {
+                    let seeds = release.metainfo.web_seeds.clone();
+                    if seeds.is_empty() {
+                        // nothing to try: give the piece back for the origins
+                        lock(&me.sched).unavailable(&release.infohash(), a.index, WEB_SEED);
+                        return;
+                    }
+                    let mut last_err = None;
+                    for base in &seeds {
+                        match webseed::fetch_piece(&client, base, &release, a.index).await {
+                            Ok(data) => {
+                                if let Some(l) = &me.limiter {
+                                    l.acquire(data.len()).await;
+                                }
+                                me.store_piece(&release, a.index, bytes::Bytes::from(data), WEB_SEED).await;
+                                return;
+                            }
+                            Err(e) => last_err = Some(e.to_string()),
+                        }
+                    }
+                    if let Some(e) = last_err {
+                        me.record_error(WEB_SEED, e);
+                    }
+                    lock(&me.sched).failed(&release.infohash(), a.index);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                });
+            }
+            while set.join_next().await.is_some() {}
+        }
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum StoreOutcome {
+    Ok,
+    DropOrigin,
+}

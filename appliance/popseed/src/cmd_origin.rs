@@ -1,0 +1,132 @@
+//! `popseed origin`: serve releases to appliances over QUIC (popseed/1).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use popseed_origin::{Identity, OriginConfig, OriginServer, ServedRelease};
+use popseed_release::{DataDir, VerifiedRelease};
+
+use crate::fmt;
+
+#[derive(Args)]
+pub struct OriginArgs {
+    /// UDP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:4433")]
+    pub listen: SocketAddr,
+    /// A release to serve, as RELEASE_DIR=DATA_DIR (repeatable). DATA_DIR is laid out like the
+    /// published source folder.
+    #[arg(long = "release", value_name = "RELEASE_DIR=DATA_DIR", required = true)]
+    pub releases: Vec<String>,
+    /// Certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "key", conflicts_with = "self_signed")]
+    pub cert: Option<PathBuf>,
+    /// Private key of the certificate (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Make a self-signed certificate (for tests and demos) and print its SHA-256 fingerprint.
+    #[arg(long)]
+    pub self_signed: bool,
+    /// With --self-signed: also write the certificate and key as PEM (BASE.crt, BASE.key), so a
+    /// restarted origin keeps its fingerprint.
+    #[arg(long, value_name = "BASE", requires = "self_signed")]
+    pub write_cert: Option<PathBuf>,
+    /// Most concurrent connections; more are refused.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
+    /// Most concurrent request streams per connection.
+    #[arg(long, default_value_t = 64)]
+    pub max_streams: u32,
+    /// Bytes per second per connection (e.g. 20MiB).
+    #[arg(long, value_name = "BYTES", value_parser = fmt::parse_size)]
+    pub rate_limit: Option<u64>,
+    /// Write counters as JSON to this file four times a second (pieces sent per release and index).
+    #[arg(long, value_name = "FILE")]
+    pub stats_file: Option<PathBuf>,
+}
+
+fn identity(a: &OriginArgs) -> Result<Identity> {
+    if let (Some(c), Some(k)) = (&a.cert, &a.key) {
+        return Identity::from_pem_files(c, k).context("loading the origin certificate");
+    }
+    if !a.self_signed {
+        bail!("give --cert and --key, or --self-signed");
+    }
+    if let Some(base) = &a.write_cert {
+        let (crt, key) = (base.with_extension("crt"), base.with_extension("key"));
+        if crt.exists() && key.exists() {
+            return Identity::from_pem_files(&crt, &key).context("loading the saved self-signed certificate");
+        }
+        let id = Identity::self_signed(&["localhost".into(), popseed_origin::client::DEFAULT_SERVER_NAME.into()])?;
+        let (c, k) = id.to_pem();
+        std::fs::write(&crt, c).with_context(|| format!("writing {}", crt.display()))?;
+        std::fs::write(&key, k).with_context(|| format!("writing {}", key.display()))?;
+        return Ok(id);
+    }
+    Ok(Identity::self_signed(&["localhost".into(), popseed_origin::client::DEFAULT_SERVER_NAME.into()])?)
+}
+
+pub fn run(a: OriginArgs) -> Result<()> {
+    let mut served = Vec::new();
+    for spec in &a.releases {
+        let (rel, data) = spec.split_once('=').with_context(|| format!("--release {spec:?}: expected RELEASE_DIR=DATA_DIR"))?;
+        let release = VerifiedRelease::load(rel.as_ref(), None).with_context(|| format!("loading release {rel}"))?;
+        let data = DataDir::open(&release, data.as_ref()).with_context(|| format!("data folder {data} for {rel}"))?;
+        served.push(ServedRelease { release, data });
+    }
+    let id = identity(&a)?;
+    let fingerprint = id.fingerprint();
+    let names: Vec<String> = served.iter().map(|s| format!("{} {}", s.release.manifest.name, s.release.manifest.version)).collect();
+    let cfg = OriginConfig {
+        listen: a.listen,
+        max_connections: a.max_connections,
+        max_streams_per_connection: a.max_streams,
+        rate_limit: a.rate_limit,
+    };
+    let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    rt.block_on(async move {
+        let server = OriginServer::bind(cfg, id, served)?;
+        let addr = server.local_addr()?;
+        println!("origin listening on {addr} (udp, ALPN popseed/1)");
+        println!("certificate sha256 {fingerprint}");
+        for n in &names {
+            println!("serving {n}");
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        if let Some(path) = a.stats_file.clone() {
+            let stats = server.stats();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    let tmp = path.with_extension("tmp");
+                    if let Ok(b) = serde_json::to_vec(&stats.snapshot()) {
+                        if std::fs::write(&tmp, b).and_then(|_| std::fs::rename(&tmp, &path)).is_err() {
+                            tracing::warn!(path = %path.display(), "cannot write the stats file");
+                        }
+                    }
+                }
+            });
+        }
+        server.run(shutdown_signal()).await;
+        anyhow::Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
