@@ -343,34 +343,46 @@ impl Fetcher {
                     for &i in &indices { s.failed(&ih, i); }
                     return Ended::Shutdown;
                 }
-                r = client.get_pieces(ih, priority, &indices, release.layout().piece_length, self.limiter.as_ref()) => r,
+                r = client.request_pieces(ih, priority, &indices, release.layout().piece_length) => r,
             };
-            let replies = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    let mut s = lock(&self.sched);
-                    for &i in &indices {
-                        s.failed(&ih, i);
+            let mut pending: std::collections::HashSet<u32> = indices.iter().copied().collect();
+            let outcome = match result {
+                Ok(mut stream) => loop {
+                    let next = tokio::select! {
+                        _ = shutdown.cancelled() => break Err(Ended::Shutdown),
+                        n = stream.next(self.limiter.as_ref()) => n,
+                    };
+                    match next {
+                        Ok(Some(reply)) => {
+                            pending.remove(&reply.index);
+                            if reply.status != Status::Ok {
+                                tracing::debug!(index = reply.index, status = ?reply.status, "origin lacks piece");
+                                lock(&self.sched).unavailable(&ih, reply.index, id);
+                                self.work.notify_waiters();
+                                continue;
+                            }
+                            if self.store_piece(&release, reply.index, reply.data, id).await == StoreOutcome::DropOrigin {
+                                break Err(Ended::Dropped);
+                            }
+                        }
+                        Ok(None) => break Ok(()),
+                        Err(e) => break Err(Ended::Lost(e.to_string())),
                     }
-                    drop(s);
-                    self.work.notify_waiters();
-                    if client.close_reason().is_some() {
-                        return Ended::Lost(e.to_string());
-                    }
-                    self.record_error(id, e.to_string());
-                    continue;
-                }
+                },
+                Err(e) => Err(Ended::Lost(e.to_string())),
             };
-            for reply in replies {
-                if reply.status != Status::Ok {
-                    tracing::debug!(index = reply.index, status = ?reply.status, "origin lacks piece");
-                    lock(&self.sched).unavailable(&ih, reply.index, id);
-                    self.work.notify_waiters();
-                    continue;
+            if !pending.is_empty() {
+                let mut s = lock(&self.sched);
+                for &i in &pending {
+                    s.failed(&ih, i);
                 }
-                if self.store_piece(&release, reply.index, reply.data, id).await == StoreOutcome::DropOrigin {
-                    return Ended::Dropped;
-                }
+                drop(s);
+                self.work.notify_waiters();
+            }
+            match outcome {
+                Ok(()) => {}
+                Err(Ended::Lost(e)) if client.close_reason().is_none() => self.record_error(id, e),
+                Err(end) => return end,
             }
         }
     }

@@ -66,7 +66,22 @@ impl OriginClient {
     }
 
     /// Requests pieces on one stream; `max_len` is the release's piece length (replies longer
-    /// than that are protocol errors). Bytes count against `limiter` as they arrive.
+    /// than that are protocol errors). Pieces are yielded as each one completes.
+    pub async fn request_pieces(
+        &self,
+        infohash: [u8; 20],
+        priority: i32,
+        indices: &[u32],
+        max_len: u32,
+    ) -> Result<PieceStream, OriginError> {
+        let (mut send, recv) = self.conn.open_bi().await?;
+        let _ = send.set_priority(priority);
+        send.write_all(&Request::GetPieces { infohash, priority, indices: indices.to_vec() }.encode()).await?;
+        let _ = send.finish();
+        Ok(PieceStream { recv, parser: PiecesParser::new(indices, max_len), ready: Default::default(), ended: false })
+    }
+
+    /// Requests pieces and waits for all of them. Bytes count against `limiter` as they arrive.
     pub async fn get_pieces(
         &self,
         infohash: [u8; 20],
@@ -75,25 +90,11 @@ impl OriginClient {
         max_len: u32,
         limiter: Option<&RateLimiter>,
     ) -> Result<Vec<PieceReply>, OriginError> {
-        let (mut send, mut recv) = self.conn.open_bi().await?;
-        let _ = send.set_priority(priority);
-        send.write_all(&Request::GetPieces { infohash, priority, indices: indices.to_vec() }.encode()).await?;
-        let _ = send.finish();
-        let mut parser = PiecesParser::new(indices, max_len);
+        let mut stream = self.request_pieces(infohash, priority, indices, max_len).await?;
         let mut out = Vec::with_capacity(indices.len());
-        while let Some(chunk) = recv.read_chunk(1 << 20, true).await? {
-            if let Some(l) = limiter {
-                l.acquire(chunk.bytes.len()).await;
-            }
-            match parser.push(&chunk.bytes) {
-                Ok(done) => out.extend(done),
-                Err(e) => {
-                    let _ = recv.stop(proto::code::MALFORMED.into());
-                    return Err(e.into());
-                }
-            }
+        while let Some(p) = stream.next(limiter).await? {
+            out.push(p);
         }
-        parser.finish()?;
         Ok(out)
     }
 
@@ -128,5 +129,45 @@ impl OriginClient {
             return Err(proto::ProtoError::UnexpectedEnd.into());
         }
         serde_json::from_slice(&buf[5..]).map_err(|e| OriginError::Stream(format!("catalog: {e}")))
+    }
+}
+
+/// The answer to one GET_PIECES request, piece by piece.
+pub struct PieceStream {
+    recv: quinn::RecvStream,
+    parser: PiecesParser,
+    ready: std::collections::VecDeque<PieceReply>,
+    ended: bool,
+}
+
+impl PieceStream {
+    /// The next complete piece; `Ok(None)` once every requested piece was answered.
+    pub async fn next(&mut self, limiter: Option<&RateLimiter>) -> Result<Option<PieceReply>, OriginError> {
+        loop {
+            if let Some(p) = self.ready.pop_front() {
+                return Ok(Some(p));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match self.recv.read_chunk(1 << 20, true).await? {
+                Some(chunk) => {
+                    if let Some(l) = limiter {
+                        l.acquire(chunk.bytes.len()).await;
+                    }
+                    match self.parser.push(&chunk.bytes) {
+                        Ok(done) => self.ready.extend(done),
+                        Err(e) => {
+                            let _ = self.recv.stop(proto::code::MALFORMED.into());
+                            return Err(e.into());
+                        }
+                    }
+                }
+                None => {
+                    self.parser.finish()?;
+                    self.ended = true;
+                }
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! `popseed demo`: a venue on localhost from a built-in default. Today: generates a sample
-//! release, publishes it with a throwaway key, imports it into a store and shows what it holds.
+//! `popseed demo`: a venue on localhost from a built-in default. Generates a sample release,
+//! publishes it with a throwaway key, starts an origin seed (QUIC, self-signed) and an agent
+//! whose store fills from it (critical pieces first, with live progress), then shows the store.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,7 @@ use clap::Args;
 use popseed_release::{keys, publish, PublishOptions, SecretKey};
 use popseed_store::{Capacity, Store, StoreConfig};
 
+
 use crate::{cmd_store, fmt};
 
 #[derive(Args)]
@@ -15,6 +17,9 @@ pub struct DemoArgs {
     /// Working directory for the demo (default: a new temporary directory, kept afterwards).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Cap on the demo box's download rate, so the fill can be watched (0: no cap).
+    #[arg(long, value_name = "BYTES", value_parser = fmt::parse_size, default_value = "16MiB")]
+    pub rate_limit: u64,
     /// Size of the sample video file.
     #[arg(long, value_name = "BYTES", value_parser = fmt::parse_size, default_value = "48MiB")]
     pub video_size: u64,
@@ -88,9 +93,49 @@ pub fn run(a: DemoArgs) -> Result<()> {
     );
     println!("magnet: {}", r.magnet(&[]));
 
-    let store = Store::open(StoreConfig { dir: dir.join("store"), capacity: Capacity { budget: None, min_free: 64 << 20 } })?;
-    cmd_store::import(&store, &r, Some(&src), true)?;
+    let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    rt.block_on(venue(&dir, &r, &src, a.rate_limit))?;
+    let store = Store::open(StoreConfig { dir: dir.join("box/store"), capacity: Capacity { budget: None, min_free: 64 << 20 } })?;
     println!();
     cmd_store::list(&store, false)?;
+    Ok(())
+}
+
+/// The origin and the box on localhost: an origin seed serving the release, and the agent
+/// filling its store from it.
+async fn venue(dir: &Path, r: &popseed_release::VerifiedRelease, src: &Path, rate_limit: u64) -> Result<()> {
+    use popseed_origin::{Identity, OriginConfig, OriginServer, ServedRelease};
+    let id = Identity::self_signed(&["localhost".into()])?;
+    let fingerprint = id.fingerprint();
+    let served = ServedRelease { release: r.clone(), data: popseed_release::DataDir::open(r, src)? };
+    let cfg = OriginConfig { listen: "127.0.0.1:0".parse()?, ..Default::default() };
+    let origin = OriginServer::bind(cfg, id, vec![served])?;
+    let origin_addr = origin.local_addr()?;
+    let stop_origin = tokio_util::sync::CancellationToken::new();
+    let stopped = stop_origin.clone();
+    let origin_task = tokio::spawn(origin.run(async move { stopped.cancelled().await }));
+    println!("origin: quic://{origin_addr} (certificate sha256 {fingerprint})");
+
+    let box_dir = dir.join("box");
+    std::fs::create_dir_all(&box_dir)?;
+    let config = format!(
+        "# written by `popseed demo`; run it again with: popseed agent --config {cfg}\n\
+         status_file = \"status.json\"\n\
+         trusted_keys = [\"{key}\"]\n\n[store]\ndir = \"store\"\nmin_free = \"64MiB\"\n\n\
+         [fetch]\n{rate}\n[[origins]]\nname = \"demo origin\"\naddress = \"{origin_addr}\"\nfingerprint = \"{fingerprint}\"\n\n\
+         [[releases]]\ndir = \"{release}\"\npin = true\n",
+        cfg = box_dir.join("agent.toml").display(),
+        key = r.publisher.to_text(),
+        rate = if rate_limit > 0 { format!("rate_limit = {rate_limit}\n") } else { String::new() },
+        release = dir.join("release").display(),
+    );
+    std::fs::write(box_dir.join("agent.toml"), config)?;
+    let cfg = popseed_agent::AgentConfig::load(&box_dir.join("agent.toml"))?;
+    println!("box:    agent config {}, store {}", box_dir.join("agent.toml").display(), cfg.store.dir.display());
+    println!("filling the box from the origin (critical pieces first):");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    popseed_agent::run(cfg, popseed_agent::RunOptions { exit_when_complete: true, progress_lines: true }, shutdown).await?;
+    stop_origin.cancel();
+    let _ = origin_task.await;
     Ok(())
 }

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# scripts/bench.sh fetch: fill throughput of `popseed agent` from one `popseed origin` on
+# loopback, against the ceiling measured in the same run: a raw quinn bulk transfer of the same
+# number of bytes between two processes with the same TLS and transport settings
+# (appliance/origin/examples/quic_ceiling.rs), on as many streams as the fetcher uses.
+# Also prints the time to the first critical piece. Env: POPSEED_BENCH_MIB (default 512).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$repo"
+mib="${POPSEED_BENCH_MIB:-512}"
+cargo build -q --release -p popseed
+cargo build -q --release -p popseed-origin --example quic_ceiling
+bin="$repo/target/release/popseed"
+ceiling="$repo/target/release/examples/quic_ceiling"
+work="$(mktemp -d "$repo/target/bench-fetch.XXXXXX")"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+mkdir -p "$work/src/bench"
+head -c $((mib << 20)) /dev/urandom > "$work/src/bench/data.bin"
+"$bin" keygen --out "$work/keys/pub" >/dev/null
+"$bin" publish "$work/src/bench" --key "$work/keys/pub.key" --out "$work/rel" --piece-size 1MiB --critical 'data.bin:8MiB' >/dev/null 2>&1
+cat "$work/src/bench/data.bin" > /dev/null  # warm the origin's page cache
+
+# --- ceiling
+"$ceiling" server 127.0.0.1:0 > "$work/ceiling.out" & pids+=($!)
+for _ in $(seq 100); do grep -q listening "$work/ceiling.out" 2>/dev/null && break; sleep 0.05; done
+read -r _ caddr cfp < "$work/ceiling.out"
+ceil=$("$ceiling" client "$caddr" "$cfp" $((mib << 20)) 8 | awk '{print $2}')
+
+# --- popseed origin + agent
+port=$((20000 + RANDOM % 20000))
+"$bin" origin --listen "127.0.0.1:$port" --self-signed --release "$work/rel=$work/src/bench" > "$work/origin.out" & pids+=($!)
+for _ in $(seq 100); do grep -q "certificate sha256" "$work/origin.out" 2>/dev/null && break; sleep 0.05; done
+fp=$(awk '/certificate sha256/ {print $3}' "$work/origin.out")
+mkdir -p "$work/box"
+cat > "$work/box/agent.toml" <<TOML
+status_file = "status.json"
+[store]
+dir = "store"
+min_free = "64MiB"
+[[origins]]
+address = "127.0.0.1:$port"
+fingerprint = "$fp"
+[[releases]]
+dir = "$work/rel"
+TOML
+start=$(date +%s.%N)
+"$bin" agent --config "$work/box/agent.toml" --exit-when-complete
+end=$(date +%s.%N)
+fill=$(python3 -c "print(f'{$mib / ($end - $start):.1f}')")
+first=$(python3 -c "import json; print(json.load(open('$work/box/status.json'))['releases'][0]['first_critical_ms'])")
+echo "fetch bench: $mib MiB release, 1 MiB pieces, one origin on loopback"
+echo "  raw quinn bulk (8 streams)   $ceil MiB/s"
+echo "  popseed origin -> agent fill $fill MiB/s (process start to every piece verified and durable)"
+echo "  ratio                        $(python3 -c "print(f'{$fill / $ceil:.2f}')")"
+echo "  first critical piece after   ${first} ms"
