@@ -333,3 +333,213 @@ def files_in_order(files: Mapping[str, int]) -> list[tuple[str, int]]:
 def expected_pieces(sizes: Iterable[int], piece_length: int) -> int:
     total = sum(sizes)
     return -(-total // piece_length)
+
+
+# --------------------------------------------------------------------------- portal (added for the portal tests)
+
+
+def free_port(kind: int = 1) -> int:
+    """A port free for TCP (and UDP) on 127.0.0.1 right now (the kernel picks it)."""
+    import socket  # noqa: PLC0415
+
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port found")
+
+
+@dataclasses.dataclass
+class PortalProc:
+    proc: subprocess.Popen
+    http_port: int
+    dns_port: int
+    url: str
+    log: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def start_portal(store_dir: str | os.PathLike, log_dir: str | os.PathLike, *extra: Any,
+                 portal_ip: str = "127.0.0.1", timeout: float = 20.0) -> PortalProc:
+    """Starts `popseed portal --store DIR` on free loopback ports; waits until HTTP answers."""
+    import socket  # noqa: PLC0415
+
+    http_port, dns_port = free_port(), free_port()
+    log = Path(log_dir) / f"portal-{http_port}.log"
+    out = open(log, "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        [str(popseed_path()), "portal", "--store", str(store_dir), "--http", f"127.0.0.1:{http_port}",
+         "--dns", f"127.0.0.1:{dns_port}", "--portal-ip", portal_ip, *map(str, extra)],
+        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "RUST_BACKTRACE": "1"},
+    )
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"popseed portal exited with {proc.returncode}:\n{log.read_text()}", pytrace=False)
+        try:
+            with socket.create_connection(("127.0.0.1", http_port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    wait_until(up, timeout, "popseed portal to listen")
+    lines = [ln for ln in log.read_text().splitlines() if ln.startswith("portal: ")]
+    url = lines[0].split(" ", 1)[1].strip() if lines else ""
+    return PortalProc(proc=proc, http_port=http_port, dns_port=dns_port, url=url, log=log)
+
+
+def store_with(tmp: Path, files: Mapping[str, int], name: str, *publish_extra: Any,
+               data: bool = True, seed: int | str = 0) -> tuple[Path, Release]:
+    """Publishes `files` as release `name` and imports it (with its data unless data=False) into
+    a new store tmp/<name>-store. Returns (store dir, release)."""
+    src = make_tree(tmp / f"{name}-src" / name, files, seed=seed)
+    rel = publish(src, tmp / f"{name}-release", None, "--name", name, *publish_extra)
+    store = tmp / f"{name}-store"
+    args = ["store", "--dir", store, "--min-free", "0", "import", rel.dir]
+    if data:
+        args += ["--data", src]
+    run(*args)
+    return store, rel
+
+
+# --------------------------------------------------------------------------- popseed seed
+# (added with the swarm tests)
+
+
+@dataclasses.dataclass
+class Seed:
+    """A running `popseed seed` and what it printed at start."""
+
+    proc: subprocess.Popen
+    peer: tuple[str, int]
+    tracker_url: str | None
+    # infohash hex -> {"name", "magnet", "torrent" (Path or None), "present", "pieces"}
+    releases: dict
+    log: Path
+    stdout: list
+
+    def stop(self, timeout: float = 15.0) -> str:
+        """SIGTERM (SIGKILL after `timeout` s); returns the log (stderr) text."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.log.read_text(errors="replace")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_seed(store: str | os.PathLike, workdir: str | os.PathLike, *extra: Any, prefix: list | None = None,
+               timeout: float = 20.0, log_filter: str = "popseed_swarm=info") -> Seed:
+    """Starts `popseed seed --store STORE --torrents-out WORKDIR/torrents EXTRA...` (stderr to
+    WORKDIR/seed.log) and waits for its start-up report. `prefix` runs it under a wrapper
+    (e.g. `ip netns exec NS`). Defaults: loopback, free ports, no LSD."""
+    import queue
+    import threading
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "seed.log"
+    args = [str(popseed_path()), "--log", log_filter, "seed", "--store", str(store),
+            "--torrents-out", str(workdir / "torrents")]
+    flags = {str(e) for e in extra}
+    if "--listen" not in flags:
+        args += ["--listen", "127.0.0.1:0"]
+    if "--tracker-listen" not in flags and "--no-tracker" not in flags:
+        args += ["--tracker-listen", "127.0.0.1:0"]
+    if "--lsd" not in flags:
+        args += ["--no-lsd"]
+    args += [str(e) for e in extra if str(e) != "--lsd"]
+    logf = open(log, "wb")
+    proc = subprocess.Popen([*(prefix or []), *args], stdout=subprocess.PIPE, stderr=logf, text=True)
+    logf.close()
+    lines: "queue.Queue[str | None]" = queue.Queue()
+
+    def pump():
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    out: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            line = lines.get(timeout=max(left, 0.01))
+        except queue.Empty:
+            line = "" if left > 0 else None
+            if left <= 0:
+                proc.kill()
+                pytest.fail(f"popseed seed did not report within {timeout} s\n{out}\n{log.read_text()}", pytrace=False)
+        if line is None:
+            proc.wait(5)
+            pytest.fail(f"popseed seed exited ({proc.returncode}) during start-up\n{out}\n{log.read_text()}", pytrace=False)
+        if line == "":
+            continue
+        out.append(line)
+        if line.startswith("seeding"):
+            break
+    peer, tracker, releases, cur = None, None, {}, None
+    for line in out:
+        if line.startswith("peers: "):
+            host, port = line[len("peers: "):].rsplit(":", 1)
+            peer = (host, int(port))
+        elif line.startswith("tracker: "):
+            tracker = line[len("tracker: "):]
+        elif line.startswith("release: "):
+            parts = line.split()
+            present, total = parts[2].split("/")
+            cur = {"name": parts[3] if len(parts) > 3 else "", "magnet": None, "torrent": None,
+                   "present": int(present), "pieces": int(total)}
+            releases[parts[1]] = cur
+        elif line.strip().startswith("magnet: ") and cur is not None:
+            cur["magnet"] = line.strip()[len("magnet: "):]
+        elif line.strip().startswith("torrent: ") and cur is not None:
+            cur["torrent"] = Path(line.strip()[len("torrent: "):])
+    assert peer is not None, f"no peers: line\n{out}"
+    return Seed(proc=proc, peer=peer, tracker_url=tracker, releases=releases, log=log, stdout=out)
+
+
+def store_import(store: str | os.PathLike, release: "Release", data: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """`popseed store --dir STORE import RELEASE_DIR --data DATA` (DATA defaults to its source)."""
+    return run("store", "--dir", store, "import", release.dir, "--data", data or release.src)
+
+
+def tree_digests(root: str | os.PathLike) -> dict:
+    """{relative path: sha256 hex} of every file under root."""
+    import hashlib
+
+    root = Path(root)
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            out[str(p.relative_to(root))] = h.hexdigest()
+    return out

@@ -4,7 +4,9 @@
 
 mod cmd_agent;
 mod cmd_origin;
+mod cmd_portal;
 mod cmd_release;
+mod cmd_seed;
 mod cmd_store;
 mod demo;
 mod fmt;
@@ -44,6 +46,10 @@ enum Command {
     Origin(cmd_origin::OriginArgs),
     /// Run the appliance agent from its config file: fill the store from origins, serve it.
     Agent(cmd_agent::AgentArgs),
+    /// Seed every release of a store to BitTorrent peers, with the venue tracker and LSD.
+    Seed(cmd_seed::SeedArgs),
+    /// Serve the captive portal (DNS + catalog + downloads) for every release in a store.
+    Portal(cmd_portal::PortalArgs),
     /// Run a demo venue on localhost with a generated sample release.
     Demo(demo::DemoArgs),
 }
@@ -66,7 +72,9 @@ fn main() -> ExitCode {
         Command::Store(a) => cmd_store::run(a),
         Command::Origin(a) => cmd_origin::run(a),
         Command::Agent(a) => cmd_agent::run(a),
+        Command::Portal(a) => cmd_portal::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Seed(a) => cmd_seed::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,264 @@
+//! The portal against a real store on loopback: downloads that wait for on-demand (read-through)
+//! pieces, the timeout when they do not come, the web-seed URL layout, and keep-alive framing.
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use popseed_portal::{Portal, PortalConfig};
+use popseed_release::{publish, PublishOptions, SecretKey, VerifiedRelease};
+use popseed_store::{AddOptions, Capacity, Store, StoreConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+const FILES: &[(&str, usize)] = &[("a.bin", 300_000), ("d/b c.bin", 70_000)];
+
+fn release(root: &Path, files: &[(&str, usize)]) -> (VerifiedRelease, PathBuf) {
+    let src = root.join("src").join("rel");
+    for (i, (f, size)) in files.iter().enumerate() {
+        let p = src.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes(i as u64, *size)).unwrap();
+    }
+    let opts = PublishOptions { piece_size: Some(16 << 10), ..Default::default() };
+    let r = publish(&src, &SecretKey::generate(), &root.join("out"), &opts).unwrap();
+    (r, src)
+}
+
+/// The release's bytes, files end to end.
+fn stream(r: &VerifiedRelease, src: &Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for f in &r.layout().files {
+        all.extend_from_slice(&std::fs::read(src.join(f.path())).unwrap());
+    }
+    all
+}
+
+fn piece(r: &VerifiedRelease, src: &Path, i: u32) -> Vec<u8> {
+    let l = r.layout();
+    let start = l.piece_offset(i) as usize;
+    stream(r, src)[start..start + l.piece_size(i).unwrap() as usize].to_vec()
+}
+
+/// Stores every piece (batched: one fdatasync per batch).
+fn fill(f: &Fixture) {
+    let l = f.release.layout();
+    let all = stream(&f.release, &f.src);
+    let pieces: Vec<(u32, &[u8])> = (0..l.piece_count())
+        .map(|i| {
+            let start = l.piece_offset(i) as usize;
+            (i, &all[start..start + l.piece_size(i).unwrap() as usize])
+        })
+        .collect();
+    for batch in pieces.chunks(256) {
+        f.store.put_pieces(&f.release.infohash(), batch).unwrap();
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<Store>,
+    release: VerifiedRelease,
+    src: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    fixture_with(FILES)
+}
+
+fn fixture_with(files: &[(&str, usize)]) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let (release, src) = release(dir.path(), files);
+    let cfg = StoreConfig { dir: dir.path().join("store"), capacity: Capacity { budget: None, min_free: 0 } };
+    let store = Arc::new(Store::open(cfg).unwrap());
+    store.add_release(&release, AddOptions::default()).unwrap();
+    Fixture { _dir: dir, store, release, src }
+}
+
+async fn start(store: Arc<Store>, demand_timeout: u64) -> Portal {
+    start_with(store, PortalConfig { demand_timeout_secs: demand_timeout, ..PortalConfig::default() }).await
+}
+
+async fn start_with(store: Arc<Store>, base: PortalConfig) -> Portal {
+    let cfg = PortalConfig {
+        http_listen: "127.0.0.1:0".parse().unwrap(),
+        dns_listen: "127.0.0.1:0".parse().unwrap(),
+        portal_ip: "127.0.0.1".parse().unwrap(),
+        ..base
+    };
+    Portal::start(store, cfg).await.unwrap()
+}
+
+/// One response read from a keep-alive connection: (status, headers lower-cased, body).
+async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+            let mut lines = head.split("\r\n");
+            let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+            let headers: Vec<(String, String)> = lines
+                .map(|l| {
+                    let (k, v) = l.split_once(':').unwrap();
+                    (k.trim().to_ascii_lowercase(), v.trim().to_owned())
+                })
+                .collect();
+            let len: usize =
+                headers.iter().find(|(k, _)| k == "content-length").map(|(_, v)| v.parse().unwrap()).unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let mut chunk = vec![0u8; 65536];
+                let n = s.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "connection closed mid-body");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = buf[end + 4..end + 4 + len].to_vec();
+            buf.drain(..end + 4 + len);
+            return (status, headers, body);
+        }
+        let mut chunk = vec![0u8; 65536];
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before a response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str, range: Option<&str>) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{range}\r\n").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    read_response(&mut s, &mut buf).await
+}
+
+fn url(r: &VerifiedRelease, file: &str) -> String {
+    format!("/files/{}/rel/{}", hex::encode(r.infohash()), file.replace(' ', "%20"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_range_waits_for_on_demand_pieces() {
+    let f = fixture();
+    let (tx, rx) = mpsc::channel::<([u8; 20], Vec<u32>)>();
+    f.store.set_demand_handler(Arc::new(move |ih: &[u8; 20], pieces: &[u32]| {
+        let _ = tx.send((*ih, pieces.to_vec()));
+    }));
+    // The "fetcher": stores demanded pieces after a delay, from the source files.
+    let (store, rel, src) = (f.store.clone(), f.release.clone(), f.src.clone());
+    let fetcher = std::thread::spawn(move || {
+        let mut demanded = 0usize;
+        while let Ok((ih, pieces)) = rx.recv_timeout(Duration::from_secs(10)) {
+            std::thread::sleep(Duration::from_millis(300));
+            for p in pieces {
+                store.put_piece(&ih, p, &piece(&rel, &src, p)).unwrap();
+                demanded += 1;
+            }
+        }
+        demanded
+    });
+    let portal = start(f.store.clone(), 10).await;
+    let t0 = Instant::now();
+    let (status, headers, body) = get(portal.http_addr, &url(&f.release, "a.bin"), Some("bytes=100000-150000")).await;
+    assert_eq!(status, 206);
+    assert!(t0.elapsed() >= Duration::from_millis(250), "waited for the fetcher");
+    assert_eq!(body, bytes(0, 300_000)[100_000..=150_000].to_vec());
+    assert!(headers.contains(&("content-range".into(), "bytes 100000-150000/300000".into())));
+    // Only the pieces the range touches were demanded.
+    let (status, _, _) = get(portal.http_addr, &url(&f.release, "a.bin"), Some("bytes=0-0")).await;
+    assert_eq!(status, 206);
+    portal.stop().await;
+    f.store.set_demand_handler(Arc::new(|_: &[u8; 20], _: &[u32]| {}));
+    let demanded = fetcher.join().unwrap();
+    assert!(demanded <= 5, "demanded {demanded} pieces for ~3 pieces of range + 1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_wait_times_out_with_503() {
+    let f = fixture();
+    f.store.set_demand_handler(Arc::new(|_: &[u8; 20], _: &[u32]| {}));
+    let portal = start(f.store.clone(), 1).await;
+    let t0 = Instant::now();
+    let (status, headers, _) = get(portal.http_addr, &url(&f.release, "d/b c.bin"), None).await;
+    assert_eq!(status, 503);
+    assert!(headers.iter().any(|(k, _)| k == "retry-after"));
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(portal.stats.downloads_unavailable.load(std::sync::atomic::Ordering::Relaxed), 1);
+    portal.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_serves_several_downloads_on_one_connection() {
+    let f = fixture();
+    fill(&f);
+    let portal = start(f.store.clone(), 1).await;
+    let mut s = TcpStream::connect(portal.http_addr).await.unwrap();
+    let a = url(&f.release, "a.bin");
+    let b = url(&f.release, "d/b c.bin");
+    let reqs = format!(
+        "GET {a} HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes=-10\r\n\r\nHEAD {b} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n\
+         GET {b} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    );
+    s.write_all(reqs.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let (st1, _, body1) = read_response(&mut s, &mut buf).await;
+    assert_eq!((st1, body1), (206, bytes(0, 300_000)[299_990..].to_vec()));
+    // HEAD: headers only, though Content-Length names the full size.
+    let end = loop {
+        if let Some(e) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break e;
+        }
+        let mut chunk = vec![0u8; 4096];
+        let n = s.read(&mut chunk).await.unwrap();
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200") && head.contains("content-length: 70000"), "{head}");
+    buf.drain(..end + 4);
+    let (st3, headers, body3) = read_response(&mut s, &mut buf).await;
+    assert_eq!(st3, 200);
+    assert_eq!(body3, bytes(1, 70_000));
+    let disp = &headers.iter().find(|(k, _)| k == "content-disposition").unwrap().1;
+    assert!(disp.starts_with("attachment; filename=\"b c.bin\""), "{disp}");
+    assert!(portal.stats.bytes_served.load(std::sync::atomic::Ordering::Relaxed) >= 70_010);
+    portal.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_download_is_dropped_and_frees_its_slot() {
+    let f = fixture_with(&[("big.bin", 24 << 20)]);
+    fill(&f);
+    let cfg = PortalConfig { send_timeout_secs: 1, max_downloads_per_client: 1, ..PortalConfig::default() };
+    let portal = start_with(f.store.clone(), cfg).await;
+    let path = format!("/files/{}/rel/big.bin", hex::encode(f.release.infohash()));
+    // A client with a tiny window that never reads: it cannot hold the server's memory or slot.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = sock.connect(portal.http_addr).await.unwrap();
+    stalled.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _, _) = get(portal.http_addr, &path, Some("bytes=0-0")).await;
+    assert_eq!(status, 503, "the stalled download holds the one slot of this client");
+    let t0 = Instant::now();
+    loop {
+        let (status, _, body) = get(portal.http_addr, &path, Some("bytes=0-9")).await;
+        if status == 206 {
+            assert_eq!(body.len(), 10);
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "slot never freed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(portal.stats.downloads_timed_out.load(std::sync::atomic::Ordering::Relaxed), 1);
+    drop(stalled);
+    portal.stop().await;
+}

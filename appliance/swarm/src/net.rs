@@ -1,0 +1,414 @@
+//! The tokio shell around [`crate::proto`]: the TCP listener with global and per-IP peer caps,
+//! one task per peer (socket readiness, store events, choke commands, timers, rate limits),
+//! the periodic rechoke, and the [`Catalog`] backed by the store. Blocks are read from the
+//! store straight into the socket send buffer, right after their piece-message header.
+
+use std::collections::HashMap;
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use popseed_store::{Bitfield, Store, StoreError, StoreEvent};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::choker::Choker;
+use crate::proto::{Catalog, DropReason, Event, PeerProto, ProtoConfig, TorrentMeta, PIECE_PREAMBLE_LEN};
+use crate::ratelimit::TokenBucket;
+use crate::stats::Stats;
+
+/// Bytes kept queued in a peer's send buffer before more blocks are read.
+const SEND_HIGH_WATER: usize = 512 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
+/// Reads per wake-up before giving writes a turn.
+const READS_PER_WAKE: usize = 8;
+
+/// Commands from the swarm to one peer task.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cmd {
+    Choke(bool),
+}
+
+/// Store-backed release lookup, caching each release's [`TorrentMeta`].
+pub(crate) struct StoreCatalog {
+    store: Arc<Store>,
+    metas: Mutex<HashMap<[u8; 20], Arc<TorrentMeta>>>,
+}
+
+impl StoreCatalog {
+    pub(crate) fn new(store: Arc<Store>) -> Self {
+        StoreCatalog { store, metas: Mutex::new(HashMap::new()) }
+    }
+
+    pub(crate) fn forget(&self, ih: &[u8; 20]) {
+        self.metas.lock().unwrap_or_else(|p| p.into_inner()).remove(ih);
+    }
+}
+
+impl Catalog for StoreCatalog {
+    fn lookup(&self, ih: &[u8; 20]) -> Option<(Arc<TorrentMeta>, Bitfield)> {
+        let have = self.store.bitfield(ih).ok()?;
+        let mut metas = self.metas.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = metas.get(ih) {
+            return Some((m.clone(), have));
+        }
+        let rel = self.store.release(ih).ok()?;
+        let layout = rel.layout();
+        let meta = Arc::new(TorrentMeta::new(
+            *ih,
+            layout.total_length,
+            layout.piece_length,
+            Arc::from(rel.metainfo.info_bytes.as_slice()),
+        )?);
+        metas.insert(*ih, meta.clone());
+        Some((meta, have))
+    }
+}
+
+struct PeerHandle {
+    ip: IpAddr,
+    cmd: mpsc::UnboundedSender<Cmd>,
+}
+
+/// State shared by the listener and all peer tasks.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<Store>,
+    pub(crate) proto: Arc<ProtoConfig>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) catalog: StoreCatalog,
+    pub(crate) our_id: [u8; 20],
+    pub(crate) max_peers: usize,
+    pub(crate) max_per_ip: usize,
+    pub(crate) peer_rate: u64,
+    pub(crate) global_bucket: Option<Mutex<TokenBucket>>,
+    choker: Mutex<Choker>,
+    peers: Mutex<HashMap<u64, PeerHandle>>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        store: Arc<Store>,
+        proto: ProtoConfig,
+        stats: Arc<Stats>,
+        max_peers: usize,
+        max_per_ip: usize,
+        slots: usize,
+        min_hold: Duration,
+        global_rate: u64,
+        peer_rate: u64,
+    ) -> Self {
+        let mut our_id = *b"-PS0100-000000000000";
+        for b in &mut our_id[8..] {
+            *b = b"0123456789abcdefghijklmnopqrstuvwxyz"[rand::random::<usize>() % 36];
+        }
+        let now = Instant::now();
+        Shared {
+            catalog: StoreCatalog::new(store.clone()),
+            store,
+            proto: Arc::new(proto),
+            stats,
+            our_id,
+            max_peers,
+            max_per_ip,
+            peer_rate,
+            global_bucket: (global_rate > 0).then(|| Mutex::new(TokenBucket::new(global_rate, global_rate / 4, now))),
+            choker: Mutex::new(Choker::new(slots, min_hold)),
+            peers: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn rechoke(&self) {
+        let changes = self.choker.lock().unwrap_or_else(|p| p.into_inner()).rechoke(Instant::now());
+        if changes.is_empty() {
+            return;
+        }
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, unchoke) in changes {
+            if let Some(p) = peers.get(&id) {
+                let _ = p.cmd.send(Cmd::Choke(!unchoke));
+            }
+        }
+    }
+
+    /// Registers a new connection unless a cap is hit.
+    fn admit(&self, ip: IpAddr) -> Result<(u64, mpsc::UnboundedReceiver<Cmd>), &'static str> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if peers.len() >= self.max_peers {
+            return Err("peer_cap");
+        }
+        if peers.values().filter(|p| p.ip == ip).count() >= self.max_per_ip {
+            return Err("per_ip_cap");
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        peers.insert(id, PeerHandle { ip, cmd: tx });
+        Ok((id, rx))
+    }
+
+    fn leave(&self, id: u64) {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.choker.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.rechoke();
+    }
+}
+
+/// Accepts peers until `shutdown`.
+pub(crate) async fn listen(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, addr) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!("peer accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ip = match addr.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        match shared.admit(ip) {
+            Ok((id, rx)) => {
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    shared.stats.peer_connected();
+                    let reason = peer_task(&shared, id, stream, ip, addr, rx, shutdown).await;
+                    shared.leave(id);
+                    shared.stats.peer_disconnected(reason.as_ref().map(|r| r.kind()));
+                    match reason {
+                        Some(r) => tracing::info!(peer = %addr, "dropped: {r}"),
+                        None => tracing::debug!(peer = %addr, "disconnected"),
+                    }
+                });
+            }
+            Err(why) => {
+                tracing::info!(peer = %addr, "refused: {why}");
+                shared.stats.refused(why);
+                drop(stream);
+            }
+        }
+    }
+}
+
+/// Rechokes every `interval` (slot rotation).
+pub(crate) async fn rechoke_loop(shared: Arc<Shared>, interval: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(100)));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => shared.rechoke(),
+        }
+    }
+}
+
+/// Why a peer task ended: `None` for an orderly close (EOF, shutdown).
+async fn peer_task(
+    shared: &Shared,
+    id: u64,
+    stream: TcpStream,
+    ip: IpAddr,
+    addr: SocketAddr,
+    mut cmds: mpsc::UnboundedReceiver<Cmd>,
+    shutdown: CancellationToken,
+) -> Option<DropReason> {
+    let mut events = shared.store.subscribe();
+    let mut core = PeerProto::new(shared.proto.clone(), ip, shared.our_id, Instant::now());
+    let mut rbuf = vec![0u8; READ_CHUNK];
+    let mut sbuf: Vec<u8> = Vec::with_capacity(SEND_HIGH_WATER + 256 * 1024);
+    let mut sent = 0usize;
+    let mut bucket = TokenBucket::new(shared.peer_rate, shared.peer_rate / 4, Instant::now());
+    let mut infohash: Option<[u8; 20]> = None;
+    loop {
+        // Fill the send buffer: control messages, then blocks within the rate caps.
+        let mut rate_wait: Option<Duration> = None;
+        if let Err(r) = fill(shared, &mut core, &mut sbuf, sent, &mut bucket, &mut rate_wait) {
+            return Some(r);
+        }
+        let want_write = sent < sbuf.len();
+        let mut deadline = tokio::time::Instant::from_std(core.poll_timeout());
+        if let Some(w) = rate_wait {
+            deadline = deadline.min(tokio::time::Instant::now() + w);
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return None,
+            cmd = cmds.recv() => match cmd {
+                Some(Cmd::Choke(c)) => core.set_choking(c),
+                None => return None,
+            },
+            r = stream.readable() => {
+                if let Err(e) = r {
+                    tracing::debug!(peer = %addr, "readable: {e}");
+                    return None;
+                }
+                for _ in 0..READS_PER_WAKE {
+                    match stream.try_read(&mut rbuf) {
+                        Ok(0) => return None,
+                        Ok(n) => {
+                            if let Err(r) = core.receive(&rbuf[..n], Instant::now(), &shared.catalog) {
+                                return Some(r);
+                            }
+                            if let Err(r) = handle_events(shared, id, &mut core, &mut infohash) {
+                                return Some(r);
+                            }
+                            if n < rbuf.len() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            tracing::debug!(peer = %addr, "read: {e}");
+                            return None;
+                        }
+                    }
+                }
+            },
+            r = stream.writable(), if want_write => {
+                if let Err(e) = r {
+                    tracing::debug!(peer = %addr, "writable: {e}");
+                    return None;
+                }
+                match stream.try_write(&sbuf[sent..]) {
+                    Ok(n) => {
+                        sent += n;
+                        shared.stats.add_uploaded_wire(n as u64);
+                        core.note_sent(Instant::now());
+                        if sent == sbuf.len() {
+                            sbuf.clear();
+                            sent = 0;
+                        } else if sent >= SEND_HIGH_WATER {
+                            sbuf.drain(..sent);
+                            sent = 0;
+                        }
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                    Err(e) => {
+                        tracing::debug!(peer = %addr, "write: {e}");
+                        return None;
+                    }
+                }
+            },
+            ev = events.recv(), if infohash.is_some() => {
+                let Some(ih) = infohash else { continue };
+                match ev {
+                    Ok(StoreEvent::PieceStored { infohash: e, index }) if e == ih => core.piece_stored(index),
+                    Ok(StoreEvent::ReleaseRemoved { infohash: e }) if e == ih => {
+                        shared.catalog.forget(&ih);
+                        return None;
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Missed events: advertise whatever is present now.
+                        if let Ok(bf) = shared.store.bitfield(&ih) {
+                            for i in bf.iter_set() {
+                                core.piece_stored(i);
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                if let Err(r) = core.handle_timeout(Instant::now()) {
+                    return Some(r);
+                }
+            },
+        }
+    }
+}
+
+fn handle_events(shared: &Shared, id: u64, core: &mut PeerProto, infohash: &mut Option<[u8; 20]>) -> Result<(), DropReason> {
+    while let Some(ev) = core.poll_event() {
+        match ev {
+            Event::Attached { infohash: ih, .. } => {
+                *infohash = Some(ih);
+                shared.choker.lock().unwrap_or_else(|p| p.into_inner()).add(id, Instant::now());
+            }
+            Event::Interested | Event::NotInterested => {
+                let interested = matches!(ev, Event::Interested);
+                shared.choker.lock().unwrap_or_else(|p| p.into_inner()).set_interested(id, interested, Instant::now());
+                shared.rechoke();
+            }
+            Event::Demand { index } => {
+                let Some(ih) = infohash else { continue };
+                if shared.store.has_piece(ih, index) {
+                    // Stored after our snapshot: the event is on its way; advertise it now.
+                    core.piece_stored(index);
+                } else if !shared.store.demand(ih, &[index]) {
+                    tracing::debug!(piece = index, "request for a missing piece and no fetcher: refused");
+                    core.refuse_missing(index);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fill(
+    shared: &Shared,
+    core: &mut PeerProto,
+    sbuf: &mut Vec<u8>,
+    sent: usize,
+    bucket: &mut TokenBucket,
+    rate_wait: &mut Option<Duration>,
+) -> Result<(), DropReason> {
+    if core.has_output() {
+        core.take_output(sbuf);
+    }
+    let Some(ih) = core.infohash() else { return Ok(()) };
+    while sbuf.len() - sent < SEND_HIGH_WATER {
+        let Some(next) = core.peek_block() else { break };
+        let n = next.length as u64;
+        let now = Instant::now();
+        let mut wait = bucket.wait_for(n, now);
+        let mut global = shared.global_bucket.as_ref().map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(g) = global.as_mut() {
+            wait = wait.max(g.wait_for(n, now));
+        }
+        if !wait.is_zero() {
+            *rate_wait = Some(wait);
+            break;
+        }
+        bucket.take(n, now);
+        if let Some(g) = global.as_mut() {
+            g.take(n, now);
+        }
+        drop(global);
+        let mut pre = [0u8; PIECE_PREAMBLE_LEN];
+        let Some(r) = core.next_block(&mut pre) else { break };
+        let start = sbuf.len();
+        sbuf.extend_from_slice(&pre);
+        sbuf.resize(start + PIECE_PREAMBLE_LEN + r.length as usize, 0);
+        match shared.store.read_piece_at(&ih, r.index, r.begin, &mut sbuf[start + PIECE_PREAMBLE_LEN..]) {
+            Ok(()) => shared.stats.add_block(r.length as u64),
+            Err(StoreError::NotPresent { .. }) => {
+                // Evicted since we advertised it: the peer times the request out.
+                sbuf.truncate(start);
+            }
+            Err(StoreError::UnknownRelease(_)) => {
+                sbuf.truncate(start);
+                return Err(DropReason::Internal("release removed".into()));
+            }
+            Err(e) => {
+                sbuf.truncate(start);
+                tracing::warn!(piece = r.index, "store read failed: {e}");
+                return Err(DropReason::Internal(format!("store read: {e}")));
+            }
+        }
+    }
+    Ok(())
+}

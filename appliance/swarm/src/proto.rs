@@ -1,0 +1,666 @@
+//! The per-peer BitTorrent protocol state machine, with no sockets and no clock of its own
+//! (quinn-proto style). The shell feeds it received bytes ([`PeerProto::receive`]), the current
+//! time ([`PeerProto::handle_timeout`]) and decisions (choke/unchoke, pieces stored); it answers
+//! with bytes to send ([`PeerProto::take_output`]), blocks to read from the store and send
+//! ([`PeerProto::next_block`]), [`Event`]s for the shell, or a [`DropReason`] to disconnect.
+//!
+//! Serialization and parsing use librqbit-peer-protocol; this module owns everything that crate
+//! leaves to the caller: the message length cap (checked on the 4-byte prefix, before any
+//! buffering), index/range checks, queue caps, flood limits, and the handshake policy (plaintext
+//! only: anything that does not open with `\x13BitTorrent protocol`, e.g. an MSE/PE handshake,
+//! is dropped at its first byte so the client retries in plaintext).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use librqbit_buffers::ByteBuf;
+use librqbit_core::hash_id::Id20;
+use librqbit_core::lengths::{ChunkInfo, Lengths};
+use librqbit_peer_protocol::extended::ut_metadata::{UtMetadata, UtMetadataData};
+use librqbit_peer_protocol::extended::{ExtendedMessage, PeerExtendedMessageIds};
+use librqbit_peer_protocol::{serialize_piece_preamble, Handshake, Message, MessageDeserializeError, Request};
+use popseed_store::Bitfield;
+
+/// Length of the plaintext BitTorrent handshake.
+pub const HANDSHAKE_LEN: usize = 68;
+const PSTR: &[u8; 20] = b"\x13BitTorrent protocol";
+/// Largest block we serve; clients ask for 16 KiB, some allow up to 128 KiB.
+pub const MAX_BLOCK: u32 = 128 * 1024;
+/// Largest extended (BEP 10) message we accept.
+pub const MAX_EXTENDED_LEN: u32 = 64 * 1024;
+/// Length of a piece message's header (length prefix, id, index, begin).
+pub const PIECE_PREAMBLE_LEN: usize = 13;
+/// ut_metadata piece size (BEP 9).
+const METADATA_PIECE: usize = 16 * 1024;
+/// Our extension id for ut_metadata (what librqbit-peer-protocol decodes as ut_metadata).
+const OUR_UT_METADATA: u8 = librqbit_peer_protocol::MY_EXTENDED_UT_METADATA;
+
+/// Protocol limits and identity, shared by all connections.
+#[derive(Debug, Clone)]
+pub struct ProtoConfig {
+    /// `reqq` advertised in the extension handshake: requests a peer may have outstanding.
+    pub reqq: u32,
+    /// Queued requests beyond this disconnect the peer (a flood).
+    pub max_queue: usize,
+    /// Requests for pieces we do not have before the peer is dropped.
+    pub max_missing_requests: u32,
+    /// Non-request messages (have, interested, keep-alive, extended, ...) per second.
+    pub max_chatter_per_sec: u32,
+    pub keepalive: Duration,
+    pub idle_timeout: Duration,
+    pub handshake_timeout: Duration,
+    /// `v` in the extension handshake.
+    pub client_name: String,
+}
+
+impl Default for ProtoConfig {
+    fn default() -> Self {
+        ProtoConfig {
+            reqq: 500,
+            max_queue: 1000,
+            max_missing_requests: 256,
+            max_chatter_per_sec: 2000,
+            keepalive: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
+            handshake_timeout: Duration::from_secs(10),
+            client_name: concat!("popseed ", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// What the core needs to know about one release.
+#[derive(Debug)]
+pub struct TorrentMeta {
+    pub infohash: [u8; 20],
+    pub lengths: Lengths,
+    /// The bencoded info dictionary, served over ut_metadata.
+    pub info_bytes: Arc<[u8]>,
+}
+
+impl TorrentMeta {
+    /// None for an empty release (nothing to seed).
+    pub fn new(infohash: [u8; 20], total_length: u64, piece_length: u32, info_bytes: Arc<[u8]>) -> Option<Self> {
+        let lengths = Lengths::new(total_length, piece_length).ok()?;
+        Some(TorrentMeta { infohash, lengths, info_bytes })
+    }
+
+    pub fn piece_count(&self) -> u32 {
+        self.lengths.total_pieces()
+    }
+
+    pub fn piece_size(&self, index: u32) -> Option<u32> {
+        self.lengths.validate_piece_index(index).map(|i| self.lengths.piece_length(i))
+    }
+}
+
+/// Looks releases up by infohash at handshake time: their metadata and the pieces present now.
+pub trait Catalog {
+    fn lookup(&self, infohash: &[u8; 20]) -> Option<(Arc<TorrentMeta>, Bitfield)>;
+}
+
+/// Why a peer was disconnected. [`DropReason::kind`] is a stable label for counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DropReason {
+    /// The first bytes were not a plaintext BitTorrent handshake (MSE/PE, HTTP, garbage).
+    NotBitTorrent,
+    UnknownInfohash([u8; 20]),
+    MessageTooLong(u32),
+    Malformed(String),
+    BadIndex(u32),
+    PastEnd { index: u32, begin: u32, length: u32 },
+    BadBlockLength(u32),
+    RequestFlood(usize),
+    ChatterFlood,
+    TooManyMissing(u32),
+    BadBitfield { got: usize, expected: usize },
+    Unexpected(&'static str),
+    HandshakeTimeout,
+    Idle,
+    Internal(String),
+}
+
+impl DropReason {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DropReason::NotBitTorrent => "not_bittorrent",
+            DropReason::UnknownInfohash(_) => "unknown_infohash",
+            DropReason::MessageTooLong(_) => "message_too_long",
+            DropReason::Malformed(_) => "malformed",
+            DropReason::BadIndex(_) => "bad_index",
+            DropReason::PastEnd { .. } => "past_end",
+            DropReason::BadBlockLength(_) => "bad_block_length",
+            DropReason::RequestFlood(_) => "request_flood",
+            DropReason::ChatterFlood => "chatter_flood",
+            DropReason::TooManyMissing(_) => "too_many_missing",
+            DropReason::BadBitfield { .. } => "bad_bitfield",
+            DropReason::Unexpected(_) => "unexpected_message",
+            DropReason::HandshakeTimeout => "handshake_timeout",
+            DropReason::Idle => "idle",
+            DropReason::Internal(_) => "internal",
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DropReason::NotBitTorrent => write!(f, "not a plaintext BitTorrent handshake (MSE/PE or other protocol)"),
+            DropReason::UnknownInfohash(ih) => write!(f, "unknown infohash {}", hex::encode(ih)),
+            DropReason::MessageTooLong(n) => write!(f, "message length {n} exceeds the cap"),
+            DropReason::Malformed(e) => write!(f, "malformed message: {e}"),
+            DropReason::BadIndex(i) => write!(f, "piece index {i} out of range"),
+            DropReason::PastEnd { index, begin, length } => {
+                write!(f, "request past the end of piece {index} (begin {begin}, length {length})")
+            }
+            DropReason::BadBlockLength(n) => write!(f, "block length {n} not in 1..={MAX_BLOCK}"),
+            DropReason::RequestFlood(n) => write!(f, "request flood ({n} queued)"),
+            DropReason::ChatterFlood => write!(f, "message flood"),
+            DropReason::TooManyMissing(n) => write!(f, "{n} requests for pieces we do not have"),
+            DropReason::BadBitfield { got, expected } => write!(f, "bitfield of {got} bytes, expected {expected}"),
+            DropReason::Unexpected(m) => write!(f, "unexpected {m} message"),
+            DropReason::HandshakeTimeout => write!(f, "no handshake in time"),
+            DropReason::Idle => write!(f, "idle timeout"),
+            DropReason::Internal(e) => write!(f, "internal: {e}"),
+        }
+    }
+}
+
+/// A block a peer asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockRequest {
+    pub index: u32,
+    pub begin: u32,
+    pub length: u32,
+}
+
+impl From<Request> for BlockRequest {
+    fn from(r: Request) -> Self {
+        BlockRequest { index: r.index, begin: r.begin, length: r.length }
+    }
+}
+
+/// Things the shell acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Handshake accepted for this release: register the peer (choker, stats).
+    Attached { infohash: [u8; 20], peer_id: [u8; 20] },
+    Interested,
+    NotInterested,
+    /// The peer asked for a piece we do not have: ask the fetcher, or call
+    /// [`PeerProto::refuse_missing`] when there is none.
+    Demand { index: u32 },
+}
+
+/// One peer connection's protocol state.
+pub struct PeerProto {
+    cfg: Arc<ProtoConfig>,
+    peer_ip: IpAddr,
+    our_id: [u8; 20],
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    meta: Option<Arc<TorrentMeta>>,
+    have: Bitfield,
+    peer_ext: PeerExtendedMessageIds,
+    peer_interested: bool,
+    choking: bool,
+    queue: VecDeque<BlockRequest>,
+    /// Requests for missing pieces the fetcher was asked for; served when the piece arrives.
+    parked: Vec<BlockRequest>,
+    missing_requests: u32,
+    requests_while_choked: u32,
+    chatter_window: Instant,
+    chatter: u32,
+    created: Instant,
+    last_recv: Instant,
+    last_send: Instant,
+    events: VecDeque<Event>,
+    dead: Option<DropReason>,
+    uploaded: u64,
+}
+
+fn malformed(e: MessageDeserializeError) -> DropReason {
+    DropReason::Malformed(e.to_string())
+}
+
+impl PeerProto {
+    pub fn new(cfg: Arc<ProtoConfig>, peer_ip: IpAddr, our_id: [u8; 20], now: Instant) -> Self {
+        PeerProto {
+            cfg,
+            peer_ip,
+            our_id,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            meta: None,
+            have: Bitfield::new(0),
+            peer_ext: PeerExtendedMessageIds::default(),
+            peer_interested: false,
+            choking: true,
+            queue: VecDeque::new(),
+            parked: Vec::new(),
+            missing_requests: 0,
+            requests_while_choked: 0,
+            chatter_window: now,
+            chatter: 0,
+            created: now,
+            last_recv: now,
+            last_send: now,
+            events: VecDeque::new(),
+            dead: None,
+            uploaded: 0,
+        }
+    }
+
+    pub fn infohash(&self) -> Option<[u8; 20]> {
+        self.meta.as_ref().map(|m| m.infohash)
+    }
+    pub fn is_attached(&self) -> bool {
+        self.meta.is_some()
+    }
+    pub fn is_interested(&self) -> bool {
+        self.peer_interested
+    }
+    pub fn is_choking(&self) -> bool {
+        self.choking
+    }
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+    /// Pieces we have advertised to this peer.
+    pub fn advertised(&self) -> &Bitfield {
+        &self.have
+    }
+    /// Block bytes handed out by [`PeerProto::next_block`].
+    pub fn uploaded(&self) -> u64 {
+        self.uploaded
+    }
+
+    fn fail(&mut self, r: DropReason) -> Result<(), DropReason> {
+        self.dead = Some(r.clone());
+        Err(r)
+    }
+
+    /// Largest length prefix accepted, before any of the message is buffered.
+    pub fn max_message_len(&self) -> u32 {
+        let bitfield = self.meta.as_ref().map_or(0, |m| m.lengths.piece_bitfield_bytes() as u32 + 1);
+        bitfield.max(MAX_EXTENDED_LEN + 2).max(13)
+    }
+
+    /// Feeds bytes read from the socket.
+    pub fn receive(&mut self, data: &[u8], now: Instant, catalog: &dyn Catalog) -> Result<(), DropReason> {
+        if let Some(r) = &self.dead {
+            return Err(r.clone());
+        }
+        self.last_recv = now;
+        self.inbuf.extend_from_slice(data);
+        if self.meta.is_none() {
+            let n = self.inbuf.len().min(PSTR.len());
+            if self.inbuf[..n] != PSTR[..n] {
+                return self.fail(DropReason::NotBitTorrent);
+            }
+            if self.inbuf.len() < HANDSHAKE_LEN {
+                return Ok(());
+            }
+            let res = self.handshake(catalog);
+            if let Err(r) = res {
+                return self.fail(r);
+            }
+            self.inbuf.drain(..HANDSHAKE_LEN);
+        }
+        let buf = std::mem::take(&mut self.inbuf);
+        let mut pos = 0;
+        let res = loop {
+            let rest = &buf[pos..];
+            if rest.len() < 4 {
+                break Ok(());
+            }
+            let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            if len > self.max_message_len() {
+                break Err(DropReason::MessageTooLong(len));
+            }
+            let total = 4 + len as usize;
+            if rest.len() < total {
+                break Ok(());
+            }
+            if let Err(r) = self.message(&rest[..total], now) {
+                break Err(r);
+            }
+            pos += total;
+        };
+        self.inbuf = buf;
+        self.inbuf.drain(..pos);
+        match res {
+            Ok(()) => Ok(()),
+            Err(r) => self.fail(r),
+        }
+    }
+
+    fn handshake(&mut self, catalog: &dyn Catalog) -> Result<(), DropReason> {
+        let (h, _) = Handshake::deserialize(&self.inbuf[..HANDSHAKE_LEN]).map_err(|_| DropReason::NotBitTorrent)?;
+        let ih = h.info_hash.0;
+        let (meta, have) = catalog.lookup(&ih).ok_or(DropReason::UnknownInfohash(ih))?;
+        if have.len() != meta.piece_count() {
+            return Err(DropReason::Internal("bitfield length does not match the release".into()));
+        }
+        let ours = Handshake::new(Id20::new(ih), Id20::new(self.our_id));
+        let start = self.out.len();
+        self.out.resize(start + HANDSHAKE_LEN, 0);
+        let _ = ours.serialize_unchecked_len(&mut self.out[start..]);
+        if h.supports_extended() {
+            let body = ext_handshake(&self.cfg.client_name, self.peer_ip, self.cfg.reqq, meta.info_bytes.len() as u32);
+            self.out.extend_from_slice(&((body.len() + 2) as u32).to_be_bytes());
+            self.out.extend_from_slice(&[20, 0]);
+            self.out.extend_from_slice(&body);
+        }
+        if have.count() > 0 {
+            push(&mut self.out, &Message::Bitfield(ByteBuf(have.as_bytes())), 5 + have.as_bytes().len(), self.peer_ext)?;
+        }
+        self.events.push_back(Event::Attached { infohash: ih, peer_id: h.peer_id.0 });
+        self.meta = Some(meta);
+        self.have = have;
+        Ok(())
+    }
+
+    fn chatter(&mut self, now: Instant) -> Result<(), DropReason> {
+        if now.duration_since(self.chatter_window) >= Duration::from_secs(1) {
+            self.chatter_window = now;
+            self.chatter = 0;
+        }
+        self.chatter += 1;
+        if self.chatter > self.cfg.max_chatter_per_sec {
+            return Err(DropReason::ChatterFlood);
+        }
+        Ok(())
+    }
+
+    fn message(&mut self, bytes: &[u8], now: Instant) -> Result<(), DropReason> {
+        let meta = match &self.meta {
+            Some(m) => m.clone(),
+            None => return Err(DropReason::Internal("message before handshake".into())),
+        };
+        if bytes.len() > 4 {
+            match bytes[4] {
+                // Known ids are parsed below; everything else (DHT port, fast extension we did
+                // not advertise, future ids) is ignored as BEP 3 asks, within the chatter limit.
+                0..=8 | 20 => {}
+                _ => return self.chatter(now),
+            }
+        }
+        let (msg, _) = Message::deserialize(bytes, &[]).map_err(malformed)?;
+        match msg {
+            Message::Request(r) => self.request(r.into(), &meta),
+            Message::Cancel(r) => {
+                let r = BlockRequest::from(r);
+                self.queue.retain(|q| *q != r);
+                self.parked.retain(|q| *q != r);
+                Ok(())
+            }
+            Message::Piece(_) => Err(DropReason::Unexpected("piece")),
+            Message::Bitfield(b) => {
+                let expected = meta.lengths.piece_bitfield_bytes();
+                if b.0.len() != expected {
+                    return Err(DropReason::BadBitfield { got: b.0.len(), expected });
+                }
+                self.chatter(now)
+            }
+            Message::Have(i) => {
+                if i >= meta.piece_count() {
+                    return Err(DropReason::BadIndex(i));
+                }
+                self.chatter(now)
+            }
+            Message::KeepAlive | Message::Choke | Message::Unchoke => self.chatter(now),
+            Message::Interested => {
+                if !self.peer_interested {
+                    self.peer_interested = true;
+                    self.events.push_back(Event::Interested);
+                }
+                self.chatter(now)
+            }
+            Message::NotInterested => {
+                if self.peer_interested {
+                    self.peer_interested = false;
+                    self.events.push_back(Event::NotInterested);
+                }
+                self.chatter(now)
+            }
+            Message::Extended(ExtendedMessage::Handshake(h)) => {
+                self.peer_ext = h.m;
+                self.chatter(now)
+            }
+            Message::Extended(ExtendedMessage::UtMetadata(UtMetadata::Request(piece))) => {
+                self.chatter(now)?;
+                self.metadata_request(piece, &meta)
+            }
+            Message::Extended(_) => self.chatter(now),
+        }
+    }
+
+    fn request(&mut self, r: BlockRequest, meta: &TorrentMeta) -> Result<(), DropReason> {
+        let size = meta.piece_size(r.index).ok_or(DropReason::BadIndex(r.index))?;
+        if r.length == 0 || r.length > MAX_BLOCK {
+            return Err(DropReason::BadBlockLength(r.length));
+        }
+        if r.begin as u64 + r.length as u64 > size as u64 {
+            return Err(DropReason::PastEnd { index: r.index, begin: r.begin, length: r.length });
+        }
+        if self.choking {
+            // Requests that crossed our choke are dropped (BEP 3); a peer that keeps sending
+            // them is flooding.
+            self.requests_while_choked += 1;
+            if self.requests_while_choked as usize > self.cfg.max_queue {
+                return Err(DropReason::RequestFlood(self.requests_while_choked as usize));
+            }
+            return Ok(());
+        }
+        if !self.have.get(r.index) {
+            self.missing_requests += 1;
+            if self.missing_requests > self.cfg.max_missing_requests {
+                return Err(DropReason::TooManyMissing(self.missing_requests));
+            }
+            if self.parked.len() >= self.cfg.reqq as usize {
+                return Err(DropReason::RequestFlood(self.parked.len()));
+            }
+            if !self.parked.iter().any(|p| p.index == r.index) {
+                self.events.push_back(Event::Demand { index: r.index });
+            }
+            self.parked.push(r);
+            return Ok(());
+        }
+        if self.queue.len() >= self.cfg.max_queue {
+            return Err(DropReason::RequestFlood(self.queue.len() + 1));
+        }
+        self.queue.push_back(r);
+        Ok(())
+    }
+
+    fn metadata_request(&mut self, piece: u32, meta: &TorrentMeta) -> Result<(), DropReason> {
+        if self.peer_ext.ut_metadata.is_none() {
+            return Ok(()); // the peer gave us no id to answer with
+        }
+        let info = &meta.info_bytes;
+        let start = piece as usize * METADATA_PIECE;
+        let reply = if start < info.len() {
+            let end = (start + METADATA_PIECE).min(info.len());
+            UtMetadata::Data(UtMetadataData::from_bytes(piece, info.len() as u32, ByteBuf(&info[start..end])))
+        } else {
+            UtMetadata::Reject(piece)
+        };
+        push(&mut self.out, &Message::Extended(ExtendedMessage::UtMetadata(reply)), METADATA_PIECE + 128, self.peer_ext)
+    }
+
+    /// Next event for the shell.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Moves the control bytes waiting to be sent (handshake, have, choke, metadata, ...) to `dst`.
+    pub fn take_output(&mut self, dst: &mut Vec<u8>) {
+        if dst.is_empty() {
+            std::mem::swap(dst, &mut self.out);
+        } else {
+            dst.extend_from_slice(&self.out);
+            self.out.clear();
+        }
+    }
+
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// The next block to serve, if we are not choking the peer.
+    pub fn peek_block(&self) -> Option<BlockRequest> {
+        if self.choking {
+            return None;
+        }
+        self.queue.front().copied()
+    }
+
+    /// Pops the next block and writes its piece-message header (13 bytes) to `preamble`. The
+    /// caller appends `length` bytes read from the store right after it.
+    pub fn next_block(&mut self, preamble: &mut [u8; PIECE_PREAMBLE_LEN]) -> Option<BlockRequest> {
+        if self.choking {
+            return None;
+        }
+        let meta = self.meta.clone()?;
+        let r = self.queue.pop_front()?;
+        let piece_index = meta.lengths.validate_piece_index(r.index)?;
+        let chunk = ChunkInfo {
+            piece_index,
+            chunk_index: r.begin / librqbit_core::constants::CHUNK_SIZE,
+            absolute_index: 0,
+            size: r.length,
+            offset: r.begin,
+        };
+        let _ = serialize_piece_preamble(&chunk, preamble);
+        self.uploaded += r.length as u64;
+        Some(r)
+    }
+
+    /// The choker's decision. Choking drops the peer's queued requests (BEP 3).
+    pub fn set_choking(&mut self, choke: bool) {
+        if self.meta.is_none() || choke == self.choking {
+            return;
+        }
+        self.choking = choke;
+        if choke {
+            self.queue.clear();
+            self.parked.clear();
+            self.out.extend_from_slice(&[0, 0, 0, 1, 0]);
+        } else {
+            self.requests_while_choked = 0;
+            self.out.extend_from_slice(&[0, 0, 0, 1, 1]);
+        }
+    }
+
+    /// No fetcher can get a piece the peer asked for: choke and unchoke again, which cancels
+    /// all its outstanding requests (there is no reject message without BEP 6), so it asks
+    /// again for pieces we advertise.
+    pub fn refuse_missing(&mut self, index: u32) {
+        self.parked.retain(|r| r.index != index);
+        if !self.choking {
+            self.queue.clear();
+            self.parked.clear();
+            self.out.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 1, 1]);
+        }
+    }
+
+    /// A piece became present: advertise it and serve requests waiting for it.
+    pub fn piece_stored(&mut self, index: u32) {
+        let Some(meta) = &self.meta else { return };
+        if index >= meta.piece_count() || self.have.get(index) {
+            return;
+        }
+        self.have.set(index);
+        self.out.extend_from_slice(&[0, 0, 0, 5, 4]);
+        self.out.extend_from_slice(&index.to_be_bytes());
+        if self.parked.iter().any(|r| r.index == index) {
+            let (ready, rest): (Vec<_>, Vec<_>) = self.parked.drain(..).partition(|r| r.index == index);
+            self.parked = rest;
+            if !self.choking {
+                self.queue.extend(ready);
+            }
+        }
+    }
+
+    /// The shell wrote bytes to the socket.
+    pub fn note_sent(&mut self, now: Instant) {
+        self.last_send = now;
+    }
+
+    /// When [`PeerProto::handle_timeout`] wants to run next.
+    pub fn poll_timeout(&self) -> Instant {
+        let idle = self.last_recv + self.cfg.idle_timeout;
+        if self.meta.is_none() {
+            return idle.min(self.created + self.cfg.handshake_timeout);
+        }
+        idle.min(self.last_send + self.cfg.keepalive)
+    }
+
+    /// Timers: handshake deadline, idle timeout, keep-alives.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), DropReason> {
+        if let Some(r) = &self.dead {
+            return Err(r.clone());
+        }
+        if self.meta.is_none() && now >= self.created + self.cfg.handshake_timeout {
+            return self.fail(DropReason::HandshakeTimeout);
+        }
+        if now >= self.last_recv + self.cfg.idle_timeout {
+            return self.fail(DropReason::Idle);
+        }
+        if self.meta.is_some() && now >= self.last_send + self.cfg.keepalive {
+            self.out.extend_from_slice(&[0, 0, 0, 0]);
+            self.last_send = now;
+        }
+        Ok(())
+    }
+}
+
+/// Our BEP 10 handshake dictionary. Written by hand: librqbit's `ExtendedHandshake` cannot
+/// serialize an `m` without ut_pex (bencode has no None), and we do not offer PEX.
+fn ext_handshake(client: &str, peer_ip: IpAddr, reqq: u32, metadata_size: u32) -> Vec<u8> {
+    fn bstr(out: &mut Vec<u8>, s: &[u8]) {
+        out.extend_from_slice(s.len().to_string().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(s);
+    }
+    let mut d = Vec::with_capacity(160 + client.len());
+    d.extend_from_slice(b"d1:md11:ut_metadatai");
+    d.extend_from_slice(OUR_UT_METADATA.to_string().as_bytes());
+    d.extend_from_slice(b"ee13:metadata_sizei");
+    d.extend_from_slice(metadata_size.to_string().as_bytes());
+    d.extend_from_slice(b"e4:reqqi");
+    d.extend_from_slice(reqq.to_string().as_bytes());
+    d.extend_from_slice(b"e11:upload_onlyi1e1:v");
+    bstr(&mut d, client.as_bytes());
+    d.extend_from_slice(b"6:yourip");
+    match peer_ip {
+        IpAddr::V4(v4) => bstr(&mut d, &v4.octets()),
+        IpAddr::V6(v6) => bstr(&mut d, &v6.octets()),
+    }
+    d.push(b'e');
+    d
+}
+
+fn push(out: &mut Vec<u8>, msg: &Message<'_>, room: usize, ext: PeerExtendedMessageIds) -> Result<(), DropReason> {
+    let start = out.len();
+    out.resize(start + room, 0);
+    match msg.serialize(&mut out[start..], &|| ext) {
+        Ok(n) => {
+            out.truncate(start + n);
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(DropReason::Internal(format!("serialize: {e}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

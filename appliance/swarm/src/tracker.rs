@@ -1,0 +1,435 @@
+//! The venue tracker: a minimal HTTP tracker (BEP 3 announce with BEP 23 compact replies, and
+//! scrape) for the releases the box holds. It tracks the venue's peers (so attendees find each
+//! other) and always lists the box itself first. The swarm table ([`Swarms`]) is pure and
+//! unit-tested; [`serve`] is the small tokio HTTP/1.x front end (GET only, one request per
+//! connection, bounded header size and time).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use percent_encoding::percent_decode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+/// Most peers kept per release.
+const MAX_PEERS_PER_RELEASE: usize = 5000;
+/// Most peers returned per announce.
+const MAX_NUMWANT: usize = 200;
+const MAX_REQUEST_HEAD: usize = 8192;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_CONNECTIONS: usize = 256;
+
+#[derive(Debug, Clone, Copy)]
+struct PeerEntry {
+    seen: Instant,
+    seed: bool,
+}
+
+/// Peers per release, with the box's own address. Shared by the tracker and LSD.
+#[derive(Debug)]
+pub struct Swarms {
+    interval: Duration,
+    peers: HashMap<[u8; 20], HashMap<SocketAddr, PeerEntry>>,
+    downloaded: HashMap<[u8; 20], u64>,
+}
+
+/// A parsed announce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announce {
+    pub infohash: [u8; 20],
+    pub port: u16,
+    pub left: Option<u64>,
+    pub event: Option<String>,
+    pub compact: bool,
+    pub numwant: usize,
+}
+
+/// Why a tracker request failed (sent as BEP 3 `failure reason`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrackerReject {
+    #[error("missing or bad {0}")]
+    BadParam(&'static str),
+    #[error("unknown release")]
+    UnknownRelease,
+    #[error("not found")]
+    NotFound,
+}
+
+impl Swarms {
+    pub fn new(interval: Duration) -> Self {
+        Swarms { interval, peers: HashMap::new(), downloaded: HashMap::new() }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let ttl = self.interval * 3;
+        for peers in self.peers.values_mut() {
+            peers.retain(|_, e| now.saturating_duration_since(e.seen) < ttl);
+        }
+        self.peers.retain(|_, p| !p.is_empty());
+    }
+
+    /// Adds or refreshes a peer (tracker announce or LSD); `stopped` removes it.
+    pub fn upsert(&mut self, ih: [u8; 20], addr: SocketAddr, seed: bool, stopped: bool, now: Instant) {
+        let peers = self.peers.entry(ih).or_default();
+        if stopped {
+            peers.remove(&addr);
+            return;
+        }
+        if peers.len() >= MAX_PEERS_PER_RELEASE && !peers.contains_key(&addr) {
+            return;
+        }
+        peers.insert(addr, PeerEntry { seen: now, seed });
+    }
+
+    /// Handles an announce from `from` and returns the bencoded reply. `box_addr` is listed first.
+    pub fn announce(&mut self, a: &Announce, from: IpAddr, box_addr: SocketAddr, box_complete: bool, now: Instant) -> Vec<u8> {
+        self.expire(now);
+        let me = SocketAddr::new(from, a.port);
+        let seed = a.left == Some(0);
+        if a.event.as_deref() == Some("completed") {
+            *self.downloaded.entry(a.infohash).or_default() += 1;
+        }
+        self.upsert(a.infohash, me, seed, a.event.as_deref() == Some("stopped"), now);
+        let mut list = vec![box_addr];
+        if let Some(peers) = self.peers.get(&a.infohash) {
+            list.extend(
+                peers
+                    .keys()
+                    .copied()
+                    .filter(|p| *p != me && *p != box_addr)
+                    .take(a.numwant.clamp(1, MAX_NUMWANT).saturating_sub(1)),
+            );
+        }
+        let (complete, incomplete) = self.counts(&a.infohash, box_complete);
+        let secs = self.interval.as_secs().max(1);
+        let mut out = Vec::new();
+        out.push(b'd');
+        bstr(&mut out, b"complete");
+        bint(&mut out, complete);
+        bstr(&mut out, b"incomplete");
+        bint(&mut out, incomplete);
+        bstr(&mut out, b"interval");
+        bint(&mut out, secs);
+        bstr(&mut out, b"min interval");
+        bint(&mut out, (secs / 2).max(1));
+        bstr(&mut out, b"peers");
+        if a.compact {
+            let mut v4 = Vec::new();
+            for p in &list {
+                if let SocketAddr::V4(s) = p {
+                    v4.extend_from_slice(&s.ip().octets());
+                    v4.extend_from_slice(&s.port().to_be_bytes());
+                }
+            }
+            bstr(&mut out, &v4);
+            let mut v6 = Vec::new();
+            for p in &list {
+                if let SocketAddr::V6(s) = p {
+                    v6.extend_from_slice(&s.ip().octets());
+                    v6.extend_from_slice(&s.port().to_be_bytes());
+                }
+            }
+            if !v6.is_empty() {
+                bstr(&mut out, b"peers6");
+                bstr(&mut out, &v6);
+            }
+        } else {
+            out.push(b'l');
+            for p in &list {
+                out.push(b'd');
+                bstr(&mut out, b"ip");
+                bstr(&mut out, p.ip().to_string().as_bytes());
+                bstr(&mut out, b"port");
+                bint(&mut out, p.port() as u64);
+                out.push(b'e');
+            }
+            out.push(b'e');
+        }
+        out.push(b'e');
+        out
+    }
+
+    fn counts(&self, ih: &[u8; 20], box_complete: bool) -> (u64, u64) {
+        let (mut c, mut i) = (u64::from(box_complete), u64::from(!box_complete));
+        if let Some(peers) = self.peers.get(ih) {
+            for e in peers.values() {
+                if e.seed {
+                    c += 1;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        (c, i)
+    }
+
+    /// Bencoded scrape reply for the given (held) releases.
+    pub fn scrape(&mut self, releases: &[([u8; 20], bool)], now: Instant) -> Vec<u8> {
+        self.expire(now);
+        let mut out = b"d5:filesd".to_vec();
+        let mut sorted = releases.to_vec();
+        sorted.sort();
+        for (ih, complete_box) in sorted {
+            let (c, i) = self.counts(&ih, complete_box);
+            bstr(&mut out, &ih);
+            out.push(b'd');
+            bstr(&mut out, b"complete");
+            bint(&mut out, c);
+            bstr(&mut out, b"downloaded");
+            bint(&mut out, self.downloaded.get(&ih).copied().unwrap_or(0));
+            bstr(&mut out, b"incomplete");
+            bint(&mut out, i);
+            out.push(b'e');
+        }
+        out.extend_from_slice(b"ee");
+        out
+    }
+
+    /// Peers known for a release (for tests and status).
+    pub fn peers(&self, ih: &[u8; 20]) -> Vec<SocketAddr> {
+        self.peers.get(ih).map(|p| p.keys().copied().collect()).unwrap_or_default()
+    }
+}
+
+fn bstr(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(s.len().to_string().as_bytes());
+    out.push(b':');
+    out.extend_from_slice(s);
+}
+
+fn bint(out: &mut Vec<u8>, n: u64) {
+    out.push(b'i');
+    out.extend_from_slice(n.to_string().as_bytes());
+    out.push(b'e');
+}
+
+/// A bencoded `failure reason` reply.
+pub fn failure(reason: &str) -> Vec<u8> {
+    let mut out = b"d".to_vec();
+    bstr(&mut out, b"failure reason");
+    bstr(&mut out, reason.as_bytes());
+    out.push(b'e');
+    out
+}
+
+/// Splits a query string into raw (percent-decoded) key/value pairs.
+pub fn query_pairs(q: &str) -> Vec<(String, Vec<u8>)> {
+    q.split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let k = percent_decode(k.as_bytes()).decode_utf8_lossy().into_owned();
+            let v: Vec<u8> = percent_decode(v.replace('+', " ").as_bytes()).collect();
+            (k, v)
+        })
+        .collect()
+}
+
+fn num<T: std::str::FromStr>(v: &[u8]) -> Option<T> {
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// Parses an announce query.
+pub fn parse_announce(q: &str) -> Result<Announce, TrackerReject> {
+    let mut ih = None;
+    let mut port = None;
+    let mut a = Announce { infohash: [0; 20], port: 0, left: None, event: None, compact: true, numwant: 50 };
+    for (k, v) in query_pairs(q) {
+        match k.as_str() {
+            "info_hash" => ih = Some(<[u8; 20]>::try_from(v.as_slice()).map_err(|_| TrackerReject::BadParam("info_hash"))?),
+            "port" => port = Some(num::<u16>(&v).filter(|p| *p != 0).ok_or(TrackerReject::BadParam("port"))?),
+            "left" => a.left = num(&v),
+            "event" => a.event = std::str::from_utf8(&v).ok().filter(|e| !e.is_empty()).map(str::to_owned),
+            "compact" => a.compact = v != b"0",
+            "numwant" => a.numwant = num(&v).unwrap_or(50),
+            _ => {}
+        }
+    }
+    a.infohash = ih.ok_or(TrackerReject::BadParam("info_hash"))?;
+    a.port = port.ok_or(TrackerReject::BadParam("port"))?;
+    Ok(a)
+}
+
+/// What the tracker needs from the rest of the swarm.
+pub trait Holdings: Send + Sync + 'static {
+    /// Held releases and whether each is complete.
+    fn releases(&self) -> Vec<([u8; 20], bool)>;
+    /// Whether a release is held, and complete.
+    fn holds(&self, ih: &[u8; 20]) -> Option<bool>;
+    /// The address peers should use for the box, seen from a client that reached the tracker at
+    /// `local` (the box's address on that client's network).
+    fn box_addr(&self, local: IpAddr) -> SocketAddr;
+}
+
+/// Serves the tracker on `listener` until `shutdown`.
+pub async fn serve(listener: TcpListener, swarms: Arc<Mutex<Swarms>>, holdings: Arc<dyn Holdings>, shutdown: CancellationToken) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, from) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("tracker accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::debug!(%from, "tracker: too many connections");
+            continue;
+        };
+        let swarms = swarms.clone();
+        let holdings = holdings.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, from, swarms, holdings)).await.unwrap_or_else(|_| Err("timeout".into())) {
+                tracing::debug!(%from, "tracker request: {e}");
+            }
+        });
+    }
+}
+
+async fn handle(mut stream: TcpStream, from: SocketAddr, swarms: Arc<Mutex<Swarms>>, holdings: Arc<dyn Holdings>) -> Result<(), String> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 2048];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
+        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed before the request ended".into());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > MAX_REQUEST_HEAD {
+            return respond(&mut stream, 431, b"request too large").await;
+        }
+    }
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "GET" {
+        return respond(&mut stream, 405, b"GET only").await;
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let local = stream.local_addr().map(|a| a.ip()).unwrap_or(from.ip());
+    let now = Instant::now();
+    let from_ip = match from.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    let body = match path {
+        "/announce" => match parse_announce(query) {
+            Ok(a) => match holdings.holds(&a.infohash) {
+                Some(complete) => {
+                    let box_addr = holdings.box_addr(local);
+                    let mut s = swarms.lock().unwrap_or_else(|p| p.into_inner());
+                    s.announce(&a, from_ip, box_addr, complete, now)
+                }
+                None => failure(&TrackerReject::UnknownRelease.to_string()),
+            },
+            Err(e) => failure(&e.to_string()),
+        },
+        "/scrape" => {
+            let wanted: Vec<[u8; 20]> = query_pairs(query)
+                .into_iter()
+                .filter(|(k, _)| k == "info_hash")
+                .filter_map(|(_, v)| <[u8; 20]>::try_from(v.as_slice()).ok())
+                .collect();
+            let held: Vec<([u8; 20], bool)> = if wanted.is_empty() {
+                holdings.releases()
+            } else {
+                wanted.iter().filter_map(|ih| holdings.holds(ih).map(|c| (*ih, c))).collect()
+            };
+            let mut s = swarms.lock().unwrap_or_else(|p| p.into_inner());
+            s.scrape(&held, now)
+        }
+        _ => return respond(&mut stream, 404, b"not found").await,
+    };
+    tracing::debug!(%from, %path, reply = %String::from_utf8_lossy(&body), "tracker request");
+    respond(&mut stream, 200, &body).await
+}
+
+async fn respond(stream: &mut TcpStream, status: u16, body: &[u8]) -> Result<(), String> {
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Request Header Fields Too Large",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
+    stream.write_all(body).await.map_err(|e| e.to_string())?;
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(b: &[u8]) -> String {
+        percent_encoding::percent_encode(b, percent_encoding::NON_ALPHANUMERIC).to_string()
+    }
+
+    #[test]
+    fn parses_announce_with_binary_infohash() {
+        let ih = [0xffu8; 20];
+        let q = format!("info_hash={}&peer_id=-lt0000-aaaaaaaaaaaa&port=6881&left=0&compact=1&event=started", enc(&ih));
+        let a = parse_announce(&q).unwrap();
+        assert_eq!(a.infohash, ih);
+        assert_eq!(a.port, 6881);
+        assert_eq!(a.left, Some(0));
+        assert_eq!(a.event.as_deref(), Some("started"));
+        assert!(a.compact);
+        assert_eq!(parse_announce("port=1").unwrap_err(), TrackerReject::BadParam("info_hash"));
+        assert_eq!(parse_announce(&format!("info_hash={}", enc(&[1; 19]))).unwrap_err(), TrackerReject::BadParam("info_hash"));
+        assert_eq!(parse_announce(&format!("info_hash={}&port=0", enc(&ih))).unwrap_err(), TrackerReject::BadParam("port"));
+    }
+
+    #[test]
+    fn announce_lists_box_first_then_other_peers_compact() {
+        let t = Instant::now();
+        let mut s = Swarms::new(Duration::from_secs(60));
+        let box_addr: SocketAddr = "10.0.0.1:6881".parse().unwrap();
+        let a = |port| Announce { infohash: [1; 20], port, left: Some(100), event: None, compact: true, numwant: 50 };
+        let r1 = s.announce(&a(7001), "10.0.0.2".parse().unwrap(), box_addr, true, t);
+        // Only the box is returned to the first peer.
+        let want1 = b"5:peers6:\x0a\x00\x00\x01\x1a\xe1e".to_vec();
+        assert!(r1.ends_with(&want1), "{}", String::from_utf8_lossy(&r1));
+        let r2 = s.announce(&a(7002), "10.0.0.3".parse().unwrap(), box_addr, true, t);
+        let want2 = b"5:peers12:\x0a\x00\x00\x01\x1a\xe1\x0a\x00\x00\x02\x1b\x59e".to_vec();
+        assert!(r2.ends_with(&want2), "{}", String::from_utf8_lossy(&r2));
+        assert!(r2.starts_with(b"d8:completei1e10:incompletei2e8:intervali60e"), "{}", String::from_utf8_lossy(&r2));
+        // Stopped peers are removed; stale ones expire.
+        let mut stop = a(7001);
+        stop.event = Some("stopped".into());
+        s.announce(&stop, "10.0.0.2".parse().unwrap(), box_addr, true, t);
+        assert_eq!(s.peers(&[1; 20]), vec!["10.0.0.3:7002".parse::<SocketAddr>().unwrap()]);
+        s.announce(&a(7009), "10.0.0.9".parse().unwrap(), box_addr, true, t + Duration::from_secs(1000));
+        assert_eq!(s.peers(&[1; 20]), vec!["10.0.0.9:7009".parse::<SocketAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn non_compact_and_scrape_replies() {
+        let t = Instant::now();
+        let mut s = Swarms::new(Duration::from_secs(60));
+        let box_addr: SocketAddr = "127.0.0.1:6881".parse().unwrap();
+        let a = Announce { infohash: [2; 20], port: 7000, left: Some(0), event: Some("completed".into()), compact: false, numwant: 5 };
+        let r = s.announce(&a, "127.0.0.1".parse().unwrap(), box_addr, false, t);
+        assert!(r.ends_with(b"5:peersld2:ip9:127.0.0.14:porti6881eeee"), "{}", String::from_utf8_lossy(&r));
+        let sc = s.scrape(&[([2; 20], false)], t);
+        let mut want = b"d5:filesd20:".to_vec();
+        want.extend_from_slice(&[2; 20]);
+        want.extend_from_slice(b"d8:completei1e10:downloadedi1e10:incompletei1eeee");
+        assert_eq!(sc, want);
+        assert_eq!(failure("unknown release"), b"d14:failure reason15:unknown releasee".to_vec());
+    }
+}

@@ -1,0 +1,82 @@
+//! Refuses uTP (BEP 29) quickly. The box speaks BitTorrent over TCP only, but clients such as
+//! transmission try uTP first and wait for it to time out before they fall back to TCP. A UDP
+//! socket on the peer port answers every uTP SYN with an ST_RESET for that connection id: the
+//! client sees "connection refused" at once and reconnects over TCP. The reply is no larger
+//! than the SYN (no amplification).
+
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+
+const HEADER_LEN: usize = 20;
+const VERSION: u8 = 1;
+const ST_RESET: u8 = 3;
+const ST_SYN: u8 = 4;
+
+/// The ST_RESET answering a uTP SYN packet, or None if `pkt` is not a uTP v1 SYN.
+pub fn reset_for_syn(pkt: &[u8], now_us: u32) -> Option<[u8; HEADER_LEN]> {
+    if pkt.len() < HEADER_LEN || pkt[0] != (ST_SYN << 4 | VERSION) {
+        return None;
+    }
+    let mut r = [0u8; HEADER_LEN];
+    r[0] = ST_RESET << 4 | VERSION;
+    // connection_id: the SYN's id (the initiator's receive id, which it matches resets against).
+    r[2..4].copy_from_slice(&pkt[2..4]);
+    r[4..8].copy_from_slice(&now_us.to_be_bytes());
+    // ack_nr = the SYN's seq_nr
+    r[18..20].copy_from_slice(&pkt[16..18]);
+    Some(r)
+}
+
+/// Answers uTP SYNs on `addr` (UDP) until `shutdown`. Failure to bind is logged, not fatal.
+pub async fn run(addr: SocketAddr, shutdown: CancellationToken) {
+    let sock = match UdpSocket::bind(addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("uTP refusal disabled: cannot bind UDP {addr}: {e}");
+            return;
+        }
+    };
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, from) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = sock.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(_) => continue,
+            },
+        };
+        let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u32).unwrap_or(0);
+        if let Some(rst) = reset_for_syn(&buf[..n], now_us) {
+            tracing::debug!(peer = %from, "uTP SYN refused (TCP only)");
+            let _ = sock.send_to(&rst, from).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syn_gets_a_reset_with_its_connection_id_and_seq() {
+        // A SYN as transmission 3.00 sent it (type 4, version 1, extension 2).
+        let syn = b"A\x02\x1e\xe5\xebIp\xc4\x00\x00\x00\x00\x00\x04\x00\x00E\x8e\x00\x00\x00\x08\x00\x00\x00\x00\x00\x00\x00\x00";
+        let r = reset_for_syn(syn, 7).unwrap();
+        assert_eq!(r[0], 0x31);
+        assert_eq!(&r[2..4], &[0x1e, 0xe5]);
+        assert_eq!(&r[4..8], &7u32.to_be_bytes());
+        assert_eq!(&r[18..20], &[0x45, 0x8e]);
+    }
+
+    #[test]
+    fn other_packets_are_ignored() {
+        assert!(reset_for_syn(b"short", 0).is_none());
+        let mut data = [0u8; 20];
+        data[0] = 0x01; // ST_DATA
+        assert!(reset_for_syn(&data, 0).is_none());
+        assert!(reset_for_syn(b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe", 0).is_none(), "DHT");
+    }
+}

@@ -1,0 +1,344 @@
+"""`popseed seed` against hostile and broken peers, partly stored releases, and its caps.
+
+Hostile peers are plain Python sockets speaking (bad) BitTorrent; each must be disconnected
+with its own logged reason while a good libtorrent download from the same box completes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import (
+    flip_byte,
+    import_libtorrent,
+    lt_add,
+    lt_session,
+    make_tree,
+    publish,
+    run,
+    start_seed,
+    store_import,
+    tree_digests,
+    wait_until,
+)
+
+MiB = 1 << 20
+PIECE = 256 * 1024
+
+
+# --------------------------------------------------------------------------- raw peer helpers
+
+
+def handshake(ih: bytes, ext: bool = True) -> bytes:
+    reserved = bytearray(8)
+    if ext:
+        reserved[5] = 0x10
+    return b"\x13BitTorrent protocol" + bytes(reserved) + ih + b"-PY0001-hostile00000"
+
+
+def msg(mid: int, payload: bytes = b"") -> bytes:
+    return struct.pack(">IB", len(payload) + 1, mid) + payload
+
+
+def request(index: int, begin: int, length: int) -> bytes:
+    return msg(6, struct.pack(">III", index, begin, length))
+
+
+class Peer:
+    """A raw TCP peer with bounded reads."""
+
+    def __init__(self, addr, timeout: float = 5.0):
+        self.s = socket.create_connection(addr, timeout=timeout)
+        self.buf = b""
+
+    def send(self, b: bytes) -> None:
+        self.s.sendall(b)
+
+    def read_exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise EOFError(f"closed after {len(self.buf)} of {n} bytes")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_msg(self) -> tuple[int | None, bytes]:
+        (n,) = struct.unpack(">I", self.read_exact(4))
+        if n == 0:
+            return None, b""
+        body = self.read_exact(n)
+        return body[0], body[1:]
+
+    def open(self, ih: bytes) -> dict:
+        """Handshakes; returns the messages before the first pause: {'bitfield': bytes|None, 'ext': bytes|None}."""
+        self.send(handshake(ih))
+        hs = self.read_exact(68)
+        assert hs[:20] == b"\x13BitTorrent protocol" and hs[28:48] == ih, hs
+        got = {"bitfield": None, "ext": None}
+        self.s.settimeout(0.5)
+        try:
+            while True:
+                mid, body = self.read_msg()
+                if mid == 20 and body[:1] == b"\x00":
+                    got["ext"] = body[1:]
+                elif mid == 5:
+                    got["bitfield"] = body
+        except (socket.timeout, TimeoutError):
+            pass
+        self.s.settimeout(5)
+        return got
+
+    def wait_for(self, want: int, timeout: float = 5.0) -> list[tuple[int | None, bytes]]:
+        """Reads messages until one with id `want`; returns all read."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = self.read_msg()
+            seen.append(m)
+            if m[0] == want:
+                return seen
+        pytest.fail(f"no message {want} within {timeout} s: {[m[0] for m in seen]}")
+
+    def closed_within(self, timeout: float) -> bool:
+        """True if the box closes the connection within `timeout` s (EOF or reset)."""
+        self.s.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if not self.s.recv(1 << 20):
+                    return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except (socket.timeout, TimeoutError):
+            return False
+        return False
+
+    def close(self):
+        self.s.close()
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """A 48 MiB release, fully stored, served with a per-peer cap of 16 MiB/s so a good
+    download lasts ~3 s while hostile peers come and go."""
+    base = tmp_path_factory.mktemp("hostile")
+    files = {"media/talk.webm": 40 * MiB + 99, "slides.pdf": 8 * MiB}
+    src = make_tree(base / "conf-talks", files, seed="hostile")
+    rel = publish(src, base / "release", None, "--piece-size", str(PIECE), keys_dir=base / "keys")
+    store_import(base / "store", rel)
+    seed = start_seed(base / "store", base / "seed", "--announce-ip", "127.0.0.1", "--peer-upload-rate", "16MiB")
+    ih = next(iter(seed.releases))
+    yield rel, seed, bytes.fromhex(ih)
+    log = seed.stop()
+    assert "panicked" not in log, log[-4000:]
+
+
+def hostile_unknown_infohash(seed, ih, piece_count):
+    p = Peer(seed.peer)
+    p.send(handshake(os.urandom(20)))
+    assert p.closed_within(5), "unknown infohash not dropped"
+    assert p.buf == b"", "nothing may be sent to a peer with an unknown infohash"
+
+
+def hostile_mse(seed, ih, piece_count):
+    p = Peer(seed.peer)
+    t0 = time.monotonic()
+    p.send(bytes([0x8C]) + os.urandom(95))  # an MSE/PE opening: a 96-byte DH public key
+    assert p.closed_within(2), "MSE opening not dropped"
+    assert time.monotonic() - t0 < 1.0, "MSE must fail fast so the client retries in plaintext"
+
+
+def hostile_oversized(seed, ih, piece_count):
+    p = Peer(seed.peer)
+    p.open(ih)
+    p.send(b"\xff\xff\xff\xf0")  # a 4 GiB message: must not be buffered
+    assert p.closed_within(5), "oversized length prefix not dropped"
+
+
+def unchoked(seed, ih) -> Peer:
+    p = Peer(seed.peer)
+    p.open(ih)
+    p.send(msg(2))  # interested
+    p.wait_for(1)  # unchoke
+    return p
+
+
+def hostile_out_of_range(seed, ih, piece_count):
+    p = unchoked(seed, ih)
+    p.send(request(piece_count + 5, 0, 16384))
+    assert p.closed_within(5), "out-of-range request not dropped"
+
+
+def hostile_past_end(seed, ih, piece_count):
+    p = unchoked(seed, ih)
+    p.send(request(0, PIECE - 100, 16384))
+    assert p.closed_within(5), "request past the end of a piece not dropped"
+
+
+def hostile_flood(seed, ih, piece_count):
+    p = unchoked(seed, ih)
+    flood = b"".join(request(i % (piece_count - 1), 0, 16384) for i in range(5000))
+    try:
+        p.send(flood)
+    except (ConnectionResetError, BrokenPipeError):
+        return  # dropped while we were still sending
+    assert p.closed_within(10), "request flood not dropped"
+
+
+def hostile_malformed(seed, ih, piece_count):
+    p = Peer(seed.peer)
+    p.open(ih)
+    p.send(msg(20, b"\x00this is not bencode"))
+    assert p.closed_within(5), "malformed extension handshake not dropped"
+
+
+HOSTILE = [hostile_unknown_infohash, hostile_mse, hostile_oversized, hostile_out_of_range,
+           hostile_past_end, hostile_flood, hostile_malformed]
+# What each must leave in the log (tracing Display of the drop reason).
+REASONS = ["unknown infohash", "not a plaintext BitTorrent handshake", "exceeds the cap", "out of range",
+           "past the end of piece", "request flood", "malformed message"]
+
+
+def test_hostile_peers_are_dropped_while_a_good_download_completes(full, tmp_path):
+    rel, seed, ih = full
+    piece_count = next(iter(seed.releases.values()))["pieces"]
+    ses = lt_session()
+    h = lt_add(ses, seed.releases[ih.hex()]["torrent"], tmp_path)
+    h.connect_peer(seed.peer)
+    errors: list[str] = []
+
+    def attack():
+        for f in HOSTILE:
+            try:
+                f(seed, ih, piece_count)
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(f"{f.__name__}: {e!r}")
+
+    t0 = time.monotonic()
+    t = threading.Thread(target=attack)
+    t.start()
+    lt = import_libtorrent()
+    deadline = time.monotonic() + 60
+    while not h.status().is_seeding and time.monotonic() < deadline:
+        ses.wait_for_alert(200)
+        for a in ses.pop_alerts():
+            if isinstance(a, (lt.file_error_alert, lt.torrent_error_alert)):
+                pytest.fail(f"libtorrent: {a.message()}")
+    elapsed = time.monotonic() - t0
+    t.join(60)
+    assert not t.is_alive(), "hostile peers hung"
+    assert not errors, errors
+    st = h.status()
+    assert st.is_seeding, f"good download did not complete: progress {st.progress:.3f}"
+    ses.remove_torrent(h)
+    del ses
+    assert tree_digests(tmp_path / rel.src.name) == tree_digests(rel.src)
+    # 48 MiB at a 16 MiB/s per-peer cap cannot take much less than 3 s.
+    assert elapsed >= 2.0, f"per-peer upload cap not applied: {elapsed:.2f} s"
+    log = seed.log_text()
+    for r in REASONS:
+        assert f"dropped: {r}" in log or r in log, f"no drop logged for {r!r}\n{log[-3000:]}"
+    # The box still serves new peers normally.
+    p = Peer(seed.peer)
+    got = p.open(ih)
+    assert got["bitfield"] is not None and got["bitfield"][0] == 0xFF
+    p.close()
+
+
+# --------------------------------------------------------------------------- partial store
+
+
+@pytest.fixture(scope="module")
+def partial(tmp_path_factory):
+    """A release imported from data with some pieces corrupted: those pieces are missing."""
+    base = tmp_path_factory.mktemp("partial")
+    files = {"game/data.pak": 6 * MiB + 5000, "game/readme.txt": 2000}
+    src = make_tree(base / "game-demo", files, seed="partial")
+    rel = publish(src, base / "release", None, "--piece-size", str(PIECE), keys_dir=base / "keys")
+    bad_data = base / "bad" / src.name
+    shutil.copytree(src, bad_data)
+    missing = {2, 3, 11, 24}
+    for i in missing:
+        flip_byte(bad_data / "game" / "data.pak", i * PIECE + 17)
+    # The import stores the good pieces and reports the bad ones (exit code 1).
+    proc = run("store", "--dir", base / "store", "import", rel.dir, "--data", bad_data, check=1)
+    assert "do not match" in proc.stderr
+    seed = start_seed(base / "store", base / "seed", "--announce-ip", "127.0.0.1",
+                      "--max-peers-per-ip", "4")
+    ih = next(iter(seed.releases))
+    yield rel, seed, bytes.fromhex(ih), missing
+    log = seed.stop()
+    assert "panicked" not in log, log[-4000:]
+
+
+def test_partial_release_advertises_only_present_pieces(partial):
+    rel, seed, ih, missing = partial
+    info = seed.releases[ih.hex()]
+    n = info["pieces"]
+    assert info["present"] == n - len(missing)
+    p = Peer(seed.peer)
+    got = p.open(ih)
+    bits = got["bitfield"]
+    assert bits is not None and len(bits) == (n + 7) // 8
+    advertised = {i for i in range(n) if bits[i // 8] & (0x80 >> (i % 8))}
+    assert advertised == set(range(n)) - missing
+    assert b"11:upload_onlyi1e" in got["ext"] and b"13:metadata_sizei" in got["ext"]
+    # A present block is served byte-exact.
+    p.send(msg(2))
+    p.wait_for(1)
+    p.send(request(1, 16384, 16384))
+    mid, body = p.wait_for(7)[-1]
+    assert body[:8] == struct.pack(">II", 1, 16384)
+    with open(rel.src / "game" / "data.pak", "rb") as f:
+        f.seek(PIECE + 16384)
+        assert body[8:] == f.read(16384)
+    # A missing piece, with no fetcher attached: refused by choke + unchoke, never served.
+    p.send(request(2, 0, 16384))
+    seen = p.wait_for(1)
+    ids = [m[0] for m in seen]
+    assert 0 in ids and 7 not in ids, ids
+    p.close()
+
+
+def test_libtorrent_gets_exactly_the_present_pieces(partial, tmp_path):
+    rel, seed, ih, missing = partial
+    n = seed.releases[ih.hex()]["pieces"]
+    ses = lt_session()
+    h = lt_add(ses, seed.releases[ih.hex()]["torrent"], tmp_path)
+    h.connect_peer(seed.peer)
+    wait_until(lambda: h.status().num_pieces == n - len(missing), 30, "libtorrent to get every present piece")
+    time.sleep(1.0)  # nothing more arrives
+    st = h.status()
+    assert st.num_pieces == n - len(missing) and not st.is_seeding
+    have = {i for i, b in enumerate(st.pieces) if b}
+    assert have == set(range(n)) - missing
+    ses.remove_torrent(h)
+    del ses
+    # (Pieces arriving later through the fetcher are sent as `have`: covered by the unit test
+    # proto::tests::missing_piece_demands_then_serves_when_it_arrives; end to end once the
+    # fetcher exists.)
+
+
+def test_per_ip_cap_refuses_extra_connections(partial):
+    rel, seed, ih, _ = partial
+    time.sleep(0.5)  # earlier tests' connections are gone
+    peers = [Peer(seed.peer) for _ in range(4)]
+    for p in peers:
+        p.open(ih)
+    extra = Peer(seed.peer)
+    assert extra.closed_within(3), "a 5th connection from one IP must be refused"
+    for p in peers:
+        p.close()
+    wait_until(lambda: "refused: per_ip_cap" in seed.log_text(), 5, "the refusal to be logged")
