@@ -112,6 +112,10 @@ pub struct AgentConfig {
     pub trusted_keys: Vec<String>,
     /// Where to write a JSON progress snapshot every second.
     pub status_file: Option<PathBuf>,
+    /// BitTorrent seeding, tracker and LSD (section present: enabled; see docs/swarm.md).
+    pub swarm: Option<popseed_swarm::SwarmConfig>,
+    /// Captive portal and DNS (section present: enabled; see docs/portal.md).
+    pub portal: Option<popseed_portal::PortalConfig>,
 }
 
 impl AgentConfig {
@@ -195,6 +199,17 @@ mod tests {
         assert_eq!(c.fetch.rate_limit, Some(Size(10 << 20)));
         assert_eq!(c.fetch.web_seed_after, Some(Dur(Duration::from_millis(500))));
         assert_eq!(c.releases[0].dir, PathBuf::from("/etc/popseed/rel"));
+    }
+
+    #[test]
+    fn serving_sections_take_their_crates_defaults() {
+        let c = parse("[store]\ndir = \"s\"\n[swarm]\nlisten = \"127.0.0.1:6881\"\nlsd = false\n[portal]\nportal_ip = \"10.0.0.1\"\n").unwrap();
+        let sw = c.swarm.unwrap();
+        assert!(!sw.lsd);
+        assert_eq!(sw.max_peers, popseed_swarm::SwarmConfig::default().max_peers);
+        assert_eq!(c.portal.unwrap().portal_ip.to_string(), "10.0.0.1");
+        let e = parse("[store]\ndir = \"s\"\n[swarm]\nmax_peerz = 3\n").unwrap_err().to_string();
+        assert!(e.contains("max_peerz"), "{e}");
     }
 
     #[test]

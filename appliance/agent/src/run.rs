@@ -30,11 +30,25 @@ pub struct RunOptions {
     pub progress_lines: bool,
 }
 
-/// The running parts, for the components that embed the agent (swarm, portal, control).
+/// The running parts, for the components that embed the agent (control, demo).
 pub struct Agent {
     pub store: Arc<Store>,
     pub fetcher: Arc<Fetcher>,
     pub releases: Vec<Arc<VerifiedRelease>>,
+    pub swarm: Option<popseed_swarm::Swarm>,
+    pub portal: Option<popseed_portal::Portal>,
+}
+
+impl Agent {
+    /// Stops the serving components (the fetcher stops with the shutdown token).
+    pub async fn stop(self) {
+        if let Some(p) = self.portal {
+            p.stop().await;
+        }
+        if let Some(s) = self.swarm {
+            s.shutdown().await;
+        }
+    }
 }
 
 fn human(n: f64) -> String {
@@ -137,8 +151,26 @@ pub async fn start(cfg: &AgentConfig, shutdown: CancellationToken) -> Result<Age
     for r in &releases {
         fetcher.add_release(r.clone()).map_err(|err| AgentError::Store { dir: dir.clone(), err })?;
     }
-    tokio::spawn(fetcher.clone().run(shutdown));
-    Ok(Agent { store, fetcher, releases })
+    tokio::spawn(fetcher.clone().run(shutdown.clone()));
+    let swarm = match &cfg.swarm {
+        Some(sc) => Some(
+            popseed_swarm::Swarm::start(store.clone(), sc.clone(), shutdown.clone())
+                .await
+                .map_err(|e| AgentError::Other(format!("swarm: {e}")))?,
+        ),
+        None => None,
+    };
+    let portal = match &cfg.portal {
+        Some(pc) => {
+            let mut pc = pc.clone();
+            if pc.tracker_url.is_none() {
+                pc.tracker_url = swarm.as_ref().and_then(|s| s.tracker_url());
+            }
+            Some(popseed_portal::Portal::start(store.clone(), pc).await.map_err(|e| AgentError::Other(format!("portal: {e}")))?)
+        }
+        None => None,
+    };
+    Ok(Agent { store, fetcher, releases, swarm, portal })
 }
 
 fn write_status(path: &std::path::Path, s: &Snapshot) {
@@ -175,5 +207,6 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions, shutdown: CancellationToken
         }
     }
     shutdown.cancel();
+    agent.stop().await;
     Ok(())
 }

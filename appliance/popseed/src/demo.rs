@@ -20,6 +20,10 @@ pub struct DemoArgs {
     /// Cap on the demo box's download rate, so the fill can be watched (0: no cap).
     #[arg(long, value_name = "BYTES", value_parser = fmt::parse_size, default_value = "16MiB")]
     pub rate_limit: u64,
+    /// After the fill, keep serving (BitTorrent, tracker, portal, DNS) this long, e.g. `30s`
+    /// (default: until Ctrl-C).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub serve_for: Option<std::time::Duration>,
     /// Size of the sample video file.
     #[arg(long, value_name = "BYTES", value_parser = fmt::parse_size, default_value = "48MiB")]
     pub video_size: u64,
@@ -94,16 +98,31 @@ pub fn run(a: DemoArgs) -> Result<()> {
     println!("magnet: {}", r.magnet(&[]));
 
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    rt.block_on(venue(&dir, &r, &src, a.rate_limit))?;
+    rt.block_on(venue(&dir, &r, &src, a.rate_limit, a.serve_for))?;
     let store = Store::open(StoreConfig { dir: dir.join("box/store"), capacity: Capacity { budget: None, min_free: 64 << 20 } })?;
     println!();
     cmd_store::list(&store, false)?;
     Ok(())
 }
 
+/// A free loopback port right now (the demo writes fixed ports into agent.toml so it can be rerun).
+fn free_port() -> Result<u16> {
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = tcp.local_addr()?.port();
+    // the DNS responder needs the same port free for UDP
+    std::net::UdpSocket::bind(("127.0.0.1", port))?;
+    Ok(port)
+}
+
 /// The origin and the box on localhost: an origin seed serving the release, and the agent
-/// filling its store from it.
-async fn venue(dir: &Path, r: &popseed_release::VerifiedRelease, src: &Path, rate_limit: u64) -> Result<()> {
+/// filling its store from it, then seeding it and serving the portal.
+async fn venue(
+    dir: &Path,
+    r: &popseed_release::VerifiedRelease,
+    src: &Path,
+    rate_limit: u64,
+    serve_for: Option<std::time::Duration>,
+) -> Result<()> {
     use popseed_origin::{Identity, OriginConfig, OriginServer, ServedRelease};
     let id = Identity::self_signed(&["localhost".into()])?;
     let fingerprint = id.fingerprint();
@@ -118,12 +137,16 @@ async fn venue(dir: &Path, r: &popseed_release::VerifiedRelease, src: &Path, rat
 
     let box_dir = dir.join("box");
     std::fs::create_dir_all(&box_dir)?;
+    let (peer, tracker, http, dns) = (free_port()?, free_port()?, free_port()?, free_port()?);
     let config = format!(
-        "# written by `popseed demo`; run it again with: popseed agent --config {cfg}\n\
+        "# written by `popseed demo`; run the box again with: popseed agent --config {cfg}\n\
          status_file = \"status.json\"\n\
          trusted_keys = [\"{key}\"]\n\n[store]\ndir = \"store\"\nmin_free = \"64MiB\"\n\n\
          [fetch]\n{rate}\n[[origins]]\nname = \"demo origin\"\naddress = \"{origin_addr}\"\nfingerprint = \"{fingerprint}\"\n\n\
-         [[releases]]\ndir = \"{release}\"\npin = true\n",
+         [[releases]]\ndir = \"{release}\"\npin = true\n\n\
+         [swarm]\nlisten = \"127.0.0.1:{peer}\"\ntracker_listen = \"127.0.0.1:{tracker}\"\nannounce_ip = \"127.0.0.1\"\nlsd = false\n\n\
+         [portal]\nhttp_listen = \"127.0.0.1:{http}\"\ndns_listen = \"127.0.0.1:{dns}\"\nportal_ip = \"127.0.0.1\"\n\
+         venue_name = \"popseed demo venue\"\n",
         cfg = box_dir.join("agent.toml").display(),
         key = r.publisher.to_text(),
         rate = if rate_limit > 0 { format!("rate_limit = {rate_limit}\n") } else { String::new() },
@@ -134,7 +157,45 @@ async fn venue(dir: &Path, r: &popseed_release::VerifiedRelease, src: &Path, rat
     println!("box:    agent config {}, store {}", box_dir.join("agent.toml").display(), cfg.store.dir.display());
     println!("filling the box from the origin (critical pieces first):");
     let shutdown = tokio_util::sync::CancellationToken::new();
-    popseed_agent::run(cfg, popseed_agent::RunOptions { exit_when_complete: true, progress_lines: true }, shutdown).await?;
+    let agent = popseed_agent::start(&cfg, shutdown.clone()).await?;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let snap = agent.fetcher.snapshot();
+        println!("  {}", popseed_agent::run::progress_line(&snap));
+        if snap.complete {
+            break;
+        }
+    }
+    let ih = r.infohash();
+    println!();
+    println!("the box is seeding and serving its portal:");
+    if let Some(sw) = &agent.swarm {
+        println!("  BitTorrent peer  {}", sw.peer_addr());
+        if let Some(t) = sw.tracker_url() {
+            println!("  tracker          {t}");
+        }
+        let web_seed = agent.portal.as_ref().map(|p| vec![format!("{}files/{}/", p.url, hex::encode(ih))]).unwrap_or_default();
+        if let Ok(m) = sw.magnet(&ih, &web_seed) {
+            println!("  magnet           {m}");
+        }
+    }
+    if let Some(p) = &agent.portal {
+        println!("  portal           {}  (open it in a browser)", p.url);
+        println!("  DNS              {} udp+tcp (try: dig @127.0.0.1 -p {} example.com)", p.dns_udp_addr, p.dns_udp_addr.port());
+    }
+    match serve_for {
+        Some(d) => {
+            println!("serving for {}", humantime::format_duration(d));
+            tokio::time::sleep(d).await;
+        }
+        None => {
+            println!("serving until Ctrl-C");
+            crate::cmd_origin::shutdown_signal().await;
+        }
+    }
+    shutdown.cancel();
+    agent.stop().await;
     stop_origin.cancel();
     let _ = origin_task.await;
     Ok(())
