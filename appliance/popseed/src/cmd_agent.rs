@@ -27,7 +27,7 @@ pub fn run(a: AgentArgs) -> Result<()> {
         let shutdown = CancellationToken::new();
         let sd = shutdown.clone();
         tokio::spawn(async move {
-            crate::cmd_origin::shutdown_signal().await;
+            crate::signals::shutdown_signal().await;
             sd.cancel();
         });
         popseed_agent::run(cfg, RunOptions { exit_when_complete: a.exit_when_complete, progress_lines: a.progress }, shutdown).await?;

@@ -110,23 +110,7 @@ pub fn run(a: OriginArgs) -> Result<()> {
                 }
             });
         }
-        server.run(shutdown_signal()).await;
+        server.run(crate::signals::shutdown_signal()).await;
         anyhow::Ok(())
     })
-}
-
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -89,23 +89,8 @@ pub fn run(a: PortalArgs) -> Result<()> {
         writeln!(out, "open {} in a browser (on this machine: {local}); Ctrl-C stops", portal.url)?;
         out.flush()?;
         drop(out);
-        wait_for_signal().await;
+        crate::signals::shutdown_signal().await;
         portal.stop().await;
         Ok(())
     })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

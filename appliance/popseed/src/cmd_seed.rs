@@ -100,7 +100,7 @@ pub fn run(a: SeedArgs) -> Result<()> {
             }
         }
         println!("seeding (Ctrl-C or SIGTERM to stop)");
-        wait_for_signal().await;
+        crate::signals::shutdown_signal().await;
         let stats = swarm.stats().snapshot();
         swarm.shutdown().await;
         eprintln!(
@@ -109,19 +109,4 @@ pub fn run(a: SeedArgs) -> Result<()> {
         );
         Ok(())
     })
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -191,7 +191,7 @@ async fn venue(
         }
         None => {
             println!("serving until Ctrl-C");
-            crate::cmd_origin::shutdown_signal().await;
+            crate::signals::shutdown_signal().await;
         }
     }
     shutdown.cancel();

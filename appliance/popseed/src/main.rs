@@ -10,6 +10,7 @@ mod cmd_seed;
 mod cmd_store;
 mod demo;
 mod fmt;
+mod signals;
 
 use std::process::ExitCode;
 
