@@ -100,6 +100,7 @@ pub fn progress_line(s: &Snapshot) -> String {
 
 /// Opens the store, admits releases and starts the fetcher (running until `shutdown`).
 pub async fn start(cfg: &AgentConfig, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+    popseed_origin::tls::warm_up();
     let store_cfg = StoreConfig {
         dir: cfg.store.dir.clone(),
         capacity: Capacity { budget: cfg.store.budget.map(|s| s.0), min_free: cfg.store.min_free.0 },

@@ -12,10 +12,23 @@ use std::collections::{HashMap, HashSet, VecDeque};
 /// Hash failures after which an origin is dropped.
 pub const MAX_BAD_PIECES: u32 = 3;
 
-/// Stream priorities sent to origins.
-pub const PRIORITY_DEMAND: i32 = 20;
-pub const PRIORITY_CRITICAL: i32 = 10;
+/// Stream priorities sent to origins (higher is sent first). On-demand pieces get
+/// [`PRIORITY_DEMAND`]; planned pieces get [`PRIORITY_CRITICAL`] (critical) or
+/// [`PRIORITY_NORMAL`] minus their position in the plan, so an origin finishes streams in plan
+/// order instead of interleaving them: the first critical piece lands after one piece's worth of
+/// bytes, not after every stream's.
+pub const PRIORITY_DEMAND: i32 = 1 << 30;
+pub const PRIORITY_CRITICAL: i32 = 1 << 29;
 pub const PRIORITY_NORMAL: i32 = 0;
+
+fn planned_priority(critical: bool, plan_pos: usize) -> i32 {
+    let pos = plan_pos.min(1 << 28) as i32;
+    if critical {
+        PRIORITY_CRITICAL - pos
+    } else {
+        PRIORITY_NORMAL - pos
+    }
+}
 
 pub type OriginId = usize;
 
@@ -153,7 +166,8 @@ impl Scheduler {
                 let i = r.retry[k];
                 if usable(r, i) {
                     r.retry.remove(k);
-                    let p = if r.critical.contains(&i) { PRIORITY_CRITICAL } else { PRIORITY_NORMAL };
+                    // retries go before the rest of the plan
+                    let p = planned_priority(r.critical.contains(&i), r.cursor.saturating_sub(r.plan.len()));
                     take(r, i, p, &mut out);
                 } else if r.pieces[i as usize] != Piece::Missing {
                     r.retry.remove(k);
@@ -172,9 +186,10 @@ impl Scheduler {
                 if barrier && !r.critical.contains(&i) {
                     break;
                 }
+                let pos = r.cursor;
                 r.cursor += 1;
                 if usable(r, i) {
-                    let p = if r.critical.contains(&i) { PRIORITY_CRITICAL } else { PRIORITY_NORMAL };
+                    let p = planned_priority(r.critical.contains(&i), pos);
                     take(r, i, p, &mut out);
                 } else if r.pieces[i as usize] == Piece::Missing {
                     // this origin must not serve it: leave it for the others
@@ -286,10 +301,12 @@ mod tests {
         assert_eq!(indices(&b), vec![5], "only critical pieces while one is missing");
         assert_eq!(b[0].priority, PRIORITY_CRITICAL);
         assert!(s.next_batch(1, 3).is_empty(), "the critical piece is in flight: others wait");
+        assert!(planned_priority(true, 5) > planned_priority(true, 6), "plan order is send order");
+        assert!(planned_priority(true, 1 << 30) > planned_priority(false, 0));
         s.done(&IH, 5);
         let b = s.next_batch(0, 2);
         assert_eq!(indices(&b), vec![0, 2]);
-        assert_eq!(b[0].priority, PRIORITY_NORMAL);
+        assert!(b[0].priority <= PRIORITY_NORMAL && b[0].priority > b[1].priority);
         assert_eq!(indices(&s.next_batch(1, 10)), vec![3, 4, 7]);
         assert!(s.next_batch(0, 10).is_empty(), "everything is in flight");
         assert_eq!(s.missing(&IH), Some(5));

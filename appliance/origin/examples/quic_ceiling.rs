@@ -47,6 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         Some("client") => {
             let addr = args[2].parse()?;
+            tls::warm_up();
             let cfg = tls::client_config(&Trust::Fingerprint(args[3].clone()))?;
             let total: u64 = args[4].parse()?;
             let streams: u64 = args[5].parse()?;

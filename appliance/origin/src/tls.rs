@@ -19,6 +19,14 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// Initializes aws-lc's random generator. Its first use runs the CPU-jitter entropy source's
+/// start-up (about 100 ms here, seen with perf in `jent_entropy_collector_alloc`); doing it at
+/// process start keeps it out of the first connection to an origin.
+pub fn warm_up() {
+    let mut b = [0u8; 16];
+    let _ = rustls::crypto::aws_lc_rs::default_provider().secure_random.fill(&mut b);
+}
+
 /// Lower-case hex SHA-256 of a certificate's DER bytes.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     hex::encode(Sha256::digest(cert.as_ref()))
