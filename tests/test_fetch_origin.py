@@ -327,3 +327,22 @@ def _lossy_netns(tmp_path, rel):
         for ns in (a, b):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     store_files_match(cfg, rel)
+
+
+def test_fill_rate_cap_is_respected(tmp_path):
+    src = make_tree(tmp_path / "src" / "rel", {"a.bin": 12 * MiB})
+    rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB")
+    origin, fp, port = start_origin(tmp_path, "o1", [(rel.dir, rel.src)])
+    try:
+        cfg = agent_config(tmp_path, [(f"127.0.0.1:{port}", fp)], rel.dir, extra='rate_limit = "4MiB"')
+        t0 = time.monotonic()
+        run_agent(cfg)
+        took = time.monotonic() - t0
+    finally:
+        origin.kill(signal.SIGTERM)
+    store_files_match(cfg, rel)
+    # 12 MiB at 4 MiB/s with a 1 MiB burst cannot take less than 2.75 s; uncapped it takes ~0.2 s
+    assert took >= 2.5, f"12 MiB arrived in {took:.2f} s despite a 4 MiB/s cap"
+    s = status(cfg)
+    assert s["releases"][0]["complete"] and s["eta_secs"] == 0.0
+    assert s["origins"][0]["bytes"] == 12 * MiB
