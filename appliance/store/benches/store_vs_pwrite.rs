@@ -15,11 +15,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
-use popseed_release::manifest::{self, Manifest, ManifestFile};
-use popseed_release::metainfo::{build_info, build_torrent, TorrentOptions};
-use popseed_release::{Layout, SecretKey, VerifiedRelease};
+use popseed_release::{Layout, VerifiedRelease};
 use popseed_store::{AddOptions, Capacity, Store, StoreConfig};
-use sha2::Digest;
 
 const FILES: usize = 4;
 
@@ -30,30 +27,7 @@ fn release(pieces: &[Vec<u8>], piece_len: u32) -> VerifiedRelease {
         .map(|i| (vec![format!("part{i}.bin")], if i == FILES - 1 { total - per_file * (FILES as u64 - 1) } else { per_file }))
         .collect();
     let hashes = pieces.iter().map(|p| popseed_release::hashing::piece_hash(p)).collect();
-    let layout = Layout::new(piece_len, files.clone(), hashes).unwrap();
-    let opts = TorrentOptions { name: "bench".into(), ..Default::default() };
-    let (torrent, ih) = build_torrent(&layout, &opts).unwrap();
-    let (info, _) = build_info(&layout, "bench", false).unwrap();
-    let key = SecretKey::generate();
-    let m = Manifest {
-        format: manifest::FORMAT.into(),
-        name: "bench".into(),
-        version: "1".into(),
-        created: "2026-01-01T00:00:00Z".into(),
-        publisher_key: key.public().to_text(),
-        infohash: hex::encode(ih),
-        info_sha256: hex::encode(sha2::Sha256::digest(&info)),
-        torrent_name: "bench".into(),
-        piece_length: piece_len,
-        piece_count: pieces.len() as u32,
-        total_size: total,
-        files: files.iter().map(|(c, s)| ManifestFile { path: c.join("/"), size: *s, sha256: String::new() }).collect(),
-        critical: vec![],
-        license: None,
-        ttl_seconds: None,
-        web_seeds: vec![],
-    };
-    VerifiedRelease::from_bytes(&manifest::sign(&m, &key).unwrap(), &torrent, None).unwrap()
+    common::sign_layout(Layout::new(piece_len, files, hashes).unwrap(), "bench", false)
 }
 
 fn drop_cache(paths: &[std::path::PathBuf]) {

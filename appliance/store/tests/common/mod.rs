@@ -47,40 +47,44 @@ pub fn piece_from_source(r: &VerifiedRelease, src: &Path, i: u32) -> Vec<u8> {
     out
 }
 
-/// A signed release of one all-zero file with `pieces` pieces of `piece_len` bytes, made without
-/// hashing any data (every piece hash is the same): for index-scale tests.
-pub fn zero_release(pieces: u32, piece_len: u32) -> VerifiedRelease {
+/// A signed release for `layout` built without reading any data (file SHA-256s are left
+/// empty; the store never checks them): for index-scale tests and the benchmark.
+pub fn sign_layout(layout: popseed_release::Layout, name: &str, single_file: bool) -> VerifiedRelease {
     use popseed_release::manifest::{self, Manifest, ManifestFile};
     use popseed_release::metainfo::{build_info, build_torrent, TorrentOptions};
-    use popseed_release::Layout;
     use sha2::Digest;
-    let total = pieces as u64 * piece_len as u64;
-    let hash = popseed_release::hashing::piece_hash(&vec![0u8; piece_len as usize]);
-    let layout = Layout::new(piece_len, vec![(vec!["zeros.bin".into()], total)], vec![hash; pieces as usize]).unwrap();
-    let opts = TorrentOptions { name: "zeros.bin".into(), single_file: true, ..Default::default() };
+    let opts = TorrentOptions { name: name.into(), single_file, ..Default::default() };
     let (torrent, ih) = build_torrent(&layout, &opts).unwrap();
-    let (info, _) = build_info(&layout, "zeros.bin", true).unwrap();
+    let (info, _) = build_info(&layout, name, single_file).unwrap();
     let key = SecretKey::generate();
     let m = Manifest {
         format: manifest::FORMAT.into(),
-        name: "zeros".into(),
+        name: name.into(),
         version: "1".into(),
         created: "2026-01-01T00:00:00Z".into(),
         publisher_key: key.public().to_text(),
         infohash: hex::encode(ih),
         info_sha256: hex::encode(sha2::Sha256::digest(&info)),
-        torrent_name: "zeros.bin".into(),
-        piece_length: piece_len,
-        piece_count: pieces,
-        total_size: total,
-        files: vec![ManifestFile { path: "zeros.bin".into(), size: total, sha256: String::new() }],
+        torrent_name: name.into(),
+        piece_length: layout.piece_length,
+        piece_count: layout.piece_count(),
+        total_size: layout.total_length,
+        files: layout.files.iter().map(|f| ManifestFile { path: f.path(), size: f.length, sha256: String::new() }).collect(),
         critical: vec![],
         license: None,
         ttl_seconds: None,
         web_seeds: vec![],
     };
-    let mb = manifest::sign(&m, &key).unwrap();
-    VerifiedRelease::from_bytes(&mb, &torrent, None).unwrap()
+    VerifiedRelease::from_bytes(&manifest::sign(&m, &key).unwrap(), &torrent, None).unwrap()
+}
+
+/// A signed release of one all-zero file with `pieces` pieces of `piece_len` bytes, made without
+/// hashing any data (every piece hash is the same).
+pub fn zero_release(pieces: u32, piece_len: u32) -> VerifiedRelease {
+    let total = pieces as u64 * piece_len as u64;
+    let hash = popseed_release::hashing::piece_hash(&vec![0u8; piece_len as usize]);
+    let layout = popseed_release::Layout::new(piece_len, vec![(vec!["zeros.bin".into()], total)], vec![hash; pieces as usize]).unwrap();
+    sign_layout(layout, "zeros.bin", true)
 }
 
 /// Resident set size of this process in KiB (Linux).
