@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (
+    free_port,
     import_libtorrent,
     lt_add,
     lt_session,
@@ -129,12 +130,6 @@ def test_libtorrent_downloads_by_magnet_with_ut_metadata(seed, release, src_dige
     ses.remove_torrent(h)
     del ses
     assert tree_digests(tmp_path / release.src.name) == src_digests
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_aria2c_downloads_through_the_box_tracker_only(seed, release, src_digests, tmp_path):

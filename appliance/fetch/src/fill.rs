@@ -325,15 +325,9 @@ impl Fetcher {
             let Some(batch) = self.next_work(id, &shutdown).await else {
                 return if shutdown.is_cancelled() { Ended::Shutdown } else { Ended::Dropped };
             };
-            // next_batch can in rare cases mix releases: keep the first release's, return the rest
+            // next_work hands out pieces of one release per batch
             let ih = batch[0].infohash;
-            let (mine, other): (Vec<_>, Vec<_>) = batch.into_iter().partition(|a| a.infohash == ih);
-            if !other.is_empty() {
-                let mut s = lock(&self.sched);
-                for a in other {
-                    s.failed(&a.infohash, a.index);
-                }
-            }
+            let mine = batch;
             let Some(release) = lock(&self.releases).get(&ih).cloned() else { continue };
             let indices: Vec<u32> = mine.iter().map(|a| a.index).collect();
             let priority = mine.iter().map(|a| a.priority).max().unwrap_or(0);

@@ -167,7 +167,7 @@ impl Scheduler {
                 if usable(r, i) {
                     r.retry.remove(k);
                     // retries go before the rest of the plan
-                    let p = planned_priority(r.critical.contains(&i), r.cursor.saturating_sub(r.plan.len()));
+                    let p = planned_priority(r.critical.contains(&i), 0);
                     take(r, i, p, &mut out);
                 } else if r.pieces[i as usize] != Piece::Missing {
                     r.retry.remove(k);

@@ -81,23 +81,6 @@ impl OriginClient {
         Ok(PieceStream { recv, parser: PiecesParser::new(indices, max_len), ready: Default::default(), ended: false })
     }
 
-    /// Requests pieces and waits for all of them. Bytes count against `limiter` as they arrive.
-    pub async fn get_pieces(
-        &self,
-        infohash: [u8; 20],
-        priority: i32,
-        indices: &[u32],
-        max_len: u32,
-        limiter: Option<&RateLimiter>,
-    ) -> Result<Vec<PieceReply>, OriginError> {
-        let mut stream = self.request_pieces(infohash, priority, indices, max_len).await?;
-        let mut out = Vec::with_capacity(indices.len());
-        while let Some(p) = stream.next(limiter).await? {
-            out.push(p);
-        }
-        Ok(out)
-    }
-
     /// Fetches a release's manifest.json and .torrent bytes.
     pub async fn get_release(&self, infohash: [u8; 20]) -> Result<(Bytes, Bytes), OriginError> {
         let (mut send, mut recv) = self.conn.open_bi().await?;
