@@ -97,6 +97,40 @@ pub struct ReleaseSection {
     pub pin: bool,
 }
 
+/// `[control]`: the management side of the box (see docs/operator-guide.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSection {
+    /// Management address: the staff API, /healthz, /readyz, /metrics and the dashboard.
+    pub listen: SocketAddr,
+    /// Bearer token for the staff API and the dashboard (or `staff_token_file`).
+    pub staff_token: Option<String>,
+    pub staff_token_file: Option<PathBuf>,
+    /// This box's device key (ed25519, PKCS#8 PEM, as `popseed keygen` writes), made on first
+    /// start when missing. Origins allow devices by its fingerprint.
+    pub device_key: PathBuf,
+    /// The name this box reports to origins and shows on its dashboard.
+    pub device_name: Option<String>,
+    /// Venue name for the dashboard.
+    pub venue: Option<String>,
+}
+
+impl ControlSection {
+    /// The staff token, from `staff_token` or the first line of `staff_token_file`.
+    pub fn token(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(t) = &self.staff_token {
+            return Ok(Some(t.clone()));
+        }
+        match &self.staff_token_file {
+            Some(p) => {
+                let s = std::fs::read_to_string(p).map_err(|e| ConfigError::Read { path: p.clone(), err: e })?;
+                Ok(s.lines().next().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
@@ -116,6 +150,8 @@ pub struct AgentConfig {
     pub swarm: Option<popseed_swarm::SwarmConfig>,
     /// Captive portal and DNS (section present: enabled; see docs/portal.md).
     pub portal: Option<popseed_portal::PortalConfig>,
+    /// Jobs, the link to origins, the staff API, metrics and the dashboard (section present: enabled).
+    pub control: Option<ControlSection>,
 }
 
 impl AgentConfig {
@@ -161,6 +197,18 @@ impl AgentConfig {
         }
         if let Some(s) = &mut cfg.status_file {
             abs(s);
+        }
+        if let Some(c) = &mut cfg.control {
+            if c.staff_token.is_some() && c.staff_token_file.is_some() {
+                return Err(invalid("control".into(), "give at most one of `staff_token` and `staff_token_file`".into()));
+            }
+            if c.staff_token.as_deref().is_some_and(|t| t.len() < 16) {
+                return Err(invalid("control.staff_token".into(), "must be at least 16 characters".into()));
+            }
+            abs(&mut c.device_key);
+            if let Some(p) = &mut c.staff_token_file {
+                abs(p);
+            }
         }
         Ok(cfg)
     }

@@ -4,5 +4,5 @@
 pub mod config;
 pub mod run;
 
-pub use config::AgentConfig;
+pub use config::{AgentConfig, ControlSection};
 pub use run::{run, start, Agent, AgentError, RunOptions};
