@@ -147,6 +147,19 @@ impl Fetcher {
         Ok(())
     }
 
+    /// Stops filling a release (a cancelled job). Pieces in flight still land in the store.
+    pub fn remove_release(&self, ih: &[u8; 20]) {
+        lock(&self.sched).remove_release(ih);
+        lock(&self.releases).remove(ih);
+        lock(&self.tracker).remove_release(ih);
+        self.progress_changed.notify_waiters();
+    }
+
+    /// Fills releases in this order (the jobs' order); others follow in the order added.
+    pub fn set_release_order(&self, order: &[[u8; 20]]) {
+        lock(&self.sched).set_order(order);
+    }
+
     /// Top-priority fetch of missing pieces (read-through).
     pub fn demand(&self, ih: &[u8; 20], pieces: &[u32]) {
         lock(&self.sched).demand(ih, pieces);

@@ -69,6 +69,11 @@ impl Tracker {
         }
     }
 
+    pub fn remove_release(&mut self, ih: &[u8; 20]) {
+        let hex = hex::encode(ih);
+        self.releases.retain(|(r, _)| r.infohash != hex);
+    }
+
     pub fn origin(&mut self, id: usize) -> &mut OriginProgress {
         self.origins.entry(id).or_default()
     }

@@ -2,8 +2,9 @@
 //!
 //! Order within a release: on-demand pieces (a peer or the portal waits), then pieces put back
 //! after a failure, then the release's plan (critical ranges first, in the publisher's order,
-//! then every other piece in file order). Releases are served in the order they were added
-//! (the caller adds them by job priority). A piece whose bytes failed the hash check from an
+//! then every other piece in file order). On-demand pieces of any release go before planned
+//! pieces of all releases; releases are otherwise served in the order they were added, or the
+//! order set by [`Scheduler::set_order`] (the jobs' order: priority, then earliest deadline). A piece whose bytes failed the hash check from an
 //! origin is not asked from that origin again; an origin with [`MAX_BAD_PIECES`] bad pieces is
 //! dropped for the rest of the fill.
 
@@ -110,6 +111,13 @@ impl Scheduler {
         self.releases.retain(|r| &r.infohash != infohash);
     }
 
+    /// Serves releases in this order; releases not named keep their relative order after them.
+    pub fn set_order(&mut self, order: &[[u8; 20]]) {
+        let rank = |ih: &[u8; 20]| order.iter().position(|o| o == ih).unwrap_or(usize::MAX);
+        // stable: unnamed releases keep the order they were added in
+        self.releases.sort_by_key(|r| rank(&r.infohash));
+    }
+
     fn release(&mut self, ih: &[u8; 20]) -> Option<&mut ReleasePlan> {
         self.releases.iter_mut().find(|r| &r.infohash == ih)
     }
@@ -139,7 +147,16 @@ impl Scheduler {
             return Vec::new();
         }
         let mut out = Vec::new();
-        for r in &mut self.releases {
+        // a release with on-demand pieces first: a waiting peer or download beats any plan
+        let first = self.releases.iter().position(|r| {
+            r.demand
+                .iter()
+                .any(|&i| r.pieces[i as usize] == Piece::Missing && !r.bad_from.get(&i).is_some_and(|b| b.contains(&origin)))
+        });
+        let n = self.releases.len();
+        let order: Vec<usize> = first.into_iter().chain((0..n).filter(|&k| Some(k) != first)).collect();
+        for k in order {
+            let r = &mut self.releases[k];
             let usable = |r: &ReleasePlan, i: u32| {
                 r.pieces[i as usize] == Piece::Missing && !r.bad_from.get(&i).is_some_and(|b| b.contains(&origin))
             };
@@ -356,6 +373,21 @@ mod tests {
         assert!(s.next_batch(0, 5).is_empty());
         let rest = indices(&s.next_batch(1, 10));
         assert!(rest.contains(&1) && rest.contains(&2));
+    }
+
+    #[test]
+    fn job_order_and_demand_across_releases() {
+        let mut s = Scheduler::new();
+        s.add_origin(0);
+        s.add_release([1; 20], 4, &[], |_| false);
+        s.add_release([2; 20], 4, &[], |_| false);
+        assert_eq!(s.next_batch(0, 1)[0].infohash, [1; 20], "added first, served first");
+        s.set_order(&[[2; 20]]);
+        assert_eq!(s.next_batch(0, 1)[0].infohash, [2; 20], "the job order wins");
+        s.demand(&[1; 20], &[3]);
+        let b = s.next_batch(0, 4);
+        assert_eq!((b[0].infohash, b[0].index, b[0].priority), ([1; 20], 3, PRIORITY_DEMAND), "demand jumps releases");
+        assert!(b.iter().all(|a| a.infohash == [1; 20]), "a batch holds one release");
     }
 
     #[test]

@@ -120,6 +120,15 @@ impl Index {
     }
 
     /// Makes every write so far durable.
+    /// A tree of the same database for another component's small records (e.g. `jobs`); the
+    /// store's own trees are refused.
+    pub fn extra_tree(&self, name: &str) -> Result<sled::Tree> {
+        if ["releases", "pieces", "access"].contains(&name) {
+            return Err(StoreError::Corrupt(format!("tree {name:?} belongs to the store")));
+        }
+        Ok(self.db.open_tree(name)?)
+    }
+
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())

@@ -669,6 +669,12 @@ impl Store {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// A named sled tree in the store's index database, for other components' small durable
+    /// records (the control crate keeps prewarm jobs in `jobs`). Never for piece bytes.
+    pub fn tree(&self, name: &str) -> Result<sled::Tree> {
+        self.index.extra_tree(name)
+    }
 }
 
 /// Releases a put's claim on its pieces.
