@@ -16,5 +16,5 @@ pub mod tls;
 
 pub use client::OriginClient;
 pub use error::OriginError;
-pub use server::{OriginConfig, OriginServer, ServedRelease};
+pub use server::{ControlAcceptor, OriginConfig, OriginServer, ServedRelease};
 pub use tls::{Identity, Trust};

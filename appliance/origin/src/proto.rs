@@ -19,6 +19,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 pub const ALPN: &[u8] = b"popseed/1";
+/// ALPN of the device link (prewarm jobs pushed to appliances; see docs/protocol.md).
+pub const CONTROL_ALPN: &[u8] = b"popseed-control/1";
 pub const VERSION: u8 = 1;
 /// Most pieces in one GET_PIECES request.
 pub const MAX_BATCH: usize = 64;
@@ -38,6 +40,9 @@ pub mod code {
     pub const BUSY: u32 = 2;
     /// The server failed internally (e.g. could not read its data).
     pub const INTERNAL: u32 = 3;
+    /// A device link the origin does not take (no control configured, or a device not on the
+    /// allow-list).
+    pub const REFUSED: u32 = 4;
 }
 
 /// Per-item status in responses.

@@ -109,7 +109,14 @@ struct CatalogEntry {
     total_size: u64,
 }
 
+/// Takes the device-link connections (ALPN `popseed-control/1`) an origin accepts; the control
+/// crate implements it. The future runs until the connection ends.
+pub trait ControlAcceptor: Send + Sync {
+    fn serve(&self, conn: quinn::Connection) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+}
+
 struct Shared {
+    control: Option<Arc<dyn ControlAcceptor>>,
     releases: HashMap<[u8; 20], ServedRelease>,
     stats: Arc<OriginStats>,
     cfg: OriginConfig,
@@ -122,10 +129,21 @@ pub struct OriginServer {
 
 impl OriginServer {
     pub fn bind(cfg: OriginConfig, identity: Identity, releases: Vec<ServedRelease>) -> Result<Self, OriginError> {
+        Self::bind_with_control(cfg, identity, releases, None)
+    }
+
+    /// Like [`OriginServer::bind`], and hands device-link connections to `control` (without it
+    /// they are closed).
+    pub fn bind_with_control(
+        cfg: OriginConfig,
+        identity: Identity,
+        releases: Vec<ServedRelease>,
+        control: Option<Arc<dyn ControlAcceptor>>,
+    ) -> Result<Self, OriginError> {
         let server_cfg = tls::server_config(identity, cfg.max_streams_per_connection)?;
         let endpoint = quinn::Endpoint::server(server_cfg, cfg.listen).map_err(|e| OriginError::Bind { addr: cfg.listen, err: e })?;
         let releases = releases.into_iter().map(|r| (r.release.infohash(), r)).collect();
-        Ok(OriginServer { endpoint, shared: Arc::new(Shared { releases, stats: Arc::default(), cfg }) })
+        Ok(OriginServer { endpoint, shared: Arc::new(Shared { control, releases, stats: Arc::default(), cfg }) })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, OriginError> {
@@ -153,14 +171,19 @@ impl OriginServer {
             }
             stats.active_connections.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
-                let remote = incoming.remote_address();
                 match incoming.await {
                     Ok(conn) => {
                         shared.stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(%remote, "connection");
-                        serve_connection(conn, shared.clone()).await;
+                        if is_control(&conn) {
+                            match &shared.control {
+                                Some(c) => c.serve(conn).await,
+                                None => conn.close(code::REFUSED.into(), b"this origin takes no device links"),
+                            }
+                        } else {
+                            serve_connection(conn, shared.clone()).await;
+                        }
                     }
-                    Err(e) => tracing::debug!(%remote, error = %e, "handshake failed"),
+                    Err(e) => tracing::debug!(error = %e, "handshake failed"),
                 }
                 shared.stats.active_connections.fetch_sub(1, Ordering::Relaxed);
             });
@@ -168,6 +191,13 @@ impl OriginServer {
         self.endpoint.close(code::OK.into(), b"shutting down");
         self.endpoint.wait_idle().await;
     }
+}
+
+fn is_control(conn: &quinn::Connection) -> bool {
+    conn.handshake_data()
+        .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|h| h.protocol)
+        .is_some_and(|p| p == proto::CONTROL_ALPN)
 }
 
 async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {

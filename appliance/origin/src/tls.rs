@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::crypto::{verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
 use crate::error::OriginError;
-use crate::proto::ALPN;
+use crate::proto::{ALPN, CONTROL_ALPN};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -46,6 +47,18 @@ impl Identity {
             chain: vec![ck.cert.der().clone()],
             key: PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into()),
         })
+    }
+
+    /// A self-signed certificate for an existing PKCS#8 key (a device key: ed25519). The key, not
+    /// the certificate, is the identity: a new certificate for the same key keeps the device's
+    /// fingerprint.
+    pub fn for_key(pkcs8_der: &[u8], name: &str) -> Result<Identity, OriginError> {
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8_der.to_vec());
+        let kp = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ED25519)
+            .map_err(|e| OriginError::Tls(format!("device key: {e}")))?;
+        let params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| OriginError::Tls(e.to_string()))?;
+        let cert = params.self_signed(&kp).map_err(|e| OriginError::Tls(e.to_string()))?;
+        Ok(Identity { chain: vec![cert.der().clone()], key: PrivateKeyDer::Pkcs8(der) })
     }
 
     /// Reads a PEM certificate chain and a PEM private key.
@@ -100,14 +113,65 @@ pub fn transport(max_bidi_streams: u32) -> quinn::TransportConfig {
     t
 }
 
+/// Accepts any client certificate whose handshake signature verifies: possession of the key is
+/// proven by TLS; whether that key is allowed is the control link's decision (its allow-list of
+/// device fingerprints). Clients without a certificate (appliances pulling pieces) are accepted.
+#[derive(Debug)]
+struct AnyClientKey {
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for AnyClientKey {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not used".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// The origin's server config: ALPN `popseed/1` (pieces) and `popseed-control/1` (the device
+/// link; clients may present a device certificate).
 pub fn server_config(id: Identity, max_bidi_streams: u32) -> Result<quinn::ServerConfig, OriginError> {
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| OriginError::Tls(e.to_string()))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(Arc::new(AnyClientKey { algs: provider().signature_verification_algorithms }))
         .with_single_cert(id.chain, id.key)
         .map_err(|e| OriginError::Tls(e.to_string()))?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![ALPN.to_vec(), CONTROL_ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| OriginError::Tls(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport(max_bidi_streams)));
@@ -178,17 +242,26 @@ pub fn parse_fingerprint(s: &str) -> Result<Vec<u8>, OriginError> {
 }
 
 pub fn client_config(trust: &Trust) -> Result<quinn::ClientConfig, OriginError> {
+    client_config_for(trust, ALPN, None)
+}
+
+/// A client config for `alpn`, presenting `identity` as the client certificate when given (the
+/// device link).
+pub fn client_config_for(trust: &Trust, alpn: &[u8], identity: Option<Identity>) -> Result<quinn::ClientConfig, OriginError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| OriginError::Tls(e.to_string()))?;
     let mut tls = match trust {
-        Trust::Fingerprint(fp) => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedCert {
+        Trust::Fingerprint(fp) => {
+            let b = builder.dangerous().with_custom_certificate_verifier(Arc::new(PinnedCert {
                 sha256: parse_fingerprint(fp)?,
                 algs: provider().signature_verification_algorithms,
-            }))
-            .with_no_client_auth(),
+            }));
+            match identity {
+                Some(id) => b.with_client_auth_cert(id.chain, id.key).map_err(|e| OriginError::Tls(e.to_string()))?,
+                None => b.with_no_client_auth(),
+            }
+        }
         Trust::Ca(path) => {
             let pem = std::fs::read(path).map_err(|e| OriginError::Io { path: path.clone(), err: e })?;
             let mut roots = rustls::RootCertStore::empty();
@@ -196,10 +269,14 @@ pub fn client_config(trust: &Trust) -> Result<quinn::ClientConfig, OriginError> 
                 let c = c.map_err(|e| OriginError::Tls(format!("{}: {e}", path.display())))?;
                 roots.add(c).map_err(|e| OriginError::Tls(format!("{}: {e}", path.display())))?;
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            let b = builder.with_root_certificates(roots);
+            match identity {
+                Some(id) => b.with_client_auth_cert(id.chain, id.key).map_err(|e| OriginError::Tls(e.to_string()))?,
+                None => b.with_no_client_auth(),
+            }
         }
     };
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| OriginError::Tls(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport(256)));
