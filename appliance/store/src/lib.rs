@@ -8,6 +8,7 @@
 pub mod bitfield;
 pub mod capacity;
 pub mod error;
+mod stats;
 mod files;
 mod index;
 pub mod store;
@@ -15,4 +16,5 @@ pub mod store;
 pub use bitfield::Bitfield;
 pub use capacity::Capacity;
 pub use error::{Result, StoreError};
+pub use stats::StoreStats;
 pub use store::{AddOptions, DemandHandler, ImportReport, Put, ReleaseInfo, Store, StoreConfig, StoreEvent, Usage};

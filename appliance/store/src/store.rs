@@ -17,6 +17,7 @@ use crate::capacity::{choose_victim, free_bytes, Candidate, Capacity};
 use crate::error::{Result, StoreError};
 use crate::files::DataFiles;
 use crate::index::{Index, ReleaseRecord};
+use crate::stats::StoreStats;
 
 const RELEASES_DIR: &str = "releases";
 const INDEX_DIR: &str = "index";
@@ -130,6 +131,7 @@ pub struct Store {
     reserved: AtomicU64,
     events: tokio::sync::broadcast::Sender<StoreEvent>,
     demand: RwLock<Option<DemandHandler>>,
+    stats: StoreStats,
 }
 
 fn now() -> u64 {
@@ -166,6 +168,7 @@ impl Store {
             reserved: AtomicU64::new(0),
             events: tokio::sync::broadcast::channel(4096).0,
             demand: RwLock::new(None),
+            stats: StoreStats::default(),
         };
         let mut entries = HashMap::new();
         for (ih, rec) in store.index.records()? {
@@ -414,6 +417,7 @@ impl Store {
             }
         }
         drop(st);
+        self.stats.stored(todo.len() as u64, need);
         self.touch(ih, &e);
         for &(index, _) in &todo {
             let _ = self.events.send(StoreEvent::PieceStored { infohash: *ih, index });
@@ -469,7 +473,9 @@ impl Store {
             match choose_victim(&cands, now(), protect) {
                 Some(victim) => {
                     tracing::info!(release = %hex::encode(victim), need, used, "evicting to make room");
+                    let freed = cands.iter().find(|c| c.infohash == victim).map_or(0, |c| c.bytes);
                     self.remove_release(&victim)?;
+                    self.stats.evicted(freed);
                 }
                 None => {
                     return Err(StoreError::Full {
@@ -668,6 +674,11 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Counters for status and metrics.
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
     }
 
     /// A named sled tree in the store's index database, for other components' small durable
