@@ -115,7 +115,7 @@ pub async fn run(
                 let mut s = swarms.lock().unwrap_or_else(|p| p.into_inner());
                 for ih in a.infohashes {
                     if holdings.holds(&ih).is_some() {
-                        tracing::debug!(%ip, port = a.port, ih = %hex::encode(ih), "LSD peer");
+                        tracing::debug!(ih = %hex::encode(ih), "LSD peer announced");
                         s.upsert(ih, SocketAddr::new(ip, a.port), false, false, now);
                     }
                 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -185,17 +185,17 @@ pub(crate) async fn listen(listener: TcpListener, shared: Arc<Shared>, shutdown:
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     shared.stats.peer_connected();
-                    let reason = peer_task(&shared, id, stream, ip, addr, rx, shutdown).await;
+                    let reason = peer_task(&shared, id, stream, ip, rx, shutdown).await;
                     shared.leave(id);
                     shared.stats.peer_disconnected(reason.as_ref().map(|r| r.kind()));
                     match reason {
-                        Some(r) => tracing::info!(peer = %addr, "dropped: {r}"),
-                        None => tracing::debug!(peer = %addr, "disconnected"),
+                        Some(r) => tracing::info!(kind = r.kind(), "peer dropped: {r}"),
+                        None => tracing::debug!("peer disconnected"),
                     }
                 });
             }
             Err(why) => {
-                tracing::info!(peer = %addr, "refused: {why}");
+                tracing::info!("peer refused: {why}");
                 shared.stats.refused(why);
                 drop(stream);
             }
@@ -220,7 +220,6 @@ async fn peer_task(
     id: u64,
     stream: TcpStream,
     ip: IpAddr,
-    addr: SocketAddr,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
     shutdown: CancellationToken,
 ) -> Option<DropReason> {
@@ -251,7 +250,7 @@ async fn peer_task(
             },
             r = stream.readable() => {
                 if let Err(e) = r {
-                    tracing::debug!(peer = %addr, "readable: {e}");
+                    tracing::debug!(kind = ?e.kind(), "peer socket not readable");
                     return None;
                 }
                 for _ in 0..READS_PER_WAKE {
@@ -271,7 +270,7 @@ async fn peer_task(
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                         Err(e) => {
-                            tracing::debug!(peer = %addr, "read: {e}");
+                            tracing::debug!(kind = ?e.kind(), "peer read failed");
                             return None;
                         }
                     }
@@ -279,7 +278,7 @@ async fn peer_task(
             },
             r = stream.writable(), if want_write => {
                 if let Err(e) = r {
-                    tracing::debug!(peer = %addr, "writable: {e}");
+                    tracing::debug!(kind = ?e.kind(), "peer socket not writable");
                     return None;
                 }
                 match stream.try_write(&sbuf[sent..]) {
@@ -297,7 +296,7 @@ async fn peer_task(
                     }
                     Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
                     Err(e) => {
-                        tracing::debug!(peer = %addr, "write: {e}");
+                        tracing::debug!(kind = ?e.kind(), "peer write failed");
                         return None;
                     }
                 }

@@ -281,7 +281,7 @@ pub async fn serve(listener: TcpListener, swarms: Arc<Mutex<Swarms>>, holdings: 
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::debug!(%from, "tracker: too many connections");
+            tracing::debug!("tracker: too many connections; one refused");
             continue;
         };
         let swarms = swarms.clone();
@@ -289,7 +289,7 @@ pub async fn serve(listener: TcpListener, swarms: Arc<Mutex<Swarms>>, holdings: 
         tokio::spawn(async move {
             let _permit = permit;
             if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, from, swarms, holdings)).await.unwrap_or_else(|_| Err("timeout".into())) {
-                tracing::debug!(%from, "tracker request: {e}");
+                tracing::debug!(error = %e, "tracker request failed");
             }
         });
     }
@@ -350,7 +350,7 @@ async fn handle(mut stream: TcpStream, from: SocketAddr, swarms: Arc<Mutex<Swarm
         }
         _ => return respond(&mut stream, 404, b"not found").await,
     };
-    tracing::debug!(%from, %path, reply = %String::from_utf8_lossy(&body), "tracker request");
+    tracing::debug!(%path, reply_bytes = body.len(), "tracker request");
     respond(&mut stream, 200, &body).await
 }
 

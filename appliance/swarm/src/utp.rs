@@ -50,7 +50,7 @@ pub async fn run(addr: SocketAddr, shutdown: CancellationToken) {
         };
         let now_us = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u32).unwrap_or(0);
         if let Some(rst) = reset_for_syn(&buf[..n], now_us) {
-            tracing::debug!(peer = %from, "uTP SYN refused (TCP only)");
+            tracing::debug!("uTP SYN refused (TCP only)");
             let _ = sock.send_to(&rst, from).await;
         }
     }
