@@ -5,9 +5,11 @@ HTTP client gets the portal page."""
 
 from __future__ import annotations
 
+import http.cookiejar
 import re
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 from conftest import import_libtorrent, lt_session, popseed_path, tree_digests, wait_until
@@ -28,6 +30,20 @@ def test_demo_fills_then_seeds_and_serves_the_portal(tmp_path):
         portal = re.search(r"portal\s+(http://\S+)", out).group(1)
         page = urllib.request.urlopen(portal, timeout=10).read().decode()
         assert "venue-sample" in page and "popseed demo venue" in page
+        # the origin pushed the release as a prewarm job; the dashboard is token-protected
+        assert "pushed prewarm job prewarm-venue-sample" in out and "job prewarm-venue-sample: ready" in out, out
+        dashboard = re.search(r"dashboard\s+(http://\S+)", out).group(1)
+        token = re.search(r"staff token\s+(\S+)", out).group(1)
+        assert token in dashboard
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        browser.addheaders = [("Accept", "text/html")]
+        assert "venue-sample" in browser.open(dashboard, timeout=10).read().decode(), "?token= logs a browser in"
+        status_url = dashboard.split("/?")[0] + "/api/status"
+        try:
+            urllib.request.urlopen(status_url, timeout=10)
+            raise AssertionError("/api/status answered without the token")
+        except urllib.error.HTTPError as e:
+            assert e.code == 401
 
         lt = import_libtorrent()
         ses = lt_session()

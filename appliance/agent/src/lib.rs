@@ -2,6 +2,7 @@
 //! admits releases, and runs the fetcher (and, as they land, the swarm, portal and control).
 
 pub mod config;
+pub mod control;
 pub mod run;
 
 pub use config::{AgentConfig, ControlSection};

@@ -37,11 +37,18 @@ pub struct Agent {
     pub releases: Vec<Arc<VerifiedRelease>>,
     pub swarm: Option<popseed_swarm::Swarm>,
     pub portal: Option<popseed_portal::Portal>,
+    /// Jobs and device links (with a `[control]` section).
+    pub control: Option<crate::control::Control>,
+    /// Health, metrics and the dashboard on the management address (with `[control]`).
+    pub status: Option<popseed_status::StatusServer>,
 }
 
 impl Agent {
     /// Stops the serving components (the fetcher stops with the shutdown token).
     pub async fn stop(self) {
+        if let Some(s) = self.status {
+            s.stop().await;
+        }
         if let Some(p) = self.portal {
             p.stop().await;
         }
@@ -121,7 +128,7 @@ pub async fn start(cfg: &AgentConfig, shutdown: CancellationToken) -> Result<Age
             .map_err(|err| AgentError::Store { dir: dir.clone(), err })?;
         releases.push(Arc::new(release));
     }
-    let origins = cfg
+    let origins: Vec<OriginSpec> = cfg
         .origins
         .iter()
         .enumerate()
@@ -147,12 +154,16 @@ pub async fn start(cfg: &AgentConfig, shutdown: CancellationToken) -> Result<Age
         web_seed_after: f.web_seed_after.map(|x| x.0).unwrap_or(d.web_seed_after),
         web_seed_parallel: d.web_seed_parallel,
     };
-    let fetcher = Fetcher::new(store.clone(), origins, fetch_cfg);
+    let fetcher = Fetcher::new(store.clone(), origins.clone(), fetch_cfg);
     fetcher.attach_read_through();
     for r in &releases {
         fetcher.add_release(r.clone()).map_err(|err| AgentError::Store { dir: dir.clone(), err })?;
     }
     tokio::spawn(fetcher.clone().run(shutdown.clone()));
+    let control = match &cfg.control {
+        Some(c) => Some(crate::control::start(c, store.clone(), fetcher.clone(), origins, trusted.clone(), shutdown.clone())?),
+        None => None,
+    };
     let swarm = match &cfg.swarm {
         Some(sc) => Some(
             popseed_swarm::Swarm::start(store.clone(), sc.clone(), shutdown.clone())
@@ -171,7 +182,57 @@ pub async fn start(cfg: &AgentConfig, shutdown: CancellationToken) -> Result<Age
         }
         None => None,
     };
-    Ok(Agent { store, fetcher, releases, swarm, portal })
+    let status = match &cfg.control {
+        Some(c) => Some(start_status(c, &store, &fetcher, swarm.as_ref(), portal.as_ref(), control.as_ref()).await?),
+        None => None,
+    };
+    Ok(Agent { store, fetcher, releases, swarm, portal, control, status })
+}
+
+/// Starts the status server (health, readiness, metrics, dashboard) on `[control] listen`.
+async fn start_status(
+    c: &crate::config::ControlSection,
+    store: &Arc<Store>,
+    fetcher: &Arc<Fetcher>,
+    swarm: Option<&popseed_swarm::Swarm>,
+    portal: Option<&popseed_portal::Portal>,
+    control: Option<&crate::control::Control>,
+) -> Result<popseed_status::StatusServer, AgentError> {
+    let pub_key = c.device_key.with_extension("pub");
+    let fingerprint = if pub_key.exists() {
+        match PublicKey::load(&pub_key) {
+            Ok(k) => Some(k.fingerprint()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the device public key");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let fingerprint = control.map(|k| k.device.fingerprint()).or(fingerprint);
+    let name = control.map(|k| k.device_name.clone()).or_else(|| c.device_name.clone()).unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "popseed".into())
+    });
+    let cfg = popseed_status::StatusConfig {
+        listen: c.listen,
+        token: c.token().map_err(|e| AgentError::Other(e.to_string()))?,
+        device: popseed_status::DeviceInfo { name, fingerprint, venue: c.venue.clone() },
+    };
+    let sources = popseed_status::Sources {
+        store: store.clone(),
+        fetcher: fetcher.clone(),
+        swarm: swarm.map(|s| s.stats().clone()),
+        portal: portal.map(|p| p.stats.clone()),
+        jobs: match control {
+            Some(k) => k.jobs_view(),
+            None => Arc::new(popseed_status::NoJobs),
+        },
+    };
+    let staff_api = control.map(|k| k.staff_router()).unwrap_or_default();
+    popseed_status::StatusServer::start(cfg, sources, staff_api)
+        .await
+        .map_err(|e| AgentError::Other(e.to_string()))
 }
 
 fn write_status(path: &std::path::Path, s: &Snapshot) {

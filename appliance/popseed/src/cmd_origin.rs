@@ -45,6 +45,26 @@ pub struct OriginArgs {
     /// Write counters as JSON to this file four times a second (pieces sent per release and index).
     #[arg(long, value_name = "FILE")]
     pub stats_file: Option<PathBuf>,
+    /// Take device links (prewarm job push) from the devices in this allow-list: one device
+    /// fingerprint per line (`SHA256:...`, as the agent prints it), optionally followed by a label.
+    #[arg(long, value_name = "FILE")]
+    pub devices: Option<PathBuf>,
+    /// Serve the admin API (queue jobs for devices, see their states) on this TCP address;
+    /// needs --devices and --admin-token-file.
+    #[arg(long, value_name = "ADDR", requires_all = ["devices", "admin_token_file"])]
+    pub admin: Option<SocketAddr>,
+    /// File whose first line is the admin API's bearer token.
+    #[arg(long, value_name = "FILE", requires = "admin")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+fn read_token(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.len() < 16 {
+        bail!("{}: the token must be at least 16 characters", path.display());
+    }
+    Ok(token)
 }
 
 fn identity(a: &OriginArgs) -> Result<Identity> {
@@ -85,11 +105,31 @@ pub fn run(a: OriginArgs) -> Result<()> {
         max_streams_per_connection: a.max_streams,
         rate_limit: a.rate_limit,
     };
+    let hub = match &a.devices {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let allow = popseed_control::ControlHub::parse_allow_list(&text).with_context(|| format!("{}", p.display()))?;
+            Some(popseed_control::ControlHub::new(allow))
+        }
+        None => None,
+    };
+    let admin_token = a.admin_token_file.as_deref().map(read_token).transpose()?;
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
     rt.block_on(async move {
-        let server = OriginServer::bind(cfg, id, served)?;
+        let acceptor = hub.clone().map(|h| std::sync::Arc::new(popseed_control::hub::HubAcceptor(h)) as std::sync::Arc<dyn popseed_origin::ControlAcceptor>);
+        let server = OriginServer::bind_with_control(cfg, id, served, acceptor)?;
         let addr = server.local_addr()?;
-        println!("origin listening on {addr} (udp, ALPN popseed/1)");
+        println!("origin listening on {addr} (udp, ALPN popseed/1{})", if hub.is_some() { " and popseed-control/1" } else { "" });
+        if let (Some(hub), Some(admin), Some(token)) = (&hub, a.admin, admin_token) {
+            let listener = tokio::net::TcpListener::bind(admin).await.with_context(|| format!("binding the admin API on {admin}"))?;
+            println!("admin API on http://{}", listener.local_addr()?);
+            let app = popseed_control::api::admin_router(hub.clone(), token);
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            });
+        }
         println!("certificate sha256 {fingerprint}");
         for n in &names {
             println!("serving {n}");

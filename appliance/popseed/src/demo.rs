@@ -1,12 +1,14 @@
 //! `popseed demo`: a venue on localhost from a built-in default. Generates a sample release,
-//! publishes it with a throwaway key, starts an origin seed (QUIC, self-signed) and an agent
-//! whose store fills from it (critical pieces first, with live progress), then shows the store.
+//! publishes it with a throwaway key, starts an origin seed (QUIC, self-signed) and a box that
+//! dials out to it; the origin pushes a prewarm job, the box fills (critical pieces first, with
+//! live progress), then seeds and serves its portal and its dashboard; finally shows the store.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use popseed_release::{keys, publish, PublishOptions, SecretKey};
+use base64::Engine;
 use popseed_store::{Capacity, Store, StoreConfig};
 
 
@@ -105,6 +107,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
     Ok(())
 }
 
+fn rand_token() -> [u8; 16] {
+    rand::random()
+}
+
 /// A free loopback port right now (the demo writes fixed ports into agent.toml so it can be rerun).
 fn free_port() -> Result<u16> {
     let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -123,50 +129,86 @@ async fn venue(
     rate_limit: u64,
     serve_for: Option<std::time::Duration>,
 ) -> Result<()> {
+    use popseed_control::hub::{HubAcceptor, Target};
+    use popseed_control::{ControlHub, DeviceIdentity, JobSpec, JobState, ReleaseSource};
     use popseed_origin::{Identity, OriginConfig, OriginServer, ServedRelease};
+    let box_dir = dir.join("box");
+    std::fs::create_dir_all(&box_dir)?;
+    // the box's device key, made as on first boot; the origin allows it
+    let device = DeviceIdentity::load_or_create(&box_dir.join("device.key"))?;
+    let hub = ControlHub::new([(device.fingerprint(), "demo box".to_owned())].into_iter().collect());
+
     let id = Identity::self_signed(&["localhost".into()])?;
     let fingerprint = id.fingerprint();
     let served = ServedRelease { release: r.clone(), data: popseed_release::DataDir::open(r, src)? };
     let cfg = OriginConfig { listen: "127.0.0.1:0".parse()?, ..Default::default() };
-    let origin = OriginServer::bind(cfg, id, vec![served])?;
+    let origin = OriginServer::bind_with_control(cfg, id, vec![served], Some(std::sync::Arc::new(HubAcceptor(hub.clone()))))?;
     let origin_addr = origin.local_addr()?;
     let stop_origin = tokio_util::sync::CancellationToken::new();
     let stopped = stop_origin.clone();
     let origin_task = tokio::spawn(origin.run(async move { stopped.cancelled().await }));
     println!("origin: quic://{origin_addr} (certificate sha256 {fingerprint})");
 
-    let box_dir = dir.join("box");
-    std::fs::create_dir_all(&box_dir)?;
-    let (peer, tracker, http, dns) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let token_file = box_dir.join("staff.token");
+    if !token_file.exists() {
+        std::fs::write(&token_file, format!("{}\n", hex::encode(rand_token())))?;
+    }
+    let token = std::fs::read_to_string(&token_file)?.trim().to_owned();
+    let (peer, tracker, http, dns, mgmt) = (free_port()?, free_port()?, free_port()?, free_port()?, free_port()?);
     let config = format!(
         "# written by `popseed demo`; run the box again with: popseed agent --config {cfg}\n\
          status_file = \"status.json\"\n\
          trusted_keys = [\"{key}\"]\n\n[store]\ndir = \"store\"\nmin_free = \"64MiB\"\n\n\
          [fetch]\n{rate}\n[[origins]]\nname = \"demo origin\"\naddress = \"{origin_addr}\"\nfingerprint = \"{fingerprint}\"\n\n\
-         [[releases]]\ndir = \"{release}\"\npin = true\n\n\
+         [control]\nlisten = \"127.0.0.1:{mgmt}\"\nstaff_token_file = \"staff.token\"\ndevice_key = \"device.key\"\n\
+         device_name = \"demo box\"\nvenue = \"popseed demo venue\"\n\n\
          [swarm]\nlisten = \"127.0.0.1:{peer}\"\ntracker_listen = \"127.0.0.1:{tracker}\"\nannounce_ip = \"127.0.0.1\"\nlsd = false\n\n\
          [portal]\nhttp_listen = \"127.0.0.1:{http}\"\ndns_listen = \"127.0.0.1:{dns}\"\nportal_ip = \"127.0.0.1\"\n\
          venue_name = \"popseed demo venue\"\n",
         cfg = box_dir.join("agent.toml").display(),
         key = r.publisher.to_text(),
         rate = if rate_limit > 0 { format!("rate_limit = {rate_limit}\n") } else { String::new() },
-        release = dir.join("release").display(),
     );
     std::fs::write(box_dir.join("agent.toml"), config)?;
     let cfg = popseed_agent::AgentConfig::load(&box_dir.join("agent.toml"))?;
     println!("box:    agent config {}, store {}", box_dir.join("agent.toml").display(), cfg.store.dir.display());
-    println!("filling the box from the origin (critical pieces first):");
+    println!("        device fingerprint {} (on the origin's allow-list)", device.fingerprint());
     let shutdown = tokio_util::sync::CancellationToken::new();
     let agent = popseed_agent::start(&cfg, shutdown.clone()).await?;
+    let job_id = "prewarm-venue-sample";
+    let spec = JobSpec {
+        id: Some(job_id.into()),
+        name: Some("venue-sample 1.0".into()),
+        release: ReleaseSource::Inline {
+            manifest_b64: base64::engine::general_purpose::STANDARD.encode(&r.manifest_bytes),
+            torrent_b64: base64::engine::general_purpose::STANDARD.encode(&r.torrent_bytes),
+        },
+        deadline: Some(popseed_control::job::now() + 600),
+        priority: 0,
+        pin: true,
+        ttl_seconds: Some(7 * 24 * 3600),
+    };
+    hub.queue(Target::Device(device.fingerprint()), spec, "venue-sample 1.0".into())?;
+    println!("the origin pushed prewarm job {job_id} (pinned, ready by +10 min); the box dialed out and fills (critical pieces first):");
+    let jobs = agent.control.as_ref().map(|c| c.jobs.clone()).context("the demo box runs jobs")?;
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
         let snap = agent.fetcher.snapshot();
-        println!("  {}", popseed_agent::run::progress_line(&snap));
-        if snap.complete {
+        let job = jobs.get(job_id);
+        if let Some(j) = &job {
+            if j.state == JobState::Failed {
+                anyhow::bail!("the prewarm job failed: {}", j.reason.clone().unwrap_or_default());
+            }
+        }
+        if !snap.releases.is_empty() {
+            println!("  {}", popseed_agent::run::progress_line(&snap));
+        }
+        if job.is_some_and(|j| j.state == JobState::Ready) {
             break;
         }
     }
+    println!("  job {job_id}: ready");
     let ih = r.infohash();
     println!();
     println!("the box is seeding and serving its portal:");
@@ -179,6 +221,11 @@ async fn venue(
         if let Ok(m) = sw.magnet(&ih, &web_seed) {
             println!("  magnet           {m}");
         }
+    }
+    if let Some(st) = &agent.status {
+        let base = format!("http://{}", st.local_addr());
+        println!("  dashboard        {base}/?token={token}");
+        println!("  staff token      {token}  (try: popseed status --appliance {base} --token {token})");
     }
     if let Some(p) = &agent.portal {
         println!("  portal           {}  (open it in a browser)", p.url);

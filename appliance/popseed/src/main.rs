@@ -3,10 +3,13 @@
 //! line on stderr; exit codes: 0 ok, 1 operational failure, 2 usage error.
 
 mod cmd_agent;
+mod cmd_firstboot;
+mod cmd_job;
 mod cmd_origin;
 mod cmd_portal;
 mod cmd_release;
 mod cmd_seed;
+mod cmd_status;
 mod cmd_store;
 mod demo;
 mod fmt;
@@ -51,6 +54,12 @@ enum Command {
     Seed(cmd_seed::SeedArgs),
     /// Serve the captive portal (DNS + catalog + downloads) for every release in a store.
     Portal(cmd_portal::PortalArgs),
+    /// Boot-time provisioning: board profile, data partition, device key, popseed.toml -> /run/popseed.
+    Firstboot(cmd_firstboot::FirstbootArgs),
+    /// Queue prewarm jobs on an origin (for devices) or on a box, list or cancel them.
+    Job(cmd_job::JobArgs),
+    /// Ask a box for its status (ready or not and why, jobs, store, rates); exit 0 when ready.
+    Status(cmd_status::StatusArgs),
     /// Run a demo venue on localhost with a generated sample release.
     Demo(demo::DemoArgs),
 }
@@ -62,10 +71,15 @@ fn main() -> ExitCode {
         .clone()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| "warn".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        // Log lines to stderr per the filter; WARN and ERROR also to the dashboard's recent errors.
+        use tracing_subscriber::prelude::*;
+        let env = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into());
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(env))
+            .with(popseed_status::errors::layer().with_filter(tracing_subscriber::filter::LevelFilter::WARN))
+            .init();
+    }
     let result = match cli.command {
         Command::Keygen(a) => cmd_release::keygen(a),
         Command::Publish(a) => cmd_release::publish(a),
@@ -74,7 +88,10 @@ fn main() -> ExitCode {
         Command::Origin(a) => cmd_origin::run(a),
         Command::Agent(a) => cmd_agent::run(a),
         Command::Portal(a) => cmd_portal::run(a),
+        Command::Status(a) => cmd_status::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Job(a) => cmd_job::run(a),
+        Command::Firstboot(a) => cmd_firstboot::run(a),
         Command::Seed(a) => cmd_seed::run(a),
     };
     match result {
