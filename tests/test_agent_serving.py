@@ -11,7 +11,7 @@ import subprocess
 import urllib.request
 
 from conftest import free_port, import_libtorrent, lt_session, make_tree, publish, tree_digests, wait_until
-from test_fetch_origin import MiB, Proc, agent_config, done_fraction, start_origin, status
+from test_fetch_origin import MiB, Proc, agent_config, done_fraction, serving_sections, start_origin, status
 
 
 def test_clients_get_a_release_while_the_box_is_still_filling(tmp_path):
@@ -21,18 +21,7 @@ def test_clients_get_a_release_while_the_box_is_still_filling(tmp_path):
     # slow origin: the fill takes ~10 s, so the clients arrive while most pieces are missing
     origin, fp, port = start_origin(tmp_path, "o1", [(rel.dir, rel.src)], extra=["--rate-limit", "4MiB"])
     peer, tracker, http, dns = free_port(), free_port(), free_port(), free_port()
-    serving = f"""
-[swarm]
-listen = "127.0.0.1:{peer}"
-tracker_listen = "127.0.0.1:{tracker}"
-announce_ip = "127.0.0.1"
-lsd = false
-[portal]
-http_listen = "127.0.0.1:{http}"
-dns_listen = "127.0.0.1:{dns}"
-portal_ip = "127.0.0.1"
-demand_timeout_secs = 60
-"""
+    serving = serving_sections(peer, tracker, http, dns) + "demand_timeout_secs = 60\n"
     cfg = agent_config(tmp_path, [(f"127.0.0.1:{port}", fp)], rel.dir)
     cfg.write_text(cfg.read_text() + serving)
     agent = Proc(["agent", "--config", cfg], tmp_path / "agent.log")

@@ -73,6 +73,21 @@ def agent_config(tmp: Path, origins, release_dir: Path, extra: str = "", name="a
     return cfg
 
 
+def serving_sections(peer: int, tracker: int, http: int, dns: int) -> str:
+    """[swarm] and [portal] sections of agent.toml on loopback ports."""
+    return f"""
+[swarm]
+listen = "127.0.0.1:{peer}"
+tracker_listen = "127.0.0.1:{tracker}"
+announce_ip = "127.0.0.1"
+lsd = false
+[portal]
+http_listen = "127.0.0.1:{http}"
+dns_listen = "127.0.0.1:{dns}"
+portal_ip = "127.0.0.1"
+"""
+
+
 def status(cfg: Path) -> dict:
     try:
         return json.loads((cfg.parent / "status.json").read_text())

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, free_port, make_tree, publish, run, store_with, wait_until
-from test_fetch_origin import MiB, Proc, start_origin
+from test_fetch_origin import MiB, Proc, serving_sections, start_origin
 
 TOKEN = "staff-token-for-tests-0123"
 BROWSER_DIR = REPO / "tests" / "browser"
@@ -68,20 +68,6 @@ staff_token = "{TOKEN}"
 device_key = "{tmp / 'device.key'}"
 device_name = "hall-b-box-1"
 venue = "Hall B"
-"""
-
-
-def serving_sections(peer: int, tracker: int, http: int, dns: int) -> str:
-    return f"""
-[swarm]
-listen = "127.0.0.1:{peer}"
-tracker_listen = "127.0.0.1:{tracker}"
-announce_ip = "127.0.0.1"
-lsd = false
-[portal]
-http_listen = "127.0.0.1:{http}"
-dns_listen = "127.0.0.1:{dns}"
-portal_ip = "127.0.0.1"
 """
 
 

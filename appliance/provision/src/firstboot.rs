@@ -85,14 +85,7 @@ pub fn render_all(text: std::result::Result<&str, String>, inp: RenderInput<'_>)
             };
             let agent = agentconf::render(p, &paths, &device_name);
             agentconf::check(&agent, &agent_at)?;
-            let mut files = vec![
-                ("hostapd.conf", wifi::render_hostapd(&ap)),
-                ("dnsmasq.conf", net::render_dnsmasq(&n)),
-                ("nftables.conf", net::render_nftables(&n)),
-                ("agent.toml", agent),
-                ("ap.network", net::render_ap_network(&n)),
-                ("popseed.env", net::render_env("normal", &inp.profile.board, &n)),
-            ];
+            let mut files = ap_files(&ap, &n, agent, "normal", &inp.profile.board);
             if let Some(u) = &p.uplink {
                 files.push(("uplink.network", net::render_uplink_network(u)));
             }
@@ -129,14 +122,7 @@ pub fn render_all(text: std::result::Result<&str, String>, inp: RenderInput<'_>)
     };
     let agent = agentconf::render_setup(&paths, listen, addr.addr(), &device_name);
     agentconf::check(&agent, &agent_at)?;
-    let files = vec![
-        ("hostapd.conf", wifi::render_hostapd(&ap)),
-        ("dnsmasq.conf", net::render_dnsmasq(&n)),
-        ("nftables.conf", net::render_nftables(&n)),
-        ("agent.toml", agent),
-        ("ap.network", net::render_ap_network(&n)),
-        ("popseed.env", net::render_env("setup", &inp.profile.board, &n)),
-    ];
+    let files = ap_files(&ap, &n, agent, "setup", &inp.profile.board);
     let mut errors = errors;
     if errors.is_empty() {
         // valid file, but the model type refused it: say so rather than show no reason
@@ -157,6 +143,18 @@ pub fn render_all(text: std::result::Result<&str, String>, inp: RenderInput<'_>)
         management_listen: listen.to_string(),
     };
     Ok(Rendered { files, status })
+}
+
+/// The files every mode renders for the access point, its network and the agent.
+fn ap_files(ap: &ApSettings, n: &NetSettings, agent: String, mode: &str, board: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("hostapd.conf", wifi::render_hostapd(ap)),
+        ("dnsmasq.conf", net::render_dnsmasq(n)),
+        ("nftables.conf", net::render_nftables(n)),
+        ("agent.toml", agent),
+        ("ap.network", net::render_ap_network(n)),
+        ("popseed.env", net::render_env(mode, board, n)),
+    ]
 }
 
 /// What the data device holds, as `blkid -p` sees it.
