@@ -8,12 +8,15 @@
 #
 #   --popseed BIN   the popseed binary to install (x86_64, e.g. target/release/popseed)
 #   --out DIR       output directory (default: out/test-image); it gets disk.img, vmlinuz,
-#                   initrd.img, rootfs.ext4, info.json and, with --bundle, update.raucb
+#                   initrd.img, rootfs.ext4, info.json and, with --bundle, update.raucb and
+#                   broken.raucb
 #   --cache DIR     where the base root file system tarball is kept between builds (default:
 #                   /var/cache/popseed-test-image when writable, else out/cache/test-image); its
 #                   name carries a hash of packages.txt, so changing the package list rebuilds it
-#   --bundle        also build a RAUC bundle (update.raucb) of the same root file system marked
-#                   version "test-update", signed with a development key made in DIR/rauc/
+#   --bundle        also build two RAUC bundles of the same root file system, signed with a
+#                   development key made in DIR/rauc/: update.raucb (version "test-update") and
+#                   broken.raucb (version "test-broken", whose agent exits at once: the rollback
+#                   case)
 #
 # Needs root (mmdebstrap, and owners kept in the root file system), mmdebstrap, genimage, mke2fs,
 # mkfs.vfat, mtools, openssl, rauc (for --bundle) and network access to the Debian archive for the
@@ -42,7 +45,7 @@ while [ $# -gt 0 ]; do
     --out) out="${2:?--out needs a directory}"; shift 2 ;;
     --cache) cache="${2:?--cache needs a directory}"; shift 2 ;;
     --bundle) bundle=1; shift ;;
-    -h | --help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
     esac
 done
@@ -97,10 +100,11 @@ if [ -z "$kver" ] || [ ! -f "$root/boot/vmlinuz-$kver" ]; then die "no kernel in
 cp "$root/boot/vmlinuz-$kver" "$out/vmlinuz"
 cp "$root/boot/initrd.img-$kver" "$out/initrd.img"
 rm -f "$root/boot/vmlinuz-"* "$root/boot/initrd.img-"* "$root/boot/System.map-"*
-# Drivers a q35 guest never loads (GPUs, sound, media, InfiniBand...): a smaller root file system.
+# Drivers a q35 guest never loads (GPUs, sound, media, InfiniBand, Wi-Fi chips...): a smaller root
+# file system, quicker to write into a slot under TCG.
 for d in sound drivers/gpu drivers/media drivers/infiniband drivers/staging drivers/iio drivers/comedi \
-    drivers/hwmon drivers/net/ethernet drivers/bluetooth drivers/isdn drivers/usb drivers/scsi \
-    drivers/hid drivers/input/touchscreen drivers/mtd drivers/platform; do
+    drivers/hwmon drivers/net/ethernet drivers/net/wireless drivers/bluetooth drivers/isdn drivers/usb \
+    drivers/scsi drivers/hid drivers/input/touchscreen drivers/mtd drivers/platform; do
     rm -rf "$root/usr/lib/modules/$kver/kernel/$d"
 done
 chroot "$root" depmod "$kver"
@@ -109,6 +113,8 @@ chroot "$root" depmod "$kver"
 cp -a "$repo/buildroot/rootfs-overlay/." "$root/"
 cp -a "$here/overlay/." "$root/"
 install -m 0755 "$popseed_bin" "$root/usr/bin/popseed"
+# Without debug info, as Buildroot strips target binaries: ~100 MB less to write, bundle and copy.
+if command -v strip >/dev/null; then strip --strip-debug "$root/usr/bin/popseed"; fi
 if ! "$popseed_bin" firstboot --help >/dev/null 2>&1; then
     say "warning: $popseed_bin has no 'firstboot' subcommand: using the test stand-in (hand-written agent.toml)"
     cp -a "$here/standin/." "$root/"
@@ -132,7 +138,8 @@ chown -R root:root "$root/etc" "$root/usr/lib/systemd" "$root/usr/libexec" "$roo
 # makes a transient one at boot).
 systemd-sysusers --root="$root" >/dev/null
 mapfile -t units < <(awk '$1 == "enable" {print $2}' "$root/usr/lib/systemd/system-preset/80-popseed.preset")
-systemctl --root="$root" enable "${units[@]}" popseed-test-report.service systemd-networkd.service >/dev/null 2>&1
+systemctl --root="$root" enable "${units[@]}" popseed-test-report.service popseed-test-update.service \
+    systemd-networkd.service >/dev/null 2>&1
 # Nothing the appliance needs: logins (the serial console carries the test's report lines) and
 # Debian's housekeeping timers.
 systemctl --root="$root" mask systemd-logind.service apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
@@ -141,10 +148,10 @@ systemctl --root="$root" mask systemd-logind.service apt-daily.timer apt-daily-u
 printf 'popseed-test\n' >"$root/etc/hostname"
 
 # ------------------------------------------------------------------ file systems and disk image
-# make_rootfs IMAGE: the root directory as an ext4 image of the slot size.
+# make_rootfs IMAGE [SIZE]: the root directory as an ext4 image of the slot size (or SIZE).
 make_rootfs() {
     rm -f "$1"
-    mke2fs -q -t ext4 -L popseed-rootfs -E root_owner=0:0 -d "$root" "$1" "$ROOTFS_SIZE"
+    mke2fs -q -t ext4 -L popseed-rootfs -E root_owner=0:0 -d "$root" "$1" "${2:-$ROOTFS_SIZE}"
 }
 say "root file system image"
 make_rootfs "$work/input/rootfs.ext4"
@@ -155,6 +162,25 @@ truncate -s "$BOOT_SIZE" "$boot"
 mkfs.vfat -n POPSEED "$boot" >/dev/null
 printf 'popseed boot partition: put popseed.toml here (docs/provisioning.md).\r\n' >"$work/README.txt"
 mcopy -i "$boot" "$work/README.txt" ::README.txt
+# RAUC's grub backend (board meta): the initial grubenv (slot A good, B empty) at RAUC_GRUBENV on
+# the boot partition, written by the image's own grub-editenv like the x86_64 board's post-image.
+# QEMU boots without GRUB; the test host applies grub.cfg's logic to this file before each boot.
+grubenv_rel=""
+# shellcheck source=/dev/null
+. "$here/board/meta"
+if [ "$RAUC_BOOTLOADER" = grub ]; then
+    grubenv_rel="${RAUC_GRUBENV#/boot/popseed/}"
+    chroot "$root" grub-editenv /tmp/grubenv.new create
+    chroot "$root" grub-editenv /tmp/grubenv.new set ORDER="A B" A_OK=1 A_TRY=0 B_OK=0 B_TRY=0
+    dir=""
+    IFS=/ read -r -a grubenv_dirs <<<"$(dirname "$grubenv_rel")"
+    for d in "${grubenv_dirs[@]}"; do
+        dir+="/$d"
+        MTOOLS_SKIP_CHECK=1 mmd -i "$boot" "::$dir"
+    done
+    MTOOLS_SKIP_CHECK=1 mcopy -i "$boot" "$root/tmp/grubenv.new" "::$grubenv_rel"
+    rm -f "$root/tmp/grubenv.new"
+fi
 
 popseed_genimage_cfg "$repo/image/genimage/popseed-gpt.cfg.in" "$work/genimage.cfg" \
     IMAGE=disk.img BOOT_IMAGE=boot.vfat ROOTFS_IMAGE=rootfs.ext4 \
@@ -170,23 +196,40 @@ mv "$work/input/rootfs.ext4" "$out/rootfs.ext4"
 # Partition offsets for the test (mtools writes popseed.toml into the boot partition at its offset).
 sfdisk -J "$out/disk.img" >"$work/sfdisk.json"
 
-bundle_file=""
+bundles=""
 if [ "$bundle" = 1 ]; then
-    say "building the RAUC bundle"
-    printf 'test-update\n' >"$root/etc/popseed/version"
-    mkdir -p "$work/bundle"
-    make_rootfs "$work/bundle/rootfs.ext4"
-    sed -e "s|@COMPATIBLE@|popseed-qemu-x86_64|g" -e "s|@VERSION@|test-update|g" -e "s|@BOARD_ID@|qemu-x86_64|g" \
-        "$repo/buildroot/ota/manifest.raucm.in" >"$work/bundle/manifest.raucm"
-    rm -f "$out/update.raucb"
-    rauc bundle --cert="$out/rauc/dev-cert.pem" --key="$out/rauc/dev-key.pem" "$work/bundle" "$out/update.raucb" >"$work/rauc.log" 2>&1 ||
-        { cat "$work/rauc.log" >&2; die "rauc bundle failed"; }
-    bundle_file="$out/update.raucb"
+    # Bundles hold an ext4 image sized to the content plus some slack, at most the slot (RAUC
+    # writes it into the slot as is and the root is read-only): less to compress here and to copy
+    # in the guest. (resize2fs -M estimates more than the slot size for this tree.)
+    bundle_mib=$(($(du -sxm "$root" | cut -f1) * 9 / 8 + 48))
+    slot_mib=$(($(numfmt --from=iec "$ROOTFS_SIZE") >> 20))
+    bundle_size="$((bundle_mib < slot_mib ? bundle_mib : slot_mib))M"
+    # make_bundle VERSION NAME: DIR/NAME.raucb with the root directory marked VERSION.
+    make_bundle() {
+        say "building the RAUC bundle $2.raucb (version $1, rootfs $bundle_size)"
+        printf '%s\n' "$1" >"$root/etc/popseed/version"
+        rm -rf "$work/bundle"
+        mkdir -p "$work/bundle"
+        make_rootfs "$work/bundle/rootfs.ext4" "$bundle_size"
+        sed -e "s|@COMPATIBLE@|$RAUC_COMPATIBLE|g" -e "s|@VERSION@|$1|g" -e "s|@BOARD_ID@|$BOARD_ID|g" \
+            "$repo/buildroot/ota/manifest.raucm.in" >"$work/bundle/manifest.raucm"
+        rm -f "$out/$2.raucb"
+        # lz4: several times faster to make (and to read in a TCG guest) than the default gzip.
+        rauc bundle --cert="$out/rauc/dev-cert.pem" --key="$out/rauc/dev-key.pem" --mksquashfs-args="-comp lz4" \
+            "$work/bundle" "$out/$2.raucb" >"$work/rauc.log" 2>&1 ||
+            { cat "$work/rauc.log" >&2; die "rauc bundle failed"; }
+        bundles+="$2=$out/$2.raucb,"
+    }
+    make_bundle test-update update
+    # The rollback case: the same root file system with an agent that exits at once.
+    cp -a "$here/broken/." "$root/"
+    make_bundle test-broken broken
 fi
 
-python3 - "$work/sfdisk.json" "$out" "$standin" "$bundle_file" "$kver" <<'EOF'
+python3 - "$work/sfdisk.json" "$out" "$standin" "$bundles" "$kver" "$RAUC_BOOTLOADER" "$grubenv_rel" <<'EOF'
 import json, sys
-sf, out, standin, bundle, kver = sys.argv[1:]
+sf, out, standin, bundles, kver, bootloader, grubenv = sys.argv[1:]
+bundles = dict(b.split("=", 1) for b in bundles.split(",") if b)
 table = json.load(open(sf))["partitiontable"]
 sector = table.get("sectorsize", 512)
 parts = {}
@@ -204,7 +247,11 @@ info = {
         for slot in ("A", "B")
     },
     "standin_firstboot": standin == "true",
-    "bundle": bundle or None,
+    # RAUC's bootloader backend; with grub, the grubenv file's path inside the boot partition.
+    "bootloader": bootloader,
+    "grubenv": grubenv or None,
+    "bundle": bundles.get("update"),
+    "bundles": bundles,
 }
 json.dump(info, open(f"{out}/info.json", "w"), indent=2)
 EOF

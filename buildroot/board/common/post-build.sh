@@ -5,7 +5,7 @@
 #   post-build.sh TARGET_DIR BOARD_DIR
 #
 # BOARD_DIR holds the board's `meta` file (shell variables: BOARD_ID, RAUC_COMPATIBLE,
-# RAUC_BOOTLOADER, ...). This script:
+# RAUC_BOOTLOADER, RAUC_GRUBENV for grub (default /boot/popseed/EFI/BOOT/grubenv), ...). This script:
 #   - copies BOARD_DIR/rootfs-overlay (if any) over the shared overlay,
 #   - writes /etc/popseed/board (the board id the agent and popseed-firstboot pick the profile by)
 #     and /etc/popseed/version ($POPSEED_VERSION, default dev),
@@ -56,6 +56,10 @@ sed -e "s|@COMPATIBLE@|$RAUC_COMPATIBLE|g" \
     -e "s|@BOOTLOADER@|$RAUC_BOOTLOADER|g" \
     -e "s|@VERSION@|${POPSEED_VERSION:-dev}|g" \
     "$external/ota/system.conf.in" >"$target/etc/rauc/system.conf"
+if [ "$RAUC_BOOTLOADER" = grub ]; then
+    # grubenv lives on the boot partition (EFI/BOOT/grubenv beside grub.cfg), not in /boot/grub.
+    sed -i "/^bootloader=grub\$/a grubenv=${RAUC_GRUBENV:-/boot/popseed/EFI/BOOT/grubenv}" "$target/etc/rauc/system.conf"
+fi
 if [ "$RAUC_BOOTLOADER" = custom ]; then
     printf '[handlers]\nbootloader-custom-backend=%s\n' "${RAUC_CUSTOM_BACKEND:?meta must set RAUC_CUSTOM_BACKEND for the custom bootloader}" \
         >>"$target/etc/rauc/system.conf"

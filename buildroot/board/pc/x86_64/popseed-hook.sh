@@ -5,6 +5,6 @@ popseed_boot_files() {
     cp "$BINARIES_DIR/efi-part/EFI/BOOT/bootx64.efi" "$BOOT_DIR/EFI/BOOT/bootx64.efi"
     cp "$BOARD_DIR/grub.cfg" "$BOOT_DIR/EFI/BOOT/grub.cfg"
     grub-editenv "$BOOT_DIR/EFI/BOOT/grubenv" create
-    grub-editenv "$BOOT_DIR/EFI/BOOT/grubenv" set ORDER="A B" A_OK=1 B_OK=0
+    grub-editenv "$BOOT_DIR/EFI/BOOT/grubenv" set ORDER="A B" A_OK=1 A_TRY=0 B_OK=0 B_TRY=0
 }
 popseed_raw_partitions() { :; }
