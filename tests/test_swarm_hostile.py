@@ -155,9 +155,11 @@ def hostile_unknown_infohash(seed, ih, piece_count):
 def hostile_mse(seed, ih, piece_count):
     p = Peer(seed.peer)
     t0 = time.monotonic()
-    p.send(bytes([0x8C]) + os.urandom(95))  # an MSE/PE opening: a 96-byte DH public key
-    assert p.closed_within(2), "MSE opening not dropped"
-    assert time.monotonic() - t0 < 1.0, "MSE must fail fast so the client retries in plaintext"
+    # An MSE/PE opening (a 96-byte DH public key) followed by more than PadA's 512 bytes + 20
+    # without the req1 sync hash: the box answers MSE, so this must fail as soon as it is seen.
+    p.send(bytes([0x8C]) + os.urandom(95 + 532))
+    assert p.closed_within(2), "MSE opening without a sync not dropped"
+    assert time.monotonic() - t0 < 1.0, "a broken MSE handshake must fail fast"
 
 
 def hostile_oversized(seed, ih, piece_count):
@@ -207,7 +209,7 @@ def hostile_malformed(seed, ih, piece_count):
 HOSTILE = [hostile_unknown_infohash, hostile_mse, hostile_oversized, hostile_out_of_range,
            hostile_past_end, hostile_flood, hostile_malformed]
 # What each must leave in the log (tracing Display of the drop reason).
-REASONS = ["unknown infohash", "not a plaintext BitTorrent handshake", "exceeds the cap", "out of range",
+REASONS = ["unknown infohash", "encrypted (MSE/PE) handshake failed", "exceeds the cap", "out of range",
            "past the end of piece", "request flood", "malformed message"]
 
 

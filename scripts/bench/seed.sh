@@ -3,7 +3,9 @@
 # fetches the same release from `popseed seed` and from a libtorrent seeder (its own python
 # process), in the same run, over loopback. Prints throughput and seeder CPU seconds per GiB
 # served (utime+stime of the seeder process from /proc/<pid>/stat) for each, and the ratios.
-# Goal: popseed >= libtorrent's throughput, <= half its CPU per GiB.
+# Goal: popseed >= libtorrent's throughput, <= half its CPU per GiB. The downloader keeps
+# libtorrent's defaults otherwise, so it opens with an MSE/PE handshake to both seeders (both
+# answer it and select plaintext).
 #
 #   scripts/bench.sh seed
 # Env: POPSEED_BIN (default: builds target/release/popseed), BENCH_SIZE_MIB (default 512),
@@ -82,13 +84,15 @@ box = subprocess.Popen([BIN, "seed", "--store", D / "store", "--listen", "127.0.
 lines = wait_line(box, "seeding")
 box_port = int([l for l in lines if l.startswith("peers: ")][0].rsplit(":", 1)[1])
 
-# libtorrent seeder: its own process, seeding the source folder in place (seed mode, no recheck)
+# libtorrent seeder: its own process, seeding the source folder in place. It checks every piece
+# when the torrent is added, before any measurement (not seed mode: seed mode hashes each piece
+# on its first request, which charged the libtorrent seeder's first round with hashing that our
+# store did at import).
 LT_SEEDER = r'''
 import sys, time, libtorrent as lt
 s = lt.session({"listen_interfaces": "127.0.0.1:0", "enable_dht": False, "enable_lsd": False, "enable_upnp": False,
                 "enable_natpmp": False, "enable_outgoing_utp": False, "enable_incoming_utp": False})
 atp = lt.add_torrent_params(); atp.ti = lt.torrent_info(sys.argv[1]); atp.save_path = sys.argv[2]
-atp.flags |= lt.torrent_flags.seed_mode
 h = s.add_torrent(atp)
 while not h.status().is_seeding: time.sleep(0.05)
 print("port", s.listen_port(), flush=True)

@@ -2,6 +2,7 @@
 //!
 //! * [`proto`]: the per-peer protocol state machine (no I/O): handshake, BEP 10, ut_metadata,
 //!   bitfield/have, choke/interest, request/piece/cancel, keep-alive, limits.
+//! * [`mse`]: the MSE/PE encrypted-handshake responder (no I/O), driven by [`proto`].
 //! * [`choker`], [`ratelimit`]: upload slot rotation and token buckets (pure).
 //! * `net`: the tokio shell (listener, peer tasks, caps, timers).
 //! * [`tracker`]: the venue HTTP tracker (announce, compact, scrape); [`lsd`]: BEP 14.
@@ -12,6 +13,7 @@
 pub mod choker;
 pub mod error;
 pub mod lsd;
+pub mod mse;
 mod net;
 pub mod proto;
 pub mod ratelimit;
@@ -73,6 +75,9 @@ pub struct SwarmConfig {
     /// Answer uTP connection attempts on the peer port with a reset, so clients that try uTP
     /// first (transmission) fall back to TCP at once instead of after a timeout.
     pub utp_reset: bool,
+    /// Accept MSE/PE (encrypted) handshakes, choosing plaintext when the peer offers it.
+    /// When false, an encrypted opening is dropped at once and the client retries in plaintext.
+    pub mse: bool,
 }
 
 impl Default for SwarmConfig {
@@ -89,7 +94,7 @@ impl Default for SwarmConfig {
             rechoke_interval_secs: 10,
             upload_rate: 0,
             peer_upload_rate: 0,
-            request_queue: 500,
+            request_queue: 2000,
             idle_timeout_secs: 120,
             handshake_timeout_secs: 10,
             keepalive_secs: 60,
@@ -97,6 +102,7 @@ impl Default for SwarmConfig {
             lsd: true,
             lsd_interval_secs: 300,
             utp_reset: true,
+            mse: true,
         }
     }
 }
@@ -212,6 +218,7 @@ impl Swarm {
             keepalive: Duration::from_secs(cfg.keepalive_secs.max(1)),
             idle_timeout: Duration::from_secs(cfg.idle_timeout_secs.max(1)),
             handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs.max(1)),
+            mse: cfg.mse,
             ..Default::default()
         };
         let rechoke = Duration::from_secs(cfg.rechoke_interval_secs.max(1));

@@ -66,6 +66,10 @@ impl Catalog for StoreCatalog {
         metas.insert(*ih, meta.clone());
         Some((meta, have))
     }
+
+    fn by_req2(&self, req2: &[u8; 20]) -> Option<[u8; 20]> {
+        self.store.releases().into_iter().map(|r| r.infohash).find(|ih| crate::mse::req2_hash(ih) == *req2)
+    }
 }
 
 struct PeerHandle {
@@ -335,6 +339,8 @@ fn handle_events(shared: &Shared, id: u64, core: &mut PeerProto, infohash: &mut 
         match ev {
             Event::Attached { infohash: ih, .. } => {
                 *infohash = Some(ih);
+                let (mse, rc4) = core.encryption();
+                tracing::debug!(mse, rc4, "peer attached");
                 shared.choker.lock().unwrap_or_else(|p| p.into_inner()).add(id, Instant::now());
             }
             Event::Interested | Event::NotInterested => {
@@ -393,7 +399,10 @@ fn fill(
         sbuf.extend_from_slice(&pre);
         sbuf.resize(start + PIECE_PREAMBLE_LEN + r.length as usize, 0);
         match shared.store.read_piece_at(&ih, r.index, r.begin, &mut sbuf[start + PIECE_PREAMBLE_LEN..]) {
-            Ok(()) => shared.stats.add_block(r.length as u64),
+            Ok(()) => {
+                core.seal(&mut sbuf[start..]);
+                shared.stats.add_block(r.length as u64);
+            }
             Err(StoreError::NotPresent { .. }) => {
                 // Evicted since we advertised it: the peer times the request out.
                 sbuf.truncate(start);

@@ -6,9 +6,11 @@
 //!
 //! Serialization and parsing use librqbit-peer-protocol; this module owns everything that crate
 //! leaves to the caller: the message length cap (checked on the 4-byte prefix, before any
-//! buffering), index/range checks, queue caps, flood limits, and the handshake policy (plaintext
-//! only: anything that does not open with `\x13BitTorrent protocol`, e.g. an MSE/PE handshake,
-//! is dropped at its first byte so the client retries in plaintext).
+//! buffering), index/range checks, queue caps, flood limits, and the handshake policy: a
+//! connection that does not open with `\x13BitTorrent protocol` is taken as an MSE/PE handshake
+//! ([`crate::mse`]; plaintext is selected when offered, RC4 otherwise), or dropped at its first
+//! byte when MSE is off. With RC4, received bytes are decrypted here and [`PeerProto::take_output`]
+//! encrypts control bytes; the shell encrypts the blocks it appends with [`PeerProto::seal`].
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -23,6 +25,9 @@ use librqbit_peer_protocol::extended::ut_metadata::{UtMetadata, UtMetadataData};
 use librqbit_peer_protocol::extended::{ExtendedMessage, PeerExtendedMessageIds};
 use librqbit_peer_protocol::{serialize_piece_preamble, Handshake, Message, MessageDeserializeError, Request};
 use popseed_store::Bitfield;
+use rc4::cipher::StreamCipher;
+
+use crate::mse::{MseError, MseResponder, Rc4Pair};
 
 /// Length of the plaintext BitTorrent handshake.
 pub const HANDSHAKE_LEN: usize = 68;
@@ -54,19 +59,22 @@ pub struct ProtoConfig {
     pub handshake_timeout: Duration,
     /// `v` in the extension handshake.
     pub client_name: String,
+    /// Accept MSE/PE (encrypted) handshakes; when false they are dropped at the first byte.
+    pub mse: bool,
 }
 
 impl Default for ProtoConfig {
     fn default() -> Self {
         ProtoConfig {
-            reqq: 500,
-            max_queue: 1000,
+            reqq: 2000,
+            max_queue: 4000,
             max_missing_requests: 256,
             max_chatter_per_sec: 2000,
             keepalive: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(120),
             handshake_timeout: Duration::from_secs(10),
             client_name: concat!("popseed ", env!("CARGO_PKG_VERSION")).to_owned(),
+            mse: true,
         }
     }
 }
@@ -99,13 +107,17 @@ impl TorrentMeta {
 /// Looks releases up by infohash at handshake time: their metadata and the pieces present now.
 pub trait Catalog {
     fn lookup(&self, infohash: &[u8; 20]) -> Option<(Arc<TorrentMeta>, Bitfield)>;
+    /// The held release whose [`crate::mse::req2_hash`] is `req2` (MSE stream key lookup).
+    fn by_req2(&self, req2: &[u8; 20]) -> Option<[u8; 20]>;
 }
 
 /// Why a peer was disconnected. [`DropReason::kind`] is a stable label for counters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DropReason {
-    /// The first bytes were not a plaintext BitTorrent handshake (MSE/PE, HTTP, garbage).
+    /// The first bytes were not a BitTorrent handshake (or an MSE/PE one while MSE is off).
     NotBitTorrent,
+    /// An MSE/PE handshake failed.
+    Mse(MseError),
     UnknownInfohash([u8; 20]),
     MessageTooLong(u32),
     Malformed(String),
@@ -126,6 +138,7 @@ impl DropReason {
     pub fn kind(&self) -> &'static str {
         match self {
             DropReason::NotBitTorrent => "not_bittorrent",
+            DropReason::Mse(_) => "mse_failed",
             DropReason::UnknownInfohash(_) => "unknown_infohash",
             DropReason::MessageTooLong(_) => "message_too_long",
             DropReason::Malformed(_) => "malformed",
@@ -147,7 +160,8 @@ impl DropReason {
 impl fmt::Display for DropReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DropReason::NotBitTorrent => write!(f, "not a plaintext BitTorrent handshake (MSE/PE or other protocol)"),
+            DropReason::NotBitTorrent => write!(f, "not a BitTorrent handshake"),
+            DropReason::Mse(e) => write!(f, "encrypted (MSE/PE) handshake failed: {e}"),
             DropReason::UnknownInfohash(ih) => write!(f, "unknown infohash {}", hex::encode(ih)),
             DropReason::MessageTooLong(n) => write!(f, "message length {n} exceeds the cap"),
             DropReason::Malformed(e) => write!(f, "malformed message: {e}"),
@@ -219,6 +233,14 @@ pub struct PeerProto {
     events: VecDeque<Event>,
     dead: Option<DropReason>,
     uploaded: u64,
+    /// MSE handshake in progress.
+    mse: Option<Box<MseResponder>>,
+    /// The release an MSE handshake named (its BitTorrent handshake must name the same).
+    mse_infohash: Option<[u8; 20]>,
+    /// RC4 streams once an MSE handshake selected RC4.
+    rc4: Option<Rc4Pair>,
+    /// `out[..out_sealed]` is already in wire form (MSE handshake bytes).
+    out_sealed: usize,
 }
 
 fn malformed(e: MessageDeserializeError) -> DropReason {
@@ -250,6 +272,10 @@ impl PeerProto {
             events: VecDeque::new(),
             dead: None,
             uploaded: 0,
+            mse: None,
+            mse_infohash: None,
+            rc4: None,
+            out_sealed: 0,
         }
     }
 
@@ -275,6 +301,10 @@ impl PeerProto {
     pub fn advertised(&self) -> &Bitfield {
         &self.have
     }
+    /// Whether the connection opened with an MSE/PE handshake, and whether it runs RC4.
+    pub fn encryption(&self) -> (bool, bool) {
+        (self.mse_infohash.is_some(), self.rc4.is_some())
+    }
     /// Block bytes handed out by [`PeerProto::next_block`].
     pub fn uploaded(&self) -> u64 {
         self.uploaded
@@ -297,10 +327,46 @@ impl PeerProto {
             return Err(r.clone());
         }
         self.last_recv = now;
+        if self.mse.is_some() {
+            return self.mse_receive(data, now, catalog);
+        }
+        let start = self.inbuf.len();
         self.inbuf.extend_from_slice(data);
+        if let Some(c) = self.rc4.as_mut() {
+            c.dec.apply_keystream(&mut self.inbuf[start..]);
+        }
+        self.process(now, catalog)
+    }
+
+    /// Drives an MSE handshake; once it is done, the decrypted payload goes the usual way.
+    fn mse_receive(&mut self, data: &[u8], now: Instant, catalog: &dyn Catalog) -> Result<(), DropReason> {
+        let Some(m) = self.mse.as_mut() else { return Ok(()) };
+        let lookup = |req2: &[u8; 20]| catalog.by_req2(req2);
+        let res = m.receive(data, &lookup, &mut self.out);
+        self.out_sealed = self.out.len();
+        match res {
+            Err(e) => self.fail(DropReason::Mse(e)),
+            Ok(None) => Ok(()),
+            Ok(Some(est)) => {
+                self.mse = None;
+                self.mse_infohash = Some(est.infohash);
+                self.rc4 = est.rc4;
+                self.inbuf = est.payload;
+                self.process(now, catalog)
+            }
+        }
+    }
+
+    fn process(&mut self, now: Instant, catalog: &dyn Catalog) -> Result<(), DropReason> {
         if self.meta.is_none() {
             let n = self.inbuf.len().min(PSTR.len());
             if self.inbuf[..n] != PSTR[..n] {
+                if self.cfg.mse && self.mse_infohash.is_none() && self.out.is_empty() {
+                    // Not plaintext: an MSE/PE opening (its first 96 bytes are a DH key).
+                    self.mse = Some(Box::new(MseResponder::new(true)));
+                    let opening = std::mem::take(&mut self.inbuf);
+                    return self.mse_receive(&opening, now, catalog);
+                }
                 return self.fail(DropReason::NotBitTorrent);
             }
             if self.inbuf.len() < HANDSHAKE_LEN {
@@ -343,6 +409,9 @@ impl PeerProto {
     fn handshake(&mut self, catalog: &dyn Catalog) -> Result<(), DropReason> {
         let (h, _) = Handshake::deserialize(&self.inbuf[..HANDSHAKE_LEN]).map_err(|_| DropReason::NotBitTorrent)?;
         let ih = h.info_hash.0;
+        if self.mse_infohash.is_some_and(|sk| sk != ih) {
+            return Err(DropReason::Mse(MseError::UnknownInfohash));
+        }
         let (meta, have) = catalog.lookup(&ih).ok_or(DropReason::UnknownInfohash(ih))?;
         if have.len() != meta.piece_count() {
             return Err(DropReason::Internal("bitfield length does not match the release".into()));
@@ -501,6 +570,10 @@ impl PeerProto {
 
     /// Moves the control bytes waiting to be sent (handshake, have, choke, metadata, ...) to `dst`.
     pub fn take_output(&mut self, dst: &mut Vec<u8>) {
+        if let Some(c) = self.rc4.as_mut() {
+            c.enc.apply_keystream(&mut self.out[self.out_sealed..]);
+        }
+        self.out_sealed = 0;
         if dst.is_empty() {
             std::mem::swap(dst, &mut self.out);
         } else {
@@ -511,6 +584,14 @@ impl PeerProto {
 
     pub fn has_output(&self) -> bool {
         !self.out.is_empty()
+    }
+
+    /// Encrypts bytes the shell appends to the stream itself (piece headers and blocks), in
+    /// stream order, right after the output taken before them. A no-op unless RC4 is on.
+    pub fn seal(&mut self, bytes: &mut [u8]) {
+        if let Some(c) = self.rc4.as_mut() {
+            c.enc.apply_keystream(bytes);
+        }
     }
 
     /// The next block to serve, if we are not choking the peer.

@@ -16,6 +16,9 @@ impl Catalog for Fake {
     fn lookup(&self, ih: &[u8; 20]) -> Option<(Arc<TorrentMeta>, Bitfield)> {
         (*ih == IH).then(|| (self.meta.clone(), self.have.clone()))
     }
+    fn by_req2(&self, req2: &[u8; 20]) -> Option<[u8; 20]> {
+        (*req2 == crate::mse::req2_hash(&IH)).then_some(IH)
+    }
 }
 
 fn fake(present: &[u32]) -> Fake {
@@ -147,14 +150,23 @@ fn unknown_infohash_is_dropped() {
 }
 
 #[test]
-fn mse_or_garbage_is_dropped_at_the_first_byte() {
-    let (mut p, now) = peer();
+fn garbage_is_dropped_at_the_first_byte_when_mse_is_off() {
+    let no_mse = Arc::new(ProtoConfig { mse: false, ..(*cfg()).clone() });
+    let now = Instant::now();
+    let peer_no_mse = || PeerProto::new(no_mse.clone(), "10.1.2.3".parse().unwrap(), *b"-PS0100-000000000000", now);
     // An MSE handshake opens with a 96-byte Diffie-Hellman key: random bytes.
-    assert_eq!(p.receive(&[0x8c, 0x21, 0x04], now, &fake(&[])), Err(DropReason::NotBitTorrent));
+    assert_eq!(peer_no_mse().receive(&[0x8c, 0x21, 0x04], now, &fake(&[])), Err(DropReason::NotBitTorrent));
+    assert_eq!(peer_no_mse().receive(b"\x13BitTorrent protocoX", now, &fake(&[])), Err(DropReason::NotBitTorrent));
+    assert_eq!(peer_no_mse().receive(b"GET / HTTP/1.1\r\n", now, &fake(&[])), Err(DropReason::NotBitTorrent));
+    // With MSE on, a non-plaintext opening is an MSE key: answered with ours, dropped when no
+    // sync follows within PadA.
     let (mut p, now) = peer();
-    assert_eq!(p.receive(b"\x13BitTorrent protocoX", now, &fake(&[])), Err(DropReason::NotBitTorrent));
-    let (mut p, now) = peer();
-    assert_eq!(p.receive(b"GET / HTTP/1.1\r\n", now, &fake(&[])), Err(DropReason::NotBitTorrent));
+    p.receive(&[0x8c; 96], now, &fake(&[])).unwrap();
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    assert!(out.len() >= crate::mse::KEY_LEN, "our public key");
+    let err = p.receive(&[0x55; 600], now, &fake(&[])).unwrap_err();
+    assert_eq!(err.kind(), "mse_failed");
     // A handshake split byte by byte is fine.
     let (mut p, now) = peer();
     let cat = fake(&[1]);
@@ -417,4 +429,97 @@ fn random_messages_never_panic() {
         }
     }
     assert!(outcomes.contains_key("ok") && outcomes.contains_key("malformed"), "{outcomes:?}");
+}
+
+/// Runs an MSE handshake (as libtorrent does: IA empty, the BitTorrent handshake follows in the
+/// selected stream); returns the attached peer, A's RC4 streams and what it was sent after MSE.
+fn mse_attached(provide: u32) -> (PeerProto, Fake, Instant, crate::mse::Rc4Pair, Vec<u8>) {
+    use rc4::cipher::StreamCipher;
+    let (mut p, now) = peer();
+    let cat = fake(&[0, 1]);
+    let a = crate::mse::initiator::Initiator::new(IH);
+    p.receive(&a.hello(100), now, &cat).unwrap();
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    let (mut step3, mut rc4) = a.step3(&out[..crate::mse::KEY_LEN], provide, b"");
+    let pad_b = out.len() - crate::mse::KEY_LEN;
+    let mut hs = handshake(IH, true);
+    if provide == 2 {
+        rc4.enc.apply_keystream(&mut hs);
+    }
+    step3.extend_from_slice(&hs);
+    p.receive(&step3, now, &cat).unwrap();
+    assert_eq!(p.poll_event(), Some(Event::Attached { infohash: IH, peer_id: *b"-XX0000-abcdefghijkl" }));
+    let mut out2 = Vec::new();
+    p.take_output(&mut out2);
+    let _ = pad_b;
+    let mut select = out2[..14].to_vec();
+    rc4.dec.apply_keystream(&mut select);
+    assert_eq!(&select[..8], &[0; 8], "VC");
+    assert_eq!(u32::from_be_bytes(select[8..12].try_into().unwrap()), if provide & 1 != 0 { 1 } else { 2 });
+    let mut rest = out2[14..].to_vec();
+    if provide == 2 {
+        rc4.dec.apply_keystream(&mut rest);
+    }
+    assert_eq!(&rest[..20], b"\x13BitTorrent protocol");
+    (p, cat, now, rc4, rest)
+}
+
+#[test]
+fn mse_with_plaintext_selected_then_serves_plain_blocks() {
+    let (mut p, cat, now, _, _) = mse_attached(1 | 2);
+    assert_eq!(p.encryption(), (true, false));
+    p.receive(&msg(2, &[]), now, &cat).unwrap();
+    assert_eq!(p.poll_event(), Some(Event::Interested));
+    p.set_choking(false);
+    p.receive(&request(1, 0, 16384), now, &cat).unwrap();
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    assert_eq!(out, [0, 0, 0, 1, 1], "unchoke in plaintext");
+    let mut pre = [0u8; PIECE_PREAMBLE_LEN];
+    assert!(p.next_block(&mut pre).is_some());
+    let before = pre;
+    p.seal(&mut pre);
+    assert_eq!(pre, before, "no encryption after a plaintext selection");
+}
+
+#[test]
+fn mse_with_rc4_encrypts_both_directions() {
+    use rc4::cipher::StreamCipher;
+    let (mut p, cat, now, mut a, _) = mse_attached(2);
+    assert_eq!(p.encryption(), (true, true));
+    let mut wire = msg(2, &[]);
+    a.enc.apply_keystream(&mut wire);
+    p.receive(&wire, now, &cat).unwrap();
+    assert_eq!(p.poll_event(), Some(Event::Interested));
+    p.set_choking(false);
+    let mut wire = request(1, 0, 16384);
+    a.enc.apply_keystream(&mut wire);
+    p.receive(&wire, now, &cat).unwrap();
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    let mut pre = [0u8; PIECE_PREAMBLE_LEN];
+    let r = p.next_block(&mut pre).expect("queued block");
+    assert_eq!((r.index, r.begin, r.length), (1, 0, 16384));
+    let mut block = pre.to_vec();
+    block.extend(std::iter::repeat_n(0xAB, 16384));
+    p.seal(&mut block);
+    out.extend_from_slice(&block);
+    a.dec.apply_keystream(&mut out);
+    assert_eq!(&out[..5], &[0, 0, 0, 1, 1], "unchoke");
+    assert_eq!(&out[5..18], &[0, 0, 0x40, 9, 7, 0, 0, 0, 1, 0, 0, 0, 0], "piece header");
+    assert!(out[18..].iter().all(|&b| b == 0xAB));
+}
+
+#[test]
+fn mse_handshake_naming_another_release_is_dropped() {
+    let (mut p, now) = peer();
+    let cat = fake(&[0]);
+    let a = crate::mse::initiator::Initiator::new(IH);
+    p.receive(&a.hello(0), now, &cat).unwrap();
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    let (mut step3, _) = a.step3(&out[..crate::mse::KEY_LEN], 1, b"");
+    step3.extend_from_slice(&handshake([9; 20], true));
+    assert_eq!(p.receive(&step3, now, &cat).unwrap_err().kind(), "mse_failed");
 }
