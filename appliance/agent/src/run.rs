@@ -251,10 +251,16 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions, shutdown: CancellationToken
     let agent = start(&cfg, shutdown.child_token()).await?;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut n = 0u64;
+    let fetcher = agent.fetcher.clone();
+    let complete = fetcher.wait_complete();
+    tokio::pin!(complete);
+    let mut completed = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
+            // with exit_when_complete, leave at completion, not at the next tick
+            _ = &mut complete, if opts.exit_when_complete && !completed => completed = true,
         }
         n += 1;
         let snap = agent.fetcher.snapshot();

@@ -403,12 +403,14 @@ impl Fetcher {
             .unwrap_or_else(|e| Err(StoreError::Corrupt(format!("put task failed: {e}"))));
         match put {
             Ok(Put::Stored) | Ok(Put::AlreadyPresent) => {
-                let critical = {
+                let (first, critical) = {
                     let mut s = lock(&self.sched);
-                    s.done(&ih, index);
-                    s.is_critical(&ih, index)
+                    (s.done(&ih, index), s.is_critical(&ih, index))
                 };
-                lock(&self.tracker).stored(&hex::encode(ih), index, len, critical, origin);
+                // a copy stored twice (an origin given up on and another) counts once
+                if first {
+                    lock(&self.tracker).stored(&hex::encode(ih), index, len, critical, origin);
+                }
                 self.progress_changed.notify_waiters();
                 StoreOutcome::Ok
             }

@@ -98,7 +98,7 @@ impl Tracker {
                     r.first_critical_ms = Some(now.duration_since(*started).as_millis() as u64);
                 }
             }
-            r.complete = r.pieces_done == r.piece_count;
+            r.complete = r.pieces_done >= r.piece_count;
         }
     }
 

@@ -220,8 +220,9 @@ impl Scheduler {
         out
     }
 
-    /// The piece is now present in the store.
-    pub fn done(&mut self, ih: &[u8; 20], index: u32) {
+    /// The piece is now present in the store. Returns true the first time (a copy stored twice,
+    /// e.g. from an origin that was given up on and another, counts once).
+    pub fn done(&mut self, ih: &[u8; 20], index: u32) -> bool {
         if let Some(r) = self.release(ih) {
             if let Some(p) = r.pieces.get_mut(index as usize) {
                 if *p != Piece::Present {
@@ -230,9 +231,11 @@ impl Scheduler {
                     if r.critical.contains(&index) {
                         r.critical_missing -= 1;
                     }
+                    return true;
                 }
             }
         }
+        false
     }
 
     /// The piece did not arrive (connection lost, origin lacks it): fetch it again, from anyone.

@@ -6,6 +6,7 @@ pub mod critical;
 pub mod datadir;
 pub mod error;
 pub mod hashing;
+pub mod sha1_many;
 pub mod keys;
 pub mod layout;
 pub mod manifest;

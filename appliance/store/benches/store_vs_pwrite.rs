@@ -1,7 +1,12 @@
 //! Store throughput against the floor it is built on: the same pieces written with plain
-//! pwrite+fdatasync (one fdatasync per piece) and read back with pread, in the same run, on the
-//! same filesystem. Prints MiB/s for both and the ratio; the page cache is dropped for the files
-//! (POSIX_FADV_DONTNEED) before each read pass so reads come from the device for both.
+//! pwrite+fdatasync and read back with pread, in the same run, on the same filesystem. Prints
+//! MiB/s for both and the ratio; the page cache is dropped for the files (POSIX_FADV_DONTNEED)
+//! before each read pass so reads come from the device for both.
+//!
+//! Writes are measured at two durability granularities, each against the plain floor with the
+//! same one: one piece at a time (`put_piece`; plain: fdatasync after every piece), and batches of
+//! BATCH pieces (`put_pieces`, as the fetcher's storer puts what queued up; plain: one fdatasync
+//! per file touched after every batch).
 //!
 //! Env: POPSEED_BENCH_MIB (default 1024), POPSEED_BENCH_PIECE (default 1MiB),
 //! POPSEED_BENCH_DIR (default: a temp dir under target/).
@@ -19,6 +24,8 @@ use popseed_release::{Layout, VerifiedRelease};
 use popseed_store::{AddOptions, Capacity, Store, StoreConfig};
 
 const FILES: usize = 4;
+/// Pieces per batch in the batched mode (the fetcher's storer takes up to 16).
+const BATCH: usize = 16;
 
 fn release(pieces: &[Vec<u8>], piece_len: u32) -> VerifiedRelease {
     let total: u64 = pieces.iter().map(|p| p.len() as u64).sum();
@@ -37,8 +44,8 @@ fn drop_cache(paths: &[std::path::PathBuf]) {
     }
 }
 
-/// Plain files, same layout: (write MiB/s, read MiB/s).
-fn baseline(dir: &Path, r: &VerifiedRelease, pieces: &[Vec<u8>]) -> (f64, f64) {
+/// Plain files, same layout, fdatasync after every `batch` pieces: (write MiB/s, read MiB/s).
+fn baseline(dir: &Path, r: &VerifiedRelease, pieces: &[Vec<u8>], batch: usize) -> (f64, f64) {
     let layout = r.layout();
     let paths: Vec<_> = layout.files.iter().map(|f| dir.join(f.path())).collect();
     let files: Vec<File> = paths
@@ -52,15 +59,22 @@ fn baseline(dir: &Path, r: &VerifiedRelease, pieces: &[Vec<u8>]) -> (f64, f64) {
         .collect();
     let mib = layout.total_length as f64 / (1 << 20) as f64;
     let t = Instant::now();
+    let mut touched = Vec::new();
     for (i, data) in pieces.iter().enumerate() {
         let segs = layout.piece_segments(i as u32);
         let mut at = 0;
         for s in &segs {
             files[s.file].write_all_at(&data[at..at + s.len as usize], s.file_offset).unwrap();
             at += s.len as usize;
+            touched.push(s.file);
         }
-        for s in &segs {
-            nix::unistd::fdatasync(&files[s.file]).unwrap();
+        if (i + 1) % batch == 0 || i + 1 == pieces.len() {
+            touched.sort_unstable();
+            touched.dedup();
+            for &f in &touched {
+                nix::unistd::fdatasync(&files[f]).unwrap();
+            }
+            touched.clear();
         }
     }
     let w = mib / t.elapsed().as_secs_f64();
@@ -78,14 +92,22 @@ fn baseline(dir: &Path, r: &VerifiedRelease, pieces: &[Vec<u8>]) -> (f64, f64) {
     (w, mib / t.elapsed().as_secs_f64())
 }
 
-fn through_store(dir: &Path, r: &VerifiedRelease, pieces: &[Vec<u8>]) -> (f64, f64) {
+/// The store, `batch` pieces per put: (write MiB/s, read MiB/s).
+fn through_store(dir: &Path, r: &VerifiedRelease, pieces: &[Vec<u8>], batch: usize) -> (f64, f64) {
     let store = Store::open(StoreConfig { dir: dir.to_path_buf(), capacity: Capacity { budget: None, min_free: 0 } }).unwrap();
     store.add_release(r, AddOptions::default()).unwrap();
     let ih = r.infohash();
     let mib = r.layout().total_length as f64 / (1 << 20) as f64;
     let t = Instant::now();
-    for (i, data) in pieces.iter().enumerate() {
-        store.put_piece(&ih, i as u32, data).unwrap();
+    if batch == 1 {
+        for (i, data) in pieces.iter().enumerate() {
+            store.put_piece(&ih, i as u32, data).unwrap();
+        }
+    } else {
+        for (c, chunk) in pieces.chunks(batch).enumerate() {
+            let refs: Vec<(u32, &[u8])> = chunk.iter().enumerate().map(|(k, d)| ((c * batch + k) as u32, d.as_slice())).collect();
+            store.put_pieces(&ih, &refs).unwrap();
+        }
     }
     let w = mib / t.elapsed().as_secs_f64();
     let paths: Vec<_> = (0..r.layout().files.len()).map(|i| store.file_path(&ih, i).unwrap()).collect();
@@ -113,28 +135,35 @@ fn main() {
     eprintln!("generating {n} pieces of {piece} bytes ({total_mib} MiB) in {}", tmp.path().display());
     let pieces: Vec<Vec<u8>> = (0..n).map(|i| common::bytes(i + 1, piece as usize)).collect();
     let r = release(&pieces, piece);
-    std::fs::create_dir_all(tmp.path().join("plain")).unwrap();
-    // Two rounds, alternating order, so neither side always runs on a warmer disk.
-    let (mut bw, mut br, mut sw, mut sr) = (0.0, 0.0, 0.0, 0.0);
-    for round in 0..2 {
-        let plain = tmp.path().join(format!("plain{round}"));
-        let st = tmp.path().join(format!("store{round}"));
-        std::fs::create_dir_all(&plain).unwrap();
-        let (b, s) = if round == 0 {
-            let b = baseline(&plain, &r, &pieces);
-            (b, through_store(&st, &r, &pieces))
-        } else {
-            let s = through_store(&st, &r, &pieces);
-            (baseline(&plain, &r, &pieces), s)
-        };
-        bw += b.0 / 2.0;
-        br += b.1 / 2.0;
-        sw += s.0 / 2.0;
-        sr += s.1 / 2.0;
-        std::fs::remove_dir_all(&plain).unwrap();
-        std::fs::remove_dir_all(&st).unwrap();
-    }
     println!("store bench: {total_mib} MiB in {} pieces of {} KiB, {} files", n, piece / 1024, FILES);
-    println!("  write  pwrite+fdatasync {bw:8.1} MiB/s   store.put_piece {sw:8.1} MiB/s   ratio {:.2}", sw / bw);
-    println!("  read   pread            {br:8.1} MiB/s   store.read      {sr:8.1} MiB/s   ratio {:.2}", sr / br);
+    for batch in [1, BATCH] {
+        // Two rounds, alternating order, so neither side always runs on a warmer disk.
+        let (mut bw, mut br, mut sw, mut sr) = (0.0, 0.0, 0.0, 0.0);
+        for round in 0..2 {
+            let plain = tmp.path().join(format!("plain{round}"));
+            let st = tmp.path().join(format!("store{round}"));
+            std::fs::create_dir_all(&plain).unwrap();
+            let (b, s) = if round == 0 {
+                let b = baseline(&plain, &r, &pieces, batch);
+                (b, through_store(&st, &r, &pieces, batch))
+            } else {
+                let s = through_store(&st, &r, &pieces, batch);
+                (baseline(&plain, &r, &pieces, batch), s)
+            };
+            bw += b.0 / 2.0;
+            br += b.1 / 2.0;
+            sw += s.0 / 2.0;
+            sr += s.1 / 2.0;
+            std::fs::remove_dir_all(&plain).unwrap();
+            std::fs::remove_dir_all(&st).unwrap();
+        }
+        if batch == 1 {
+            println!("  write, one piece at a time (plain: fdatasync per piece)");
+            println!("         pwrite+fdatasync {bw:8.1} MiB/s   store.put_piece  {sw:8.1} MiB/s   ratio {:.2}", sw / bw);
+            println!("  read   pread            {br:8.1} MiB/s   store.read       {sr:8.1} MiB/s   ratio {:.2}", sr / br);
+        } else {
+            println!("  write, batches of {batch} pieces (plain: fdatasync per file per batch)");
+            println!("         pwrite+fdatasync {bw:8.1} MiB/s   store.put_pieces {sw:8.1} MiB/s   ratio {:.2}", sw / bw);
+        }
+    }
 }
