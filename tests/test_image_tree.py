@@ -324,6 +324,97 @@ def test_genimage_layout(tmp_path, board):
     assert label == "POPSEED"
 
 
+@pytest.mark.parametrize("board", [d.relative_to(BR / "board").as_posix() for d in BOARD_DIRS])
+def test_post_image_script_assembles_the_board_image(tmp_path, board):
+    """Runs board/common/post-image.sh (and so the board's popseed-hook.sh) as Buildroot would,
+    on stand-ins for what the build puts in BINARIES_DIR (kernel, firmware, loader blobs, a small
+    root file system), with a RAUC signing key: checks the disk image's partitions, the boot
+    partition's files for the board, and the signed bundle."""
+    import json
+
+    for t in ("genimage", "mkfs.vfat", "mke2fs", "sfdisk", "mcopy", "mdir", "mtype", "mkimage", "grub-editenv", "rauc", "openssl"):
+        need(t)
+    bdir = BR / "board" / board
+    meta = read_meta(bdir)
+    bid = meta["BOARD_ID"]
+    bins = tmp_path / "images"
+    bins.mkdir()
+    rootdir = tmp_path / "rootdir"
+    (rootdir / "etc/popseed").mkdir(parents=True)
+    (rootdir / "etc/popseed/version").write_text("1.2.3\n")
+    (rootdir / "etc/popseed/noise").write_bytes(os.urandom(64 << 10))  # a bundle's squashfs must exceed 4 KiB
+    sh("mke2fs", "-q", "-t", "ext4", "-L", "popseed-rootfs", "-d", rootdir, bins / "rootfs.ext4", "8M")
+    if board == "pc/x86_64":
+        (bins / "efi-part/EFI/BOOT").mkdir(parents=True)
+        (bins / "efi-part/EFI/BOOT/bootx64.efi").write_bytes(b"MZ stand-in for GRUB's EFI binary")
+    if board == "raspberrypi/rpi5":
+        # Buildroot's rpi-firmware package installs the board's config.txt and cmdline.txt here.
+        (bins / "rpi-firmware").mkdir()
+        shutil.copy(bdir / "config.txt", bins / "rpi-firmware/config.txt")
+        shutil.copy(bdir / "cmdline.txt", bins / "rpi-firmware/cmdline.txt")
+        (bins / "Image").write_bytes(b"kernel stand-in")
+        (bins / "bcm2712-rpi-5-b.dtb").write_bytes(b"dtb stand-in")
+    if board == "radxa/rock5b":
+        (bins / "idbloader.img").write_bytes(b"IDBL" * 1024)
+        (bins / "u-boot.itb").write_bytes(b"UBIT" * 1024)
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    p = sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+           "-subj", "/CN=popseed-post-image-test")
+    assert p.returncode == 0, p.stdout
+    env = {**os.environ, "POPSEED_RAUC_KEY": str(key), "POPSEED_RAUC_CERT": str(cert), "POPSEED_VERSION": "1.2.3",
+           "ROOTFS_SIZE": "16M", "MTOOLS_SKIP_CHECK": "1"}
+    p = subprocess.run(["bash", str(BR / "board/common/post-image.sh"), str(bins), str(bdir)], env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout
+
+    disk = bins / f"popseed-{bid}.img"
+    table = json.loads(sh("sfdisk", "-J", disk).stdout)["partitiontable"]
+    names = [q["name"] for q in table["partitions"]]
+    assert names == ["popseed-boot", "popseed-rootfs-a", "popseed-rootfs-b", "popseed-data"], names
+    boot_at = f"{disk}@@{table['partitions'][0]['start'] * 512}"
+
+    def boot_file(path: str) -> str:
+        r = subprocess.run(["mtype", "-i", boot_at, f"::{path}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert r.returncode == 0, f"{path} is not on the boot partition: {r.stderr}"
+        return r.stdout
+
+    assert "[wifi]" in boot_file("popseed.toml.example")
+    if board == "pc/x86_64":
+        assert "load_env" in boot_file("EFI/BOOT/grub.cfg")
+        out = tmp_path / "grubenv"
+        r = subprocess.run(["mcopy", "-i", boot_at, "::EFI/BOOT/grubenv", str(out)], env=env)
+        assert r.returncode == 0
+        env_vars = dict(ln.split("=", 1) for ln in sh("grub-editenv", out, "list").stdout.splitlines() if "=" in ln)
+        assert env_vars == {"ORDER": "A B", "A_OK": "1", "A_TRY": "0", "B_OK": "0", "B_TRY": "0"}, env_vars
+        assert boot_file("EFI/BOOT/bootx64.efi").startswith("MZ")
+    elif board == "raspberrypi/rpi5":
+        assert "os_prefix=slot-a/" in boot_file("config.txt")
+        assert "os_prefix=slot-b/" in boot_file("tryboot.txt")
+        for slot in ("a", "b"):
+            cmdline = boot_file(f"slot-{slot}/cmdline.txt")
+            assert f"root=PARTLABEL=popseed-rootfs-{slot}" in cmdline and f"rauc.slot={slot.upper()}" in cmdline, cmdline
+            assert boot_file(f"slot-{slot}/Image") == "kernel stand-in"
+            assert boot_file(f"slot-{slot}/bcm2712-rpi-5-b.dtb") == "dtb stand-in"
+    else:
+        # U-Boot boards: boot.scr is a legacy image (magic 27 05 19 56) wrapping boot.cmd.
+        scr = tmp_path / "boot.scr"
+        r = subprocess.run(["mcopy", "-i", boot_at, "::boot.scr", str(scr)], env=env)
+        assert r.returncode == 0
+        data = scr.read_bytes()
+        assert data[:4] == bytes.fromhex("27051956"), data[:8].hex()
+        assert (bdir / "boot.cmd").read_bytes().strip() in data
+    if board == "radxa/rock5b":
+        raw = disk.read_bytes()[: 8 * 1024 * 1024 + 4096]
+        assert raw[32 * 1024: 32 * 1024 + 4096] == b"IDBL" * 1024, "idbloader.img not at 32 KiB"
+        assert raw[8 * 1024 * 1024:] == b"UBIT" * 1024, "u-boot.itb not at 8 MiB"
+
+    bundle = bins / f"popseed-{bid}-1.2.3.raucb"
+    p = sh("rauc", "info", "--keyring", cert, "--output-format=json", bundle)
+    assert p.returncode == 0, p.stdout
+    info = json.loads(p.stdout[p.stdout.index("{"):])
+    assert info["compatible"] == meta["RAUC_COMPATIBLE"] and info["version"] == "1.2.3", info
+
+
 # ---------------------------------------------------------------------------------- with a Buildroot tree
 
 
