@@ -160,6 +160,17 @@ def test_grub_falls_back_to_a_when_nothing_is_bootable():
 
 
 @pytest.mark.skipif(REASON is not None, reason=REASON or "")
+def install_bundle(box, bundle: Path, disk: Path, want_primary: str) -> tuple[str, dict]:
+    """Hot-plugs a disk holding `bundle`, waits for the test-only unit's `rauc install` into
+    `want_primary` (rootfs.0 = A, rootfs.1 = B) and the reboot; returns (install seconds, grubenv)."""
+    box.plug_disk(update_disk(bundle, disk))
+    m = box.wait_console(r"POPSEED-TEST-UPDATE result=(\w+) seconds=(\d+) primary=(\S+)", INSTALL_TIMEOUT,
+                         f"rauc install of {bundle.name}")
+    assert m.group(1) == "ok" and m.group(3) == want_primary, f"{m.group(0)}\n{box.tail()}"
+    box.wait_exit(120, "the reboot after the install")
+    return m.group(2), box.grubenv()
+
+
 def test_update_into_b_then_roll_back_from_a_broken_update(tmp_path):
     image = session_image()
     if image.get("bootloader") != "grub" or set(image.get("bundles") or {}) < {"update", "broken"}:
@@ -191,14 +202,9 @@ def test_update_into_b_then_roll_back_from_a_broken_update(tmp_path):
         counts = origin.piece_counts(infohash)
         phase("boot A, fill, A marked good")
 
-        box.plug_disk(update_disk(Path(image["bundles"]["update"]), tmp_path / "update-disk.img"))
-        m = box.wait_console(r"POPSEED-TEST-UPDATE result=(\w+) seconds=(\d+) primary=(\S+)", INSTALL_TIMEOUT,
-                             "rauc install of the test-update bundle")
-        assert m.group(1) == "ok" and m.group(3) == "rootfs.1", f"{m.group(0)}\n{box.tail()}"
-        box.wait_exit(120, "the reboot after the install")
-        env = box.grubenv()
+        secs, env = install_bundle(box, Path(image["bundles"]["update"]), tmp_path / "update-disk.img", "rootfs.1")
         assert env["ORDER"].split()[0] == "B" and env["B_OK"] == "1" and env["B_TRY"] == "0", env
-        phase(f"install the update into B (rauc install {m.group(2)} s) and reboot")
+        phase(f"install the update into B (rauc install {secs} s) and reboot")
 
         # ---- boot 2: slot B runs the update, is marked good, and still has the data partition.
         assert box.start() == "B", box.grubenv()
@@ -211,14 +217,9 @@ def test_update_into_b_then_roll_back_from_a_broken_update(tmp_path):
         assert origin.piece_counts(infohash) == counts, "the box fetched pieces again after the update"
         phase("boot B (the update), B marked good, data survived")
 
-        box.plug_disk(update_disk(Path(image["bundles"]["broken"]), tmp_path / "broken-disk.img"))
-        m = box.wait_console(r"POPSEED-TEST-UPDATE result=(\w+) seconds=(\d+) primary=(\S+)", INSTALL_TIMEOUT,
-                             "rauc install of the test-broken bundle")
-        assert m.group(1) == "ok" and m.group(3) == "rootfs.0", f"{m.group(0)}\n{box.tail()}"
-        box.wait_exit(120, "the reboot after the install")
-        env = box.grubenv()
+        secs, env = install_bundle(box, Path(image["bundles"]["broken"]), tmp_path / "broken-disk.img", "rootfs.0")
         assert env["ORDER"].split()[0] == "A" and env["A_OK"] == "1" and env["B_OK"] == "1", env
-        phase(f"install the broken update into A (rauc install {m.group(2)} s) and reboot")
+        phase(f"install the broken update into A (rauc install {secs} s) and reboot")
 
         # ---- boot 3: slot A (broken) never gets healthy: marked bad, reboot.
         assert box.start() == "A", box.grubenv()
