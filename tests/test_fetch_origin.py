@@ -208,7 +208,8 @@ def test_agent_sigkill_resumes_without_refetching(tmp_path):
     rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB")
     stats = tmp_path / "origin-stats.json"
     origin, fp, port = start_origin(tmp_path, "o1", [(rel.dir, rel.src)], extra=["--rate-limit", "25MiB", "--stats-file", stats])
-    cfg = agent_config(tmp_path, [(f"127.0.0.1:{port}", fp)], rel.dir)
+    # requests of 4 pieces on 8 streams, so at most 32 pieces are in flight at the kill
+    cfg = agent_config(tmp_path, [(f"127.0.0.1:{port}", fp)], rel.dir, extra='streams_per_origin = 8\nrequest_bytes = "1MiB"')
     try:
         agent = Proc(["agent", "--config", cfg], tmp_path / "agent1.log")
         wait_until(lambda: done_fraction(cfg) >= 0.4, 60, "40% of the fill")

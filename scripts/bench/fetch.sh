@@ -22,6 +22,8 @@ head -c $((mib << 20)) /dev/urandom > "$work/src/bench/data.bin"
 "$bin" keygen --out "$work/keys/pub" >/dev/null
 "$bin" publish "$work/src/bench" --key "$work/keys/pub.key" --out "$work/rel" --piece-size 1MiB --critical 'data.bin:8MiB' >/dev/null 2>&1
 cat "$work/src/bench/data.bin" > /dev/null  # warm the origin's page cache
+# write the set-up data back now, so its writeback does not compete with the box's fdatasyncs
+sync
 
 # --- ceiling
 "$ceiling" server 127.0.0.1:0 > "$work/ceiling.out" & pids+=($!)

@@ -89,6 +89,9 @@ pub fn progress_line(s: &Snapshot) -> String {
         }
         if r.complete {
             p.push_str(", complete");
+            if let Some(ms) = r.fill_ms {
+                p.push_str(&format!(" in {:.1}s", ms as f64 / 1000.0));
+            }
         }
         parts.push(p);
     }

@@ -21,6 +21,9 @@ use crate::progress::{ReleaseProgress, Snapshot, Tracker};
 use crate::scheduler::{OriginId, Scheduler};
 use crate::webseed;
 
+/// Most pieces one store put takes from a request stream.
+const STORE_BATCH_MAX: usize = 16;
+
 /// Scheduler id of the web seed pseudo-origin.
 const WEB_SEED: OriginId = usize::MAX;
 
@@ -51,8 +54,10 @@ pub struct FetchConfig {
 impl Default for FetchConfig {
     fn default() -> Self {
         FetchConfig {
-            streams_per_origin: 8,
-            request_bytes: 1 << 20,
+            // few streams with large requests: a batch of 16 pieces hashes in AVX-512 lanes and
+            // costs one fdatasync (docs/decisions.md, "Fetch")
+            streams_per_origin: 4,
+            request_bytes: 16 << 20,
             rate_limit: None,
             connect_timeout: Duration::from_secs(5),
             backoff_max: Duration::from_secs(10),
@@ -139,6 +144,7 @@ impl Fetcher {
             critical_pieces: critical.len() as u32,
             critical_done: critical.iter().filter(|&&i| bitfield.get(i)).count() as u32,
             first_critical_ms: None,
+            fill_ms: None,
             arrival: Vec::new(),
             complete: bitfield.is_complete(),
         });
@@ -310,7 +316,12 @@ impl Fetcher {
                 // size the batch by the release at the head of the queue
                 let probe = s.next_batch(origin, 1);
                 if let Some(first) = probe.first().copied() {
-                    let n = self.batch_size(&first.infohash);
+                    // Never more than an equal share of what is left, so one origin (or one
+                    // stream) does not take a small release or a fill's tail for itself.
+                    let origins = (0..self.origins.len()).filter(|&o| !s.is_dropped(o)).count();
+                    let slots = (origins * self.cfg.streams_per_origin).max(1);
+                    let share = (s.unassigned(&first.infohash) + 1).div_ceil(slots);
+                    let n = self.batch_size(&first.infohash).min(share.max(1));
                     let mut batch = probe;
                     // on-demand pieces go alone, so a waiting peer is not behind a batch
                     if n > 1 && first.priority <= crate::scheduler::PRIORITY_CRITICAL {
@@ -353,6 +364,7 @@ impl Fetcher {
                 r = client.request_pieces(ih, priority, &indices, release.layout().piece_length) => r,
             };
             let mut pending: std::collections::HashSet<u32> = indices.iter().copied().collect();
+            let mut arrived: Vec<(u32, bytes::Bytes)> = Vec::new();
             let outcome = match result {
                 Ok(mut stream) => loop {
                     let next = tokio::select! {
@@ -368,8 +380,21 @@ impl Fetcher {
                                 self.work.notify_waiters();
                                 continue;
                             }
-                            if self.store_piece(&release, reply.index, reply.data, id).await == StoreOutcome::DropOrigin {
-                                break Err(Ended::Dropped);
+                            // Planned pieces of a batch are stored together (their hashes run in
+                            // SIMD lanes, one fdatasync and index flush for all); critical and
+                            // on-demand pieces are stored the moment they arrive.
+                            if priority > crate::scheduler::PRIORITY_NORMAL || indices.len() == 1 {
+                                if self.store_piece(&release, reply.index, reply.data, id).await == StoreOutcome::DropOrigin {
+                                    break Err(Ended::Dropped);
+                                }
+                            } else {
+                                arrived.push((reply.index, reply.data));
+                                if pending.is_empty() || arrived.len() >= STORE_BATCH_MAX {
+                                    let batch = std::mem::take(&mut arrived);
+                                    if self.store_pieces(&release, batch, id).await == StoreOutcome::DropOrigin {
+                                        break Err(Ended::Dropped);
+                                    }
+                                }
                             }
                         }
                         Ok(None) => break Ok(()),
@@ -378,6 +403,11 @@ impl Fetcher {
                 },
                 Err(e) => Err(Ended::Lost(e.to_string())),
             };
+            // pieces received before the stream failed are still good to keep
+            if !arrived.is_empty() {
+                let batch = std::mem::take(&mut arrived);
+                self.store_pieces(&release, batch, id).await;
+            }
             if !pending.is_empty() {
                 let mut s = lock(&self.sched);
                 for &i in &pending {
@@ -394,6 +424,55 @@ impl Fetcher {
         }
     }
 
+    /// Stores several pieces of one release in one put; if the batch fails (a bad piece among
+    /// them), each piece is put on its own so the good ones land and the bad one is counted.
+    async fn store_pieces(&self, release: &Arc<VerifiedRelease>, pieces: Vec<(u32, bytes::Bytes)>, origin: OriginId) -> StoreOutcome {
+        if pieces.len() == 1 {
+            let (index, data) = pieces.into_iter().next().expect("one piece");
+            return self.store_piece(release, index, data, origin).await;
+        }
+        let ih = release.infohash();
+        let store = self.store.clone();
+        let (put, pieces) = tokio::task::spawn_blocking(move || {
+            let refs: Vec<(u32, &[u8])> = pieces.iter().map(|(i, d)| (*i, &d[..])).collect();
+            let put = store.put_pieces(&ih, &refs);
+            (put, pieces)
+        })
+        .await
+        .unwrap_or_else(|e| (Err(StoreError::Corrupt(format!("put task failed: {e}"))), Vec::new()));
+        match put {
+            Ok(outcomes) => {
+                for ((index, data), put) in pieces.iter().zip(outcomes) {
+                    if put != Put::InProgress {
+                        self.piece_stored(&ih, *index, data.len() as u64, origin);
+                    }
+                }
+                self.progress_changed.notify_waiters();
+                StoreOutcome::Ok
+            }
+            Err(_) => {
+                let mut outcome = StoreOutcome::Ok;
+                for (index, data) in pieces {
+                    if self.store_piece(release, index, data, origin).await == StoreOutcome::DropOrigin {
+                        outcome = StoreOutcome::DropOrigin;
+                    }
+                }
+                outcome
+            }
+        }
+    }
+
+    fn piece_stored(&self, ih: &[u8; 20], index: u32, len: u64, origin: OriginId) {
+        let (first, critical) = {
+            let mut s = lock(&self.sched);
+            (s.done(ih, index), s.is_critical(ih, index))
+        };
+        // a copy stored twice (an origin given up on and another) counts once
+        if first {
+            lock(&self.tracker).stored(&hex::encode(ih), index, len, critical, origin);
+        }
+    }
+
     async fn store_piece(&self, release: &Arc<VerifiedRelease>, index: u32, data: bytes::Bytes, origin: OriginId) -> StoreOutcome {
         let ih = release.infohash();
         let store = self.store.clone();
@@ -403,14 +482,7 @@ impl Fetcher {
             .unwrap_or_else(|e| Err(StoreError::Corrupt(format!("put task failed: {e}"))));
         match put {
             Ok(Put::Stored) | Ok(Put::AlreadyPresent) => {
-                let (first, critical) = {
-                    let mut s = lock(&self.sched);
-                    (s.done(&ih, index), s.is_critical(&ih, index))
-                };
-                // a copy stored twice (an origin given up on and another) counts once
-                if first {
-                    lock(&self.tracker).stored(&hex::encode(ih), index, len, critical, origin);
-                }
+                self.piece_stored(&ih, index, len, origin);
                 self.progress_changed.notify_waiters();
                 StoreOutcome::Ok
             }

@@ -32,6 +32,9 @@ pub struct ReleaseProgress {
     /// Milliseconds from the release being added to the fill until its first critical piece
     /// was stored (None until then, or if it has no critical piece to fetch).
     pub first_critical_ms: Option<u64>,
+    /// Milliseconds from the release being added to the fill until its last piece was stored
+    /// (None until this fill completes it; a release complete when added has none).
+    pub fill_ms: Option<u64>,
     /// Pieces in the order this fill stored them.
     pub arrival: Vec<u32>,
     pub complete: bool,
@@ -99,6 +102,9 @@ impl Tracker {
                 }
             }
             r.complete = r.pieces_done >= r.piece_count;
+            if r.complete && r.fill_ms.is_none() {
+                r.fill_ms = Some(now.duration_since(*started).as_millis() as u64);
+            }
         }
     }
 

@@ -284,6 +284,14 @@ impl Scheduler {
         }
     }
 
+    /// Pieces of a release not yet handed to any origin (the rest of the plan and the retries).
+    pub fn unassigned(&self, ih: &[u8; 20]) -> usize {
+        self.releases
+            .iter()
+            .find(|r| &r.infohash == ih)
+            .map_or(0, |r| r.plan.len().saturating_sub(r.cursor) + r.retry.len())
+    }
+
     pub fn missing(&self, ih: &[u8; 20]) -> Option<u32> {
         self.releases.iter().find(|r| &r.infohash == ih).map(|r| r.missing)
     }
@@ -327,9 +335,12 @@ mod tests {
         let b = s.next_batch(0, 2);
         assert_eq!(indices(&b), vec![0, 2]);
         assert!(b[0].priority <= PRIORITY_NORMAL && b[0].priority > b[1].priority);
+        assert_eq!(s.unassigned(&IH), 3);
         assert_eq!(indices(&s.next_batch(1, 10)), vec![3, 4, 7]);
         assert!(s.next_batch(0, 10).is_empty(), "everything is in flight");
-        assert_eq!(s.missing(&IH), Some(5));
+        assert_eq!((s.missing(&IH), s.unassigned(&IH)), (Some(5), 0));
+        s.failed(&IH, 4);
+        assert_eq!(s.unassigned(&IH), 1, "a failed piece is handed out again");
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The appliance's side of popseed/1: one QUIC connection to an origin, one stream per request.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::bufpool::BufPool;
 use crate::error::OriginError;
 use crate::proto::{self, PieceReply, PiecesParser, Request, Status};
 use crate::rate::RateLimiter;
@@ -22,9 +24,13 @@ pub struct CatalogEntry {
     pub total_size: u64,
 }
 
+/// Bytes of piece buffers a connection keeps for reuse (about what its streams hold in flight).
+const PIECE_BUFFERS_KEPT: usize = 64 << 20;
+
 #[derive(Clone)]
 pub struct OriginClient {
     conn: quinn::Connection,
+    buffers: Arc<BufPool>,
 }
 
 /// A client endpoint for `addr`'s address family.
@@ -49,7 +55,7 @@ impl OriginClient {
             .await
             .map_err(|_| OriginError::Connect { addr, reason: format!("no answer within {timeout:?}") })?
             .map_err(|e| OriginError::Connect { addr, reason: e.to_string() })?;
-        Ok(OriginClient { conn })
+        Ok(OriginClient { conn, buffers: BufPool::new(PIECE_BUFFERS_KEPT) })
     }
 
     pub fn remote(&self) -> SocketAddr {
@@ -78,7 +84,7 @@ impl OriginClient {
         let _ = send.set_priority(priority);
         send.write_all(&Request::GetPieces { infohash, priority, indices: indices.to_vec() }.encode()).await?;
         let _ = send.finish();
-        Ok(PieceStream { recv, parser: PiecesParser::new(indices, max_len), ready: Default::default(), ended: false })
+        Ok(PieceStream { recv, parser: PiecesParser::with_buffers(indices, max_len, self.buffers.clone()), ready: Default::default(), ended: false })
     }
 
     /// Fetches a release's manifest.json and .torrent bytes.

@@ -3,10 +3,12 @@
 //! - [`proto`]: the wire format and an incremental response parser, with no I/O.
 //! - [`server`]: the origin seed server's async shell (`popseed origin`).
 //! - [`client`]: one appliance-side connection to an origin.
+//! - [`bufpool`]: reusable piece buffers for the server's reads.
 //! - [`tls`]: certificates, fingerprints, pinned-certificate trust.
 //!
 //! The protocol is specified in docs/protocol.md.
 
+pub mod bufpool;
 pub mod client;
 pub mod error;
 pub mod proto;

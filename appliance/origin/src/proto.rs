@@ -16,7 +16,11 @@
 //! ```
 //! All integers are big-endian.
 
+use std::sync::Arc;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::bufpool::BufPool;
 
 pub const ALPN: &[u8] = b"popseed/1";
 /// ALPN of the device link (prewarm jobs pushed to appliances; see docs/protocol.md).
@@ -213,8 +217,9 @@ pub struct PiecesParser {
     expected: std::collections::VecDeque<u32>,
     max_len: u32,
     header: Vec<u8>,
-    body: Option<(u32, Status, BytesMut, usize)>,
+    body: Option<(u32, Status, Vec<u8>, usize)>,
     done: Vec<PieceReply>,
+    buffers: Option<Arc<BufPool>>,
 }
 
 impl PiecesParser {
@@ -226,7 +231,14 @@ impl PiecesParser {
             header: Vec::with_capacity(9),
             body: None,
             done: Vec::new(),
+            buffers: None,
         }
+    }
+
+    /// Like [`PiecesParser::new`], assembling pieces in buffers from `pool` (they go back to it
+    /// when the piece's `Bytes` are dropped).
+    pub fn with_buffers(expected: &[u32], max_len: u32, pool: Arc<BufPool>) -> Self {
+        PiecesParser { buffers: Some(pool), ..Self::new(expected, max_len) }
     }
 
     /// Feeds bytes; returns pieces completed by them.
@@ -237,7 +249,12 @@ impl PiecesParser {
                 buf.extend_from_slice(&data[..take]);
                 data = &data[take..];
                 if buf.len() == *want {
-                    let reply = PieceReply { index: *index, status: *status, data: std::mem::take(buf).freeze() };
+                    let buf = std::mem::take(buf);
+                    let data = match &self.buffers {
+                        Some(pool) => pool.freeze(buf),
+                        None => Bytes::from(buf),
+                    };
+                    let reply = PieceReply { index: *index, status: *status, data };
                     self.body = None;
                     self.done.push(reply);
                 }
@@ -264,7 +281,11 @@ impl PiecesParser {
             if len == 0 {
                 self.done.push(PieceReply { index, status, data: Bytes::new() });
             } else {
-                self.body = Some((index, status, BytesMut::with_capacity(len as usize), len as usize));
+                let buf = match &self.buffers {
+                    Some(pool) => pool.take_empty(len as usize),
+                    None => Vec::with_capacity(len as usize),
+                };
+                self.body = Some((index, status, buf, len as usize));
             }
         }
         Ok(std::mem::take(&mut self.done))
@@ -320,8 +341,10 @@ mod tests {
     #[test]
     fn parser_handles_any_split() {
         let bytes = response(&[(3, Status::Ok, b"hello"), (4, Status::NoSuchPiece, b""), (5, Status::Ok, b"xy")]);
+        // reused buffers hold the previous pieces' bytes: none of them may show through
+        let pool = BufPool::new(1 << 10);
         for split in 1..bytes.len() {
-            let mut p = PiecesParser::new(&[3, 4, 5], 16);
+            let mut p = if split % 2 == 0 { PiecesParser::new(&[3, 4, 5], 16) } else { PiecesParser::with_buffers(&[3, 4, 5], 16, pool.clone()) };
             let mut got = Vec::new();
             for chunk in bytes.chunks(split) {
                 got.extend(p.push(chunk).unwrap());

@@ -8,14 +8,17 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use popseed_release::{DataDir, VerifiedRelease};
 use serde::Serialize;
 
+use crate::bufpool::BufPool;
 use crate::error::OriginError;
 use crate::proto::{self, code, Request, Status};
 use crate::rate::RateLimiter;
 use crate::tls::{self, Identity};
+
+/// Bytes of piece buffers kept for reuse between requests.
+const PIECE_BUFFERS_KEPT: usize = 64 << 20;
 
 #[derive(Debug, Clone)]
 pub struct OriginConfig {
@@ -120,6 +123,7 @@ struct Shared {
     releases: HashMap<[u8; 20], ServedRelease>,
     stats: Arc<OriginStats>,
     cfg: OriginConfig,
+    buffers: Arc<BufPool>,
 }
 
 pub struct OriginServer {
@@ -143,7 +147,7 @@ impl OriginServer {
         let server_cfg = tls::server_config(identity, cfg.max_streams_per_connection)?;
         let endpoint = quinn::Endpoint::server(server_cfg, cfg.listen).map_err(|e| OriginError::Bind { addr: cfg.listen, err: e })?;
         let releases = releases.into_iter().map(|r| (r.release.infohash(), r)).collect();
-        Ok(OriginServer { endpoint, shared: Arc::new(Shared { control, releases, stats: Arc::default(), cfg }) })
+        Ok(OriginServer { endpoint, shared: Arc::new(Shared { control, releases, stats: Arc::default(), cfg, buffers: BufPool::new(PIECE_BUFFERS_KEPT) }) })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, OriginError> {
@@ -280,7 +284,11 @@ async fn serve_stream(
                 }
                 let sh = shared.clone();
                 let data = tokio::task::spawn_blocking(move || match sh.releases.get(&infohash) {
-                    Some(r) => r.data.read_piece(index),
+                    Some(r) => {
+                        let len = r.release.layout().piece_size(index).unwrap_or(0) as usize;
+                        let mut buf = sh.buffers.take(len);
+                        r.data.read_piece_at(index, 0, &mut buf).map(|()| sh.buffers.freeze(buf))
+                    }
                     None => Err(popseed_release::ReleaseError::DataMismatch("release gone".into())),
                 })
                 .await
@@ -292,7 +300,7 @@ async fn serve_stream(
                         }
                         send.write_all(&proto::piece_header(Status::Ok, index, bytes.len() as u32)).await?;
                         let n = bytes.len();
-                        send.write_chunk(Bytes::from(bytes)).await?;
+                        send.write_chunk(bytes).await?;
                         shared.stats.served(&infohash, index, n);
                     }
                     Err(e) => {
