@@ -210,6 +210,10 @@ pub struct PieceReply {
     pub data: Bytes,
 }
 
+/// Alignment of the start of every assembled piece in memory (a page, so the store can write
+/// it with O_DIRECT).
+pub const PIECE_ALIGN: usize = 4096;
+
 /// Incremental parser for a GET_PIECES response: push the stream's chunks as they arrive,
 /// collect finished pieces. Piece bodies are accumulated once into a buffer of the announced
 /// length (bounded by [`MAX_PIECE`] and the expected piece size).
@@ -217,7 +221,9 @@ pub struct PiecesParser {
     expected: std::collections::VecDeque<u32>,
     max_len: u32,
     header: Vec<u8>,
-    body: Option<(u32, Status, Vec<u8>, usize)>,
+    /// The piece being received: index, status, buffer, where the piece starts in the buffer,
+    /// its length.
+    body: Option<(u32, Status, Vec<u8>, usize, usize)>,
     done: Vec<PieceReply>,
     buffers: Option<Arc<BufPool>>,
 }
@@ -244,17 +250,17 @@ impl PiecesParser {
     /// Feeds bytes; returns pieces completed by them.
     pub fn push(&mut self, mut data: &[u8]) -> Result<Vec<PieceReply>, ProtoError> {
         while !data.is_empty() {
-            if let Some((index, status, buf, want)) = &mut self.body {
-                let take = (*want - buf.len()).min(data.len());
+            if let Some((index, status, buf, start, want)) = &mut self.body {
+                let take = (*start + *want - buf.len()).min(data.len());
                 buf.extend_from_slice(&data[..take]);
                 data = &data[take..];
-                if buf.len() == *want {
+                if buf.len() == *start + *want {
                     let buf = std::mem::take(buf);
                     let data = match &self.buffers {
                         Some(pool) => pool.freeze(buf),
                         None => Bytes::from(buf),
                     };
-                    let reply = PieceReply { index: *index, status: *status, data };
+                    let reply = PieceReply { index: *index, status: *status, data: data.slice(*start..) };
                     self.body = None;
                     self.done.push(reply);
                 }
@@ -281,11 +287,15 @@ impl PiecesParser {
             if len == 0 {
                 self.done.push(PieceReply { index, status, data: Bytes::new() });
             } else {
-                let buf = match &self.buffers {
-                    Some(pool) => pool.take_empty(len as usize),
-                    None => Vec::with_capacity(len as usize),
+                let cap = len as usize + PIECE_ALIGN;
+                let mut buf = match &self.buffers {
+                    Some(pool) => pool.take_empty(cap),
+                    None => Vec::with_capacity(cap),
                 };
-                self.body = Some((index, status, buf, len as usize));
+                // the piece starts on a page boundary (the store can write it with O_DIRECT)
+                let start = (PIECE_ALIGN - buf.as_ptr() as usize % PIECE_ALIGN) % PIECE_ALIGN;
+                buf.resize(start, 0);
+                self.body = Some((index, status, buf, start, len as usize));
             }
         }
         Ok(std::mem::take(&mut self.done))
@@ -354,6 +364,7 @@ mod tests {
             assert_eq!(got[0].data.as_ref(), b"hello");
             assert_eq!(got[1].status, Status::NoSuchPiece);
             assert_eq!(got[2].data.as_ref(), b"xy");
+            assert_eq!(got[0].data.as_ptr() as usize % PIECE_ALIGN, 0, "pieces start on a page boundary");
         }
     }
 
