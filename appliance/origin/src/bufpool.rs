@@ -19,7 +19,7 @@ impl BufPool {
 
     fn reuse(&self, capacity: usize) -> Option<Vec<u8>> {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        free.iter().position(|b| b.capacity() >= capacity).map(|i| free.swap_remove(i))
+        free.iter().rposition(|b| b.capacity() >= capacity).map(|i| free.swap_remove(i))
     }
 
     /// A buffer of exactly `len` bytes (old contents: the caller overwrites all of them).
