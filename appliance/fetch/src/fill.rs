@@ -23,6 +23,8 @@ use crate::webseed;
 
 /// Most pieces one store put takes from a request stream.
 const STORE_BATCH_MAX: usize = 16;
+/// Longest a received piece waits in memory for the rest of its batch.
+const STORE_BATCH_WAIT: Duration = Duration::from_millis(100);
 
 /// Scheduler id of the web seed pseudo-origin.
 const WEB_SEED: OriginId = usize::MAX;
@@ -365,6 +367,7 @@ impl Fetcher {
             };
             let mut pending: std::collections::HashSet<u32> = indices.iter().copied().collect();
             let mut arrived: Vec<(u32, bytes::Bytes)> = Vec::new();
+            let mut batch_started = Instant::now();
             let outcome = match result {
                 Ok(mut stream) => loop {
                     let next = tokio::select! {
@@ -388,8 +391,13 @@ impl Fetcher {
                                     break Err(Ended::Dropped);
                                 }
                             } else {
+                                if arrived.is_empty() {
+                                    batch_started = Instant::now();
+                                }
                                 arrived.push((reply.index, reply.data));
-                                if pending.is_empty() || arrived.len() >= STORE_BATCH_MAX {
+                                // a slow link stores what it has every STORE_BATCH_WAIT, so a
+                                // power cut loses little of what already arrived
+                                if pending.is_empty() || arrived.len() >= STORE_BATCH_MAX || batch_started.elapsed() >= STORE_BATCH_WAIT {
                                     let batch = std::mem::take(&mut arrived);
                                     if self.store_pieces(&release, batch, id).await == StoreOutcome::DropOrigin {
                                         break Err(Ended::Dropped);

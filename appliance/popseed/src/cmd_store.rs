@@ -34,7 +34,12 @@ pub enum StoreCommand {
         json: bool,
     },
     /// Show one release (by infohash or name): files, pieces present, ttl.
-    Show { release: String },
+    Show {
+        release: String,
+        /// Print JSON, with the index of every piece present.
+        #[arg(long)]
+        json: bool,
+    },
     /// Add a release and copy its pieces from a data folder, verifying every piece.
     Import {
         /// Release directory (release.torrent + manifest.json).
@@ -84,7 +89,7 @@ pub fn run(a: StoreArgs) -> Result<()> {
     .with_context(|| format!("opening store {}", a.dir.display()))?;
     match a.command {
         StoreCommand::List { json } => list(&store, json),
-        StoreCommand::Show { release } => show(&store, &find(&store, &release)?),
+        StoreCommand::Show { release, json } => show(&store, &find(&store, &release)?, json),
         StoreCommand::Import { release, data, pubkey, pin } => {
             let trusted = pubkey.as_deref().map(PublicKey::load).transpose()?;
             let r = VerifiedRelease::load(&release, trusted.as_ref().map(std::slice::from_ref))
@@ -163,9 +168,20 @@ pub fn list(store: &Store, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn show(store: &Store, info: &ReleaseInfo) -> Result<()> {
+fn show(store: &Store, info: &ReleaseInfo, json: bool) -> Result<()> {
     let r = store.release(&info.infohash)?;
     let bf = store.bitfield(&info.infohash)?;
+    if json {
+        let v = serde_json::json!({
+            "infohash": hex::encode(info.infohash), "name": info.name, "version": info.version,
+            "publisher": r.publisher.fingerprint(), "total_size": info.total_size,
+            "piece_count": info.piece_count, "pieces_present": info.pieces_present,
+            "bytes_present": info.bytes_present, "pinned": info.pinned, "added_at": info.added_at,
+            "expires_at": info.expires_at, "present": bf.iter_set().collect::<Vec<u32>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
     println!("name:      {} {}", info.name, info.version);
     println!("infohash:  {}", hex::encode(info.infohash));
     println!("publisher: {}", r.publisher.fingerprint());
