@@ -441,13 +441,20 @@ impl Fetcher {
         }
         let ih = release.infohash();
         let store = self.store.clone();
-        let (put, pieces) = tokio::task::spawn_blocking(move || {
+        let indices: Vec<u32> = pieces.iter().map(|p| p.0).collect();
+        let joined = tokio::task::spawn_blocking(move || {
             let refs: Vec<(u32, &[u8])> = pieces.iter().map(|(i, d)| (*i, &d[..])).collect();
             let put = store.put_pieces(&ih, &refs);
             (put, pieces)
         })
-        .await
-        .unwrap_or_else(|e| (Err(StoreError::Corrupt(format!("put task failed: {e}"))), Vec::new()));
+        .await;
+        let (put, pieces) = match joined {
+            Ok(done) => done,
+            Err(e) => {
+                self.not_stored(&ih, &indices, origin, format!("put task failed: {e}")).await;
+                return StoreOutcome::Ok;
+            }
+        };
         match put {
             Ok(outcomes) => {
                 for ((index, data), put) in pieces.iter().zip(outcomes) {
@@ -458,7 +465,12 @@ impl Fetcher {
                 self.progress_changed.notify_waiters();
                 StoreOutcome::Ok
             }
+            Err(e) if !matches!(e, StoreError::HashMismatch { .. } | StoreError::WrongLength { .. }) => {
+                self.not_stored(&ih, &indices, origin, e.to_string()).await;
+                StoreOutcome::Ok
+            }
             Err(_) => {
+                // a bad piece among them: find it (and keep the good ones) one piece at a time
                 let mut outcome = StoreOutcome::Ok;
                 for (index, data) in pieces {
                     if self.store_piece(release, index, data, origin).await == StoreOutcome::DropOrigin {
@@ -507,15 +519,25 @@ impl Fetcher {
                 }
             }
             Err(e) => {
-                tracing::warn!(release = %hex::encode(ih), index, error = %e, "could not store piece");
-                self.record_error(origin, e.to_string());
-                lock(&self.sched).failed(&ih, index);
-                // e.g. store full: do not spin
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                self.work.notify_waiters();
+                self.not_stored(&ih, &[index], origin, e.to_string()).await;
                 StoreOutcome::Ok
             }
         }
+    }
+
+    /// Pieces the store could not take for a reason other than their data (e.g. store full):
+    /// they go back to the queue after a pause, so a full disk does not spin the fill.
+    async fn not_stored(&self, ih: &[u8; 20], pieces: &[u32], origin: OriginId, error: String) {
+        tracing::warn!(release = %hex::encode(ih), ?pieces, %error, "could not store pieces");
+        self.record_error(origin, error);
+        {
+            let mut s = lock(&self.sched);
+            for &i in pieces {
+                s.failed(ih, i);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        self.work.notify_waiters();
     }
 
     fn web_seed_wanted(&self) -> bool {
