@@ -347,6 +347,19 @@ impl Fetcher {
     }
 
     async fn stream_worker(self: Arc<Self>, id: OriginId, client: OriginClient, shutdown: CancellationToken) -> Ended {
+        // A batch is stored in the background while the stream goes on (and, after its last
+        // batch, while the next request is already in flight), so the origin never waits on this
+        // box's hashing and disk; one store per stream runs at a time, so a stream holds at most
+        // two batches in memory.
+        let mut storing = PendingStore::default();
+        let end = self.clone().stream_loop(id, client, shutdown, &mut storing).await;
+        match storing.finish().await {
+            StoreOutcome::DropOrigin => Ended::Dropped,
+            StoreOutcome::Ok => end,
+        }
+    }
+
+    async fn stream_loop(self: Arc<Self>, id: OriginId, client: OriginClient, shutdown: CancellationToken, storing: &mut PendingStore) -> Ended {
         loop {
             let Some(batch) = self.next_work(id, &shutdown).await else {
                 return if shutdown.is_cancelled() { Ended::Shutdown } else { Ended::Dropped };
@@ -399,7 +412,7 @@ impl Fetcher {
                                 // power cut loses little of what already arrived
                                 if pending.is_empty() || arrived.len() >= STORE_BATCH_MAX || batch_started.elapsed() >= STORE_BATCH_WAIT {
                                     let batch = std::mem::take(&mut arrived);
-                                    if self.store_pieces(&release, batch, id).await == StoreOutcome::DropOrigin {
+                                    if storing.start(&self, &release, batch, id).await == StoreOutcome::DropOrigin {
                                         break Err(Ended::Dropped);
                                     }
                                 }
@@ -414,7 +427,9 @@ impl Fetcher {
             // pieces received before the stream failed are still good to keep
             if !arrived.is_empty() {
                 let batch = std::mem::take(&mut arrived);
-                self.store_pieces(&release, batch, id).await;
+                if storing.start(&self, &release, batch, id).await == StoreOutcome::DropOrigin {
+                    return Ended::Dropped;
+                }
             }
             if !pending.is_empty() {
                 let mut s = lock(&self.sched);
@@ -605,6 +620,45 @@ impl Fetcher {
                 });
             }
             while set.join_next().await.is_some() {}
+        }
+    }
+}
+
+/// A stream worker's batch being stored in the background (one at a time).
+#[derive(Default)]
+struct PendingStore {
+    task: Option<StoreTask>,
+}
+
+struct StoreTask {
+    handle: tokio::task::JoinHandle<StoreOutcome>,
+    fetcher: Arc<Fetcher>,
+    infohash: [u8; 20],
+    indices: Vec<u32>,
+    origin: OriginId,
+}
+
+impl PendingStore {
+    /// Waits for the batch being stored, then starts storing `batch`; returns the outcome of
+    /// the batch waited for.
+    async fn start(&mut self, fetcher: &Arc<Fetcher>, release: &Arc<VerifiedRelease>, batch: Vec<(u32, bytes::Bytes)>, origin: OriginId) -> StoreOutcome {
+        let before = self.finish().await;
+        let indices = batch.iter().map(|p| p.0).collect();
+        let (me, rel) = (fetcher.clone(), release.clone());
+        let handle = tokio::spawn(async move { me.store_pieces(&rel, batch, origin).await });
+        self.task = Some(StoreTask { handle, fetcher: fetcher.clone(), infohash: release.infohash(), indices, origin });
+        before
+    }
+
+    /// Waits for the batch being stored, if any.
+    async fn finish(&mut self) -> StoreOutcome {
+        let Some(t) = self.task.take() else { return StoreOutcome::Ok };
+        match t.handle.await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                t.fetcher.not_stored(&t.infohash, &t.indices, t.origin, format!("store task failed: {e}")).await;
+                StoreOutcome::Ok
+            }
         }
     }
 }
