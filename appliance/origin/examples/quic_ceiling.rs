@@ -2,7 +2,11 @@
 //! with the same TLS 1.3 / aws-lc-rs / transport settings popseed/1 uses, moving bytes from
 //! memory to memory on STREAMS parallel streams (like the fetcher's streams per origin).
 //!
-//!   quic_ceiling server 127.0.0.1:0          prints "listening ADDR FINGERPRINT"
+//! With FILE, the server reads FILE into memory before listening and sends its bytes (the same
+//! bytes a fill moves, each one sent once); without, it sends one 1 MiB buffer over and over
+//! (which stays in the CPU cache, so it is the higher ceiling).
+//!
+//!   quic_ceiling server 127.0.0.1:0 [FILE]   prints "listening ADDR FINGERPRINT"
 //!   quic_ceiling client ADDR FINGERPRINT BYTES STREAMS   prints "MiB/s X"
 
 use std::sync::Arc;
@@ -21,7 +25,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let fp = id.fingerprint();
             let ep = quinn::Endpoint::server(tls::server_config(id, 64)?, args[2].parse()?)?;
             println!("listening {} {fp}", ep.local_addr()?);
-            let data = bytes::Bytes::from(vec![0x5au8; CHUNK]);
+            let data = match args.get(3) {
+                Some(path) => bytes::Bytes::from(std::fs::read(path)?),
+                None => bytes::Bytes::from(vec![0x5au8; CHUNK]),
+            };
+            if data.is_empty() {
+                return Err("empty file".into());
+            }
             while let Some(inc) = ep.accept().await {
                 let data = data.clone();
                 tokio::spawn(async move {
@@ -30,13 +40,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         let data = data.clone();
                         tokio::spawn(async move {
                             let Ok(req) = recv.read_to_end(64).await else { return };
-                            let mut left = u64::from_be_bytes(req.try_into().unwrap_or([0; 8]));
+                            let (Ok(at), Ok(len)) = (req[..8.min(req.len())].try_into(), req[8.min(req.len())..].try_into()) else { return };
+                            // the bytes at [at, at + len) of the data, wrapping around at its end
+                            let (mut at, mut left) = (u64::from_be_bytes(at) as usize % data.len(), u64::from_be_bytes(len));
                             while left > 0 {
-                                let n = left.min(CHUNK as u64) as usize;
-                                if send.write_chunk(data.slice(..n)).await.is_err() {
+                                let n = (left.min(CHUNK as u64) as usize).min(data.len() - at);
+                                if send.write_chunk(data.slice(at..at + n)).await.is_err() {
                                     return;
                                 }
                                 left -= n as u64;
+                                at = (at + n) % data.len();
                             }
                             let _ = send.finish();
                             let _ = send.stopped().await;
@@ -56,11 +69,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let conn = Arc::new(conn);
             let t = Instant::now();
             let mut set = tokio::task::JoinSet::new();
-            for _ in 0..streams {
+            for i in 0..streams {
                 let conn = conn.clone();
                 set.spawn(async move {
                     let (mut send, mut recv) = conn.open_bi().await?;
-                    send.write_all(&(total / streams).to_be_bytes()).await?;
+                    let share = total / streams;
+                    send.write_all(&[(i * share).to_be_bytes(), share.to_be_bytes()].concat()).await?;
                     send.finish()?;
                     let mut got = 0u64;
                     while let Some(c) = recv.read_chunk(CHUNK, true).await? {
@@ -78,7 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             conn.close(0u32.into(), b"done");
             ep.wait_idle().await;
         }
-        _ => eprintln!("usage: quic_ceiling server ADDR | client ADDR FINGERPRINT BYTES STREAMS"),
+        _ => eprintln!("usage: quic_ceiling server ADDR [FILE] | client ADDR FINGERPRINT BYTES STREAMS"),
     }
     Ok(())
 }

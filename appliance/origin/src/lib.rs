@@ -4,6 +4,7 @@
 //! - [`server`]: the origin seed server's async shell (`popseed origin`).
 //! - [`client`]: one appliance-side connection to an origin.
 //! - [`bufpool`]: reusable piece buffers for the server's reads.
+//! - [`mapped`]: release files mapped into memory, served without a copy (and a SIGBUS guard).
 //! - [`tls`]: certificates, fingerprints, pinned-certificate trust.
 //!
 //! The protocol is specified in docs/protocol.md.
@@ -11,6 +12,7 @@
 pub mod bufpool;
 pub mod client;
 pub mod error;
+pub mod mapped;
 pub mod proto;
 pub mod rate;
 pub mod server;

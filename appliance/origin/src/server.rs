@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::bufpool::BufPool;
 use crate::error::OriginError;
+use crate::mapped::MappedFiles;
 use crate::proto::{self, code, Request, Status};
 use crate::rate::RateLimiter;
 use crate::tls::{self, Identity};
@@ -121,6 +122,7 @@ pub trait ControlAcceptor: Send + Sync {
 struct Shared {
     control: Option<Arc<dyn ControlAcceptor>>,
     releases: HashMap<[u8; 20], ServedRelease>,
+    mapped: HashMap<[u8; 20], MappedFiles>,
     stats: Arc<OriginStats>,
     cfg: OriginConfig,
     buffers: Arc<BufPool>,
@@ -146,8 +148,10 @@ impl OriginServer {
     ) -> Result<Self, OriginError> {
         let server_cfg = tls::server_config(identity, cfg.max_streams_per_connection)?;
         let endpoint = quinn::Endpoint::server(server_cfg, cfg.listen).map_err(|e| OriginError::Bind { addr: cfg.listen, err: e })?;
+        let mapped = releases.iter().map(|r| (r.release.infohash(), MappedFiles::new(&r.data))).collect();
         let releases = releases.into_iter().map(|r| (r.release.infohash(), r)).collect();
-        Ok(OriginServer { endpoint, shared: Arc::new(Shared { control, releases, stats: Arc::default(), cfg, buffers: BufPool::new(PIECE_BUFFERS_KEPT) }) })
+        let buffers = BufPool::new(PIECE_BUFFERS_KEPT);
+        Ok(OriginServer { endpoint, shared: Arc::new(Shared { control, releases, mapped, stats: Arc::default(), cfg, buffers }) })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, OriginError> {
@@ -285,6 +289,10 @@ async fn serve_stream(
                 let sh = shared.clone();
                 let data = tokio::task::spawn_blocking(move || match sh.releases.get(&infohash) {
                     Some(r) => {
+                        // a slice of the file's mapping when it can be, else a pread copy
+                        if let Some(piece) = sh.mapped.get(&infohash).and_then(|m| m.piece(&r.data, index)) {
+                            return Ok(piece);
+                        }
                         let len = r.release.layout().piece_size(index).unwrap_or(0) as usize;
                         let mut buf = sh.buffers.take(len);
                         r.data.read_piece_at(index, 0, &mut buf).map(|()| sh.buffers.freeze(buf))

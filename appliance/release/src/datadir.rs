@@ -34,7 +34,13 @@ impl DataDir {
         &self.layout
     }
 
-    fn file(&self, i: usize) -> Result<&File> {
+    /// Where file `i` of the release lives.
+    pub fn path(&self, i: usize) -> &Path {
+        &self.paths[i]
+    }
+
+    /// File `i` of the release, opened read-only on first use.
+    pub fn file(&self, i: usize) -> Result<&File> {
         if let Some(f) = self.files[i].get() {
             return Ok(f);
         }
