@@ -111,6 +111,8 @@ struct Mapping {
 
 impl Mapping {
     fn new(file: &std::fs::File, len: u64) -> Option<Mapping> {
+        // (a file larger than the address space, on a 32-bit box, is read with pread)
+        let len = usize::try_from(len).ok()?;
         if len == 0 || !install_handler() {
             return None;
         }
@@ -122,7 +124,7 @@ impl Mapping {
         };
         // SAFETY: the mapping is read-only; a file changed under it is handled as the module
         // docs say (truncation by the SIGBUS guard, rewritten bytes by the box's hash check).
-        let map = match unsafe { memmap2::MmapOptions::new().len(len as usize).map(file) } {
+        let map = match unsafe { memmap2::MmapOptions::new().len(len).map(file) } {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot map a release file; reading it with pread");
