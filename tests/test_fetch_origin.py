@@ -211,6 +211,33 @@ def test_corrupt_origin_is_rejected_and_dropped(tmp_path):
     assert origins["o1"]["hash_failures"] == 0
 
 
+def test_origin_survives_a_file_truncated_while_it_serves_it(tmp_path):
+    """The origin serves pieces from mapped files; a publisher truncating a served file must not
+    kill it (SIGBUS): the box gets the pieces from the other origin and nothing bad is stored."""
+    src = make_tree(tmp_path / "src" / "rel", {"a.bin": 40 * MiB, "b.bin": 8 * MiB + 5})
+    rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB")
+    shrinking = tmp_path / "shrinking" / "rel"
+    shutil.copytree(src, shrinking)
+    t_o, tfp, tport = start_origin(tmp_path, "shrinking", [(rel.dir, shrinking)], extra=["--rate-limit", "4MiB"])
+    g_o, gfp, gport = start_origin(tmp_path, "good", [(rel.dir, rel.src)], extra=["--rate-limit", "8MiB"])
+    cfg = agent_config(tmp_path, [(f"127.0.0.1:{tport}", tfp), (f"127.0.0.1:{gport}", gfp)], rel.dir)
+    agent = Proc(["agent", "--config", cfg, "--exit-when-complete"], tmp_path / "agent.log")
+    try:
+        wait_until(lambda: done_fraction(cfg) >= 0.15, 60, "15% of the fill")
+        os.truncate(shrinking / "a.bin", 1 * MiB)
+        wait_until(lambda: not agent.alive(), 120, "the fill to complete")
+        assert agent.p.returncode == 0, agent.text()
+        assert t_o.alive(), "the origin died when its file shrank:\n" + t_o.text()
+        # it noticed: the pieces past the new end were answered as unavailable (pread) or went
+        # out as zeros (the SIGBUS guard) and the file is no longer mapped
+        assert "changed size" in t_o.text() or "cannot read piece" in t_o.text(), t_o.text()
+    finally:
+        agent.kill()
+        t_o.kill(signal.SIGTERM)
+        g_o.kill(signal.SIGTERM)
+    store_files_match(cfg, rel)
+
+
 def test_agent_sigkill_resumes_without_refetching(tmp_path):
     src = make_tree(tmp_path / "src" / "rel", {"a.bin": 100 * MiB, "b.bin": 17 * MiB + 1})
     rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB")
