@@ -16,7 +16,7 @@
 //! the `pread` path.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use nix::libc;
@@ -37,7 +37,8 @@ static TAKEN: Mutex<[bool; SLOTS]> = Mutex::new([false; SLOTS]);
 /// Pages the SIGBUS handler replaced with zeros since the process started.
 static ZEROED_PAGES: AtomicU64 = AtomicU64::new(0);
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(4096);
-static INSTALL: Once = Once::new();
+/// The SIGBUS action before ours (Rust's runtime or nothing), for faults that are not ours.
+static PREVIOUS: OnceLock<nix::sys::signal::SigAction> = OnceLock::new();
 
 extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
     // Only async-signal-safe work here: atomics and mmap.
@@ -67,17 +68,24 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
             }
         }
     }
-    // Not one of ours: restore the default action; the faulting access repeats and ends the
-    // process as it would have without this handler.
-    // SAFETY: signal() is async-signal-safe.
+    // Not one of ours: put the previous action back; the faulting access repeats and meets it,
+    // as it would have without this handler.
+    // SAFETY: sigaction() is async-signal-safe; OnceLock::get is an atomic load.
     unsafe {
-        libc::signal(libc::SIGBUS, libc::SIG_DFL);
+        match PREVIOUS.get() {
+            Some(prev) => {
+                let _ = nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGBUS, prev);
+            }
+            None => {
+                libc::signal(libc::SIGBUS, libc::SIG_DFL);
+            }
+        }
     }
 }
 
 fn install_handler() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
-    INSTALL.call_once(|| {
+    *OK.get_or_init(|| {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         if page > 0 {
@@ -88,14 +96,18 @@ fn install_handler() -> bool {
             nix::sys::signal::SaFlags::SA_SIGINFO | nix::sys::signal::SaFlags::SA_NODEFER,
             nix::sys::signal::SigSet::empty(),
         );
-        // SAFETY: the handler only touches atomics and calls mmap/signal.
-        let ok = unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGBUS, &action) }.is_ok();
-        if !ok {
-            tracing::warn!("cannot install the SIGBUS handler; serving pieces with pread");
+        // SAFETY: the handler only touches atomics and calls mmap/sigaction.
+        match unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGBUS, &action) } {
+            Ok(prev) => {
+                let _ = PREVIOUS.set(prev);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot install the SIGBUS handler; serving pieces with pread");
+                false
+            }
         }
-        let _ = OK.set(ok);
-    });
-    OK.get().copied().unwrap_or(false)
+    })
 }
 
 /// Pages replaced with zeros because a mapped file shrank (see the module docs).
