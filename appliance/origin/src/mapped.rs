@@ -265,8 +265,9 @@ mod tests {
 
     const PIECE: usize = 16 << 10;
 
-    /// A release of two files (a.bin: 6.5 pieces, b.bin: 3 pieces) and its data directory.
-    fn release(dir: &std::path::Path) -> (popseed_release::VerifiedRelease, std::path::PathBuf) {
+    /// A release of two files (a.bin: 6.5 pieces, b.bin: 3 pieces), its data directory opened
+    /// and its files' mappings.
+    fn release(dir: &std::path::Path) -> (popseed_release::VerifiedRelease, std::path::PathBuf, DataDir, MappedFiles) {
         let src = dir.join("src");
         std::fs::create_dir_all(&src).unwrap();
         let a: Vec<u8> = (0..PIECE * 13 / 2).map(|i| (i % 251) as u8).collect();
@@ -275,15 +276,15 @@ mod tests {
         std::fs::write(src.join("b.bin"), b).unwrap();
         let opts = PublishOptions { piece_size: Some(PIECE as u64), ..Default::default() };
         let r = publish(&src, &SecretKey::generate(), &dir.join("rel"), &opts).unwrap();
-        (r, src)
+        let data = DataDir::open(&r, &src).unwrap();
+        let mapped = MappedFiles::new(&data);
+        (r, src, data, mapped)
     }
 
     #[test]
     fn mapped_pieces_match_pread_and_spanning_pieces_fall_back() {
         let tmp = tempfile::tempdir().unwrap();
-        let (r, src) = release(tmp.path());
-        let data = DataDir::open(&r, &src).unwrap();
-        let mapped = MappedFiles::new(&data);
+        let (r, _, data, mapped) = release(tmp.path());
         let count = r.layout().piece_count();
         let mut fell_back = Vec::new();
         for i in 0..count {
@@ -302,9 +303,7 @@ mod tests {
     #[test]
     fn a_file_truncated_under_the_origin_gives_zeros_or_pread_never_a_crash() {
         let tmp = tempfile::tempdir().unwrap();
-        let (r, src) = release(tmp.path());
-        let data = DataDir::open(&r, &src).unwrap();
-        let mapped = MappedFiles::new(&data);
+        let (_, src, data, mapped) = release(tmp.path());
         // a piece handed to quinn before the truncation, read after it: the SIGBUS guard turns
         // the vanished pages into zeros (the box's hash check rejects them)
         let early = mapped.piece(&data, 4).unwrap();

@@ -119,10 +119,16 @@ pub trait ControlAcceptor: Send + Sync {
     fn serve(&self, conn: quinn::Connection) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 }
 
+/// A served release with its files' mappings.
+struct Served {
+    release: VerifiedRelease,
+    data: DataDir,
+    mapped: MappedFiles,
+}
+
 struct Shared {
     control: Option<Arc<dyn ControlAcceptor>>,
-    releases: HashMap<[u8; 20], ServedRelease>,
-    mapped: HashMap<[u8; 20], MappedFiles>,
+    releases: HashMap<[u8; 20], Served>,
     stats: Arc<OriginStats>,
     cfg: OriginConfig,
     buffers: Arc<BufPool>,
@@ -148,10 +154,12 @@ impl OriginServer {
     ) -> Result<Self, OriginError> {
         let server_cfg = tls::server_config(identity, cfg.max_streams_per_connection)?;
         let endpoint = quinn::Endpoint::server(server_cfg, cfg.listen).map_err(|e| OriginError::Bind { addr: cfg.listen, err: e })?;
-        let mapped = releases.iter().map(|r| (r.release.infohash(), MappedFiles::new(&r.data))).collect();
-        let releases = releases.into_iter().map(|r| (r.release.infohash(), r)).collect();
+        let releases = releases
+            .into_iter()
+            .map(|ServedRelease { release, data }| (release.infohash(), Served { mapped: MappedFiles::new(&data), release, data }))
+            .collect();
         let buffers = BufPool::new(PIECE_BUFFERS_KEPT);
-        Ok(OriginServer { endpoint, shared: Arc::new(Shared { control, releases, mapped, stats: Arc::default(), cfg, buffers }) })
+        Ok(OriginServer { endpoint, shared: Arc::new(Shared { control, releases, stats: Arc::default(), cfg, buffers }) })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, OriginError> {
@@ -290,7 +298,7 @@ async fn serve_stream(
                 let data = tokio::task::spawn_blocking(move || match sh.releases.get(&infohash) {
                     Some(r) => {
                         // a slice of the file's mapping when it can be, else a pread copy
-                        if let Some(piece) = sh.mapped.get(&infohash).and_then(|m| m.piece(&r.data, index)) {
+                        if let Some(piece) = r.mapped.piece(&r.data, index) {
                             return Ok(piece);
                         }
                         let len = r.release.layout().piece_size(index).unwrap_or(0) as usize;
