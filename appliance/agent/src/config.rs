@@ -47,7 +47,9 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map(Dur).map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration: {e}")))
+        humantime::parse_duration(&s)
+            .map(Dur)
+            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration: {e}")))
     }
 }
 
@@ -162,20 +164,22 @@ impl AgentConfig {
 
     /// Parses and checks a config; relative paths are resolved against the file's directory.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut cfg: AgentConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), msg: e.to_string().trim_end().to_owned() })?;
+        let mut cfg: AgentConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), msg: e.to_string().trim_end().to_owned() })?;
         let invalid = |key: String, msg: String| ConfigError::Invalid { path: path.to_path_buf(), key, msg };
         for (i, o) in cfg.origins.iter().enumerate() {
             match (&o.fingerprint, &o.ca) {
                 (Some(fp), None) => {
-                    popseed_origin::tls::parse_fingerprint(fp).map_err(|e| invalid(format!("origins[{i}].fingerprint"), e.to_string()))?;
+                    popseed_origin::tls::parse_fingerprint(fp)
+                        .map_err(|e| invalid(format!("origins[{i}].fingerprint"), e.to_string()))?;
                 }
                 (None, Some(_)) => {}
                 _ => return Err(invalid(format!("origins[{i}]"), "give exactly one of `fingerprint` and `ca`".into())),
             }
         }
         for (i, k) in cfg.trusted_keys.iter().enumerate() {
-            popseed_release::PublicKey::from_text(k).map_err(|e| invalid(format!("trusted_keys[{i}]"), e.to_string()))?;
+            popseed_release::PublicKey::from_text(k)
+                .map_err(|e| invalid(format!("trusted_keys[{i}]"), e.to_string()))?;
         }
         if cfg.fetch.streams_per_origin == Some(0) {
             return Err(invalid("fetch.streams_per_origin".into(), "must be at least 1".into()));
@@ -200,7 +204,10 @@ impl AgentConfig {
         }
         if let Some(c) = &mut cfg.control {
             if c.staff_token.is_some() && c.staff_token_file.is_some() {
-                return Err(invalid("control".into(), "give at most one of `staff_token` and `staff_token_file`".into()));
+                return Err(invalid(
+                    "control".into(),
+                    "give at most one of `staff_token` and `staff_token_file`".into(),
+                ));
             }
             if c.staff_token.as_deref().is_some_and(|t| t.len() < 16) {
                 return Err(invalid("control.staff_token".into(), "must be at least 16 characters".into()));
@@ -264,9 +271,13 @@ mod tests {
     fn errors_name_the_key() {
         let e = parse("[store]\ndir = \"s\"\nbudget = \"lots\"\n").unwrap_err().to_string();
         assert!(e.contains("budget") && e.contains("lots"), "{e}");
-        let e = parse("[store]\ndir = \"s\"\n[[origins]]\naddress = \"nope\"\nfingerprint = \"00\"\n").unwrap_err().to_string();
+        let e = parse("[store]\ndir = \"s\"\n[[origins]]\naddress = \"nope\"\nfingerprint = \"00\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("address"), "{e}");
-        let e = parse("[store]\ndir = \"s\"\n[[origins]]\naddress = \"127.0.0.1:1\"\nfingerprint = \"00\"\n").unwrap_err().to_string();
+        let e = parse("[store]\ndir = \"s\"\n[[origins]]\naddress = \"127.0.0.1:1\"\nfingerprint = \"00\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("origins[0].fingerprint"), "{e}");
         let e = parse("[store]\ndir = \"s\"\nbogus = 1\n").unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");

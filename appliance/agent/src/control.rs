@@ -70,13 +70,23 @@ pub fn start(
     let token = c.token().map_err(|e| AgentError::Other(e.to_string()))?;
     let device = Arc::new(DeviceIdentity::load_or_create(&c.device_key).map_err(|e| AgentError::Other(e.to_string()))?);
     let fp = device.fingerprint();
-    let device_name = c.device_name.clone().unwrap_or_else(|| format!("popseed-{}", fp.trim_start_matches("SHA256:").chars().take(6).collect::<String>()));
+    let device_name = c
+        .device_name
+        .clone()
+        .unwrap_or_else(|| format!("popseed-{}", fp.trim_start_matches("SHA256:").chars().take(6).collect::<String>()));
     eprintln!("device fingerprint: {fp} ({device_name})");
     tracing::info!(fingerprint = %fp, name = %device_name, "device identity");
-    let jobs = JobManager::open(store, fetcher, trusted, origins.clone()).map_err(|e| AgentError::Other(format!("jobs: {e}")))?;
+    let jobs = JobManager::open(store, fetcher, trusted, origins.clone())
+        .map_err(|e| AgentError::Other(format!("jobs: {e}")))?;
     tokio::spawn(jobs.clone().run(shutdown.clone()));
     for o in origins {
-        tokio::spawn(uplink::run(o, device.clone(), DeviceHello { name: device_name.clone() }, jobs.clone(), shutdown.clone()));
+        tokio::spawn(uplink::run(
+            o,
+            device.clone(),
+            DeviceHello { name: device_name.clone() },
+            jobs.clone(),
+            shutdown.clone(),
+        ));
     }
     Ok(Control { device, device_name, jobs, token })
 }

@@ -105,7 +105,13 @@ pub fn progress_line(s: &Snapshot) -> String {
         .filter(|o| o.bytes > 0 || o.connected || o.dropped)
         .map(|o| format!("{} {}{}", o.name, human(o.bytes as f64), if o.dropped { " (dropped)" } else { "" }))
         .collect();
-    format!("{} | {}/s{} | from {}", parts.join("; "), human(s.rate), eta, if origins.is_empty() { "-".into() } else { origins.join(", ") })
+    format!(
+        "{} | {}/s{} | from {}",
+        parts.join("; "),
+        human(s.rate),
+        eta,
+        if origins.is_empty() { "-".into() } else { origins.join(", ") }
+    )
 }
 
 /// Opens the store, admits releases and starts the fetcher (running until `shutdown`).
@@ -164,7 +170,9 @@ pub async fn start(cfg: &AgentConfig, shutdown: CancellationToken) -> Result<Age
     }
     tokio::spawn(fetcher.clone().run(shutdown.clone()));
     let control = match &cfg.control {
-        Some(c) => Some(crate::control::start(c, store.clone(), fetcher.clone(), origins, trusted.clone(), shutdown.clone())?),
+        Some(c) => {
+            Some(crate::control::start(c, store.clone(), fetcher.clone(), origins, trusted.clone(), shutdown.clone())?)
+        }
         None => None,
     };
     let swarm = match &cfg.swarm {
@@ -181,7 +189,11 @@ pub async fn start(cfg: &AgentConfig, shutdown: CancellationToken) -> Result<Age
             if pc.tracker_url.is_none() {
                 pc.tracker_url = swarm.as_ref().and_then(|s| s.tracker_url());
             }
-            Some(popseed_portal::Portal::start(store.clone(), pc).await.map_err(|e| AgentError::Other(format!("portal: {e}")))?)
+            Some(
+                popseed_portal::Portal::start(store.clone(), pc)
+                    .await
+                    .map_err(|e| AgentError::Other(format!("portal: {e}")))?,
+            )
         }
         None => None,
     };
@@ -215,7 +227,9 @@ async fn start_status(
     };
     let fingerprint = control.map(|k| k.device.fingerprint()).or(fingerprint);
     let name = control.map(|k| k.device_name.clone()).or_else(|| c.device_name.clone()).unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "popseed".into())
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "popseed".into())
     });
     let cfg = popseed_status::StatusConfig {
         listen: c.listen,
@@ -233,9 +247,7 @@ async fn start_status(
         },
     };
     let staff_api = control.map(|k| k.staff_router()).unwrap_or_default();
-    popseed_status::StatusServer::start(cfg, sources, staff_api)
-        .await
-        .map_err(|e| AgentError::Other(e.to_string()))
+    popseed_status::StatusServer::start(cfg, sources, staff_api).await.map_err(|e| AgentError::Other(e.to_string()))
 }
 
 fn write_status(path: &std::path::Path, s: &Snapshot) {

@@ -30,7 +30,12 @@ pub fn bearer_ok(req: &Request, token: &str) -> bool {
 }
 
 fn unauthorized() -> Response {
-    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], Json(json!({"error": "missing or wrong bearer token"}))).into_response()
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({"error": "missing or wrong bearer token"})),
+    )
+        .into_response()
 }
 
 /// Wraps a router so every route needs the bearer token.
@@ -67,10 +72,16 @@ pub fn staff_router(jobs: Arc<JobManager>) -> Router {
         .with_state(jobs)
 }
 
-async fn submit(State(jobs): State<Arc<JobManager>>, body: Result<Json<JobSpec>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn submit(
+    State(jobs): State<Arc<JobManager>>,
+    body: Result<Json<JobSpec>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let Json(spec) = match body {
         Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": "invalid", "reason": e.body_text()}))).into_response(),
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, Json(json!({"error": "invalid", "reason": e.body_text()})))
+                .into_response()
+        }
     };
     match jobs.submit(spec, JobSource::Staff) {
         Ok(j) => (StatusCode::CREATED, Json(j)).into_response(),
@@ -124,15 +135,26 @@ pub fn admin_router(hub: Arc<ControlHub>, token: String) -> Router {
     require_bearer(r, token)
 }
 
-async fn admin_push(State(hub): State<Arc<ControlHub>>, body: Result<Json<PushRequest>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn admin_push(
+    State(hub): State<Arc<ControlHub>>,
+    body: Result<Json<PushRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let Json(req) = match body {
         Ok(b) => b,
-        Err(e) => return (StatusCode::BAD_REQUEST, Json(json!({"error": "invalid", "reason": e.body_text()}))).into_response(),
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, Json(json!({"error": "invalid", "reason": e.body_text()})))
+                .into_response()
+        }
     };
     let target = match (req.device, req.all) {
         (Some(d), false) => Target::Device(d),
         (None, true) => Target::All,
-        _ => return error(StatusCode::BAD_REQUEST, &ControlError::BadJob("give exactly one of `device` and `all`".into())),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &ControlError::BadJob("give exactly one of `device` and `all`".into()),
+            )
+        }
     };
     let name = req.name.or(req.job.name.clone()).unwrap_or_default();
     match hub.queue(target, req.job, name) {

@@ -24,7 +24,9 @@ impl JobBook {
                 Ok(j) => {
                     jobs.insert(j.id.clone(), j);
                 }
-                Err(e) => tracing::warn!(key = %String::from_utf8_lossy(&k), error = %e, "unreadable job record; skipped"),
+                Err(e) => {
+                    tracing::warn!(key = %String::from_utf8_lossy(&k), error = %e, "unreadable job record; skipped")
+                }
             }
         }
         Ok(JobBook { tree: Some(tree), jobs })

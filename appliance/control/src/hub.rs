@@ -38,7 +38,9 @@ pub enum Delivery {
     /// Not yet taken by the device (it is not linked, or the push is under way).
     Pending,
     Accepted,
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,7 +125,10 @@ impl ControlHub {
             }
             let (fp, label) = line.split_once(char::is_whitespace).map(|(a, b)| (a, b.trim())).unwrap_or((line, ""));
             if !fp.starts_with("SHA256:") || fp.len() != 50 {
-                return Err(ControlError::BadJob(format!("line {}: {fp:?} is not a device fingerprint (SHA256:... as the agent prints)", n + 1)));
+                return Err(ControlError::BadJob(format!(
+                    "line {}: {fp:?} is not a device fingerprint (SHA256:... as the agent prints)",
+                    n + 1
+                )));
             }
             out.insert(fp.to_owned(), if label.is_empty() { fp[7..15].to_owned() } else { label.to_owned() });
         }
@@ -400,7 +405,9 @@ impl ControlHub {
                 for r in jobs {
                     // the report settles a delivery whose reply was lost
                     let settled = match r.reason.as_deref().and_then(|x| x.strip_prefix("refused: ")) {
-                        Some(reason) if r.state == crate::job::JobState::Failed => Delivery::Refused { reason: reason.to_owned() },
+                        Some(reason) if r.state == crate::job::JobState::Failed => {
+                            Delivery::Refused { reason: reason.to_owned() }
+                        }
                         _ => Delivery::Accepted,
                     };
                     if matches!(d.delivery.get(&r.id), None | Some(Delivery::Pending)) {

@@ -47,14 +47,16 @@ impl DeviceIdentity {
             .0
             .to_pkcs8_der()
             .map_err(|e| ControlError::DeviceKey { path: self.path.clone(), reason: e.to_string() })?;
-        Identity::for_key(der.as_bytes(), "popseed-device").map_err(|e| ControlError::DeviceKey { path: self.path.clone(), reason: e.to_string() })
+        Identity::for_key(der.as_bytes(), "popseed-device")
+            .map_err(|e| ControlError::DeviceKey { path: self.path.clone(), reason: e.to_string() })
     }
 }
 
 /// The device fingerprint of a TLS client certificate: its ed25519 public key's
 /// `SHA256:...`. Other key types are refused (devices use ed25519).
 pub fn cert_fingerprint(cert: &CertificateDer<'_>) -> Result<String, ControlError> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| ControlError::Link(format!("client certificate: {e}")))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| ControlError::Link(format!("client certificate: {e}")))?;
     let spki = parsed.public_key();
     // id-Ed25519, RFC 8410
     if spki.algorithm.algorithm.to_id_string() != "1.3.101.112" {
@@ -66,7 +68,8 @@ pub fn cert_fingerprint(cert: &CertificateDer<'_>) -> Result<String, ControlErro
         .as_ref()
         .try_into()
         .map_err(|_| ControlError::Link("client certificate key is not 32 bytes".into()))?;
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(&raw).map_err(|e| ControlError::Link(format!("client certificate key: {e}")))?;
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&raw)
+        .map_err(|e| ControlError::Link(format!("client certificate key: {e}")))?;
     Ok(PublicKey(vk).fingerprint())
 }
 

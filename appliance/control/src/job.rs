@@ -50,8 +50,14 @@ pub enum JobState {
 }
 
 impl JobState {
-    pub const ALL: [JobState; 6] =
-        [JobState::Queued, JobState::Filling, JobState::Ready, JobState::Failed, JobState::Expired, JobState::Cancelled];
+    pub const ALL: [JobState; 6] = [
+        JobState::Queued,
+        JobState::Filling,
+        JobState::Ready,
+        JobState::Failed,
+        JobState::Expired,
+        JobState::Cancelled,
+    ];
 
     /// No further change happens to a job in this state.
     pub fn is_final(self) -> bool {
@@ -76,7 +82,9 @@ impl JobState {
 pub enum JobSource {
     Staff,
     /// An origin, by the name the box's config gives it.
-    Origin { origin: String },
+    Origin {
+        origin: String,
+    },
 }
 
 impl JobSource {

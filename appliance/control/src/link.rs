@@ -17,9 +17,14 @@ pub const MAX_FRAME: usize = 16 << 20;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum DeviceMsg {
-    Hello { name: String, version: String },
+    Hello {
+        name: String,
+        version: String,
+    },
     /// The current state of every job this origin pushed.
-    Reports { jobs: Vec<JobReport> },
+    Reports {
+        jobs: Vec<JobReport>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,12 +37,21 @@ pub enum OriginMsg {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Reply {
-    Accepted { id: String },
+    Accepted {
+        id: String,
+    },
     /// The job was not taken (unknown publisher key, bad signature, mismatched .torrent...);
     /// the box recorded the refusal.
-    Refused { id: String, reason: String },
-    Cancelled { id: String },
-    Error { reason: String },
+    Refused {
+        id: String,
+        reason: String,
+    },
+    Cancelled {
+        id: String,
+    },
+    Error {
+        reason: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

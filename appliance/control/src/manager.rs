@@ -34,14 +34,21 @@ fn lock(m: &Mutex<JobBook>) -> MutexGuard<'_, JobBook> {
 }
 
 fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    !id.is_empty()
+        && id.len() <= 64
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 impl JobManager {
     /// Opens the job book in the store's database and resumes unfinished jobs. `trusted`: the
     /// provisioned publisher keys (empty: any valid signature); `origins`: where to ask for
     /// releases named by infohash.
-    pub fn open(store: Arc<Store>, fetcher: Arc<Fetcher>, trusted: Vec<PublicKey>, origins: Vec<OriginSpec>) -> Result<Arc<Self>, ControlError> {
+    pub fn open(
+        store: Arc<Store>,
+        fetcher: Arc<Fetcher>,
+        trusted: Vec<PublicKey>,
+        origins: Vec<OriginSpec>,
+    ) -> Result<Arc<Self>, ControlError> {
         let book = JobBook::open(store.tree("jobs")?)?;
         let mut resumed = 0;
         for j in book.list() {
@@ -57,7 +64,14 @@ impl JobManager {
         if resumed > 0 {
             tracing::info!(jobs = resumed, "resuming unfinished jobs");
         }
-        Ok(Arc::new(JobManager { book: Mutex::new(book), store, fetcher, trusted, origins, version: watch::channel(0).0 }))
+        Ok(Arc::new(JobManager {
+            book: Mutex::new(book),
+            store,
+            fetcher,
+            trusted,
+            origins,
+            version: watch::channel(0).0,
+        }))
     }
 
     /// Bumps on every change of any job (for the device links and the dashboard).
@@ -87,7 +101,9 @@ impl JobManager {
         }
         if let Some(j) = self.get(&id) {
             return match (j.state, &j.reason) {
-                (JobState::Failed, Some(r)) if r.starts_with("refused: ") => Err(ControlError::Refused(r["refused: ".len()..].to_owned())),
+                (JobState::Failed, Some(r)) if r.starts_with("refused: ") => {
+                    Err(ControlError::Refused(r["refused: ".len()..].to_owned()))
+                }
                 _ => Ok(j),
             };
         }
@@ -113,10 +129,12 @@ impl JobManager {
             at_risk: false,
         };
         let outcome = match &spec.release {
-            ReleaseSource::Inline { manifest_b64, torrent_b64 } => match (STANDARD.decode(manifest_b64), STANDARD.decode(torrent_b64)) {
-                (Ok(m), Ok(tb)) => self.admit(&mut rec, &m, &tb),
-                _ => Err(Admit::Refused("the manifest or .torrent is not valid base64".into())),
-            },
+            ReleaseSource::Inline { manifest_b64, torrent_b64 } => {
+                match (STANDARD.decode(manifest_b64), STANDARD.decode(torrent_b64)) {
+                    (Ok(m), Ok(tb)) => self.admit(&mut rec, &m, &tb),
+                    _ => Err(Admit::Refused("the manifest or .torrent is not valid base64".into())),
+                }
+            }
             ReleaseSource::Origin { infohash } => {
                 if parse_ih(infohash).is_none() {
                     Err(Admit::Refused(format!("infohash {infohash:?} is not 40 hex digits")))
@@ -162,7 +180,8 @@ impl JobManager {
     /// Verifies and stores the release of a job.
     fn admit(&self, rec: &mut JobRecord, manifest: &[u8], torrent: &[u8]) -> Result<(), Admit> {
         let trusted = if self.trusted.is_empty() { None } else { Some(&self.trusted[..]) };
-        let release = VerifiedRelease::from_bytes(manifest, torrent, trusted).map_err(|e| Admit::Refused(e.to_string()))?;
+        let release =
+            VerifiedRelease::from_bytes(manifest, torrent, trusted).map_err(|e| Admit::Refused(e.to_string()))?;
         let ih = release.infohash();
         self.store
             .add_release(&release, AddOptions { pin: rec.pin, ttl_seconds: rec.ttl_seconds })
@@ -267,8 +286,11 @@ impl JobManager {
     fn release_hold(&self, book: &JobBook, ended: &JobRecord) {
         let Some(ih_hex) = &ended.infohash else { return };
         let Some(ih) = parse_ih(ih_hex) else { return };
-        let others: Vec<JobRecord> =
-            book.list().into_iter().filter(|o| o.id != ended.id && !o.state.is_final() && o.infohash.as_ref() == Some(ih_hex)).collect();
+        let others: Vec<JobRecord> = book
+            .list()
+            .into_iter()
+            .filter(|o| o.id != ended.id && !o.state.is_final() && o.infohash.as_ref() == Some(ih_hex))
+            .collect();
         if !others.iter().any(|o| o.state != JobState::Ready) && ended.state == JobState::Cancelled {
             self.fetcher.remove_release(&ih);
         }
@@ -330,7 +352,11 @@ impl JobManager {
 
     /// True when every pinned job is ready (what `/readyz` reports), with the reason otherwise.
     pub fn readiness(&self) -> (bool, String) {
-        let pinned: Vec<JobRecord> = self.list().into_iter().filter(|j| j.pin && j.state != JobState::Cancelled && j.state != JobState::Expired).collect();
+        let pinned: Vec<JobRecord> = self
+            .list()
+            .into_iter()
+            .filter(|j| j.pin && j.state != JobState::Cancelled && j.state != JobState::Expired)
+            .collect();
         let ready = pinned.iter().filter(|j| j.state == JobState::Ready).count();
         if ready == pinned.len() {
             (true, format!("{ready} of {} pinned jobs ready", pinned.len()))
@@ -359,7 +385,10 @@ pub(crate) fn parse_ih(s: &str) -> Option<[u8; 20]> {
     hex::decode(s).ok().and_then(|b| <[u8; 20]>::try_from(b).ok())
 }
 
-async fn fetch_release(o: &OriginSpec, ih: [u8; 20]) -> Result<(bytes::Bytes, bytes::Bytes), popseed_origin::OriginError> {
+async fn fetch_release(
+    o: &OriginSpec,
+    ih: [u8; 20],
+) -> Result<(bytes::Bytes, bytes::Bytes), popseed_origin::OriginError> {
     let cfg = popseed_origin::tls::client_config(&o.trust)?;
     let ep = popseed_origin::client::client_endpoint(o.addr)?;
     let c = popseed_origin::OriginClient::connect(&ep, o.addr, &o.server_name, cfg, Duration::from_secs(5)).await?;

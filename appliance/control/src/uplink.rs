@@ -23,7 +23,13 @@ pub struct DeviceHello {
 }
 
 /// Keeps a link to `origin` until `shutdown`.
-pub async fn run(origin: OriginSpec, device: Arc<DeviceIdentity>, hello: DeviceHello, jobs: Arc<JobManager>, shutdown: CancellationToken) {
+pub async fn run(
+    origin: OriginSpec,
+    device: Arc<DeviceIdentity>,
+    hello: DeviceHello,
+    jobs: Arc<JobManager>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(500);
     loop {
         let started = std::time::Instant::now();
@@ -61,7 +67,9 @@ const REFUSED_RETRY: Duration = Duration::from_secs(60);
 /// The origin closed the link on purpose (application error `REFUSED`).
 fn refusal(e: &quinn::ConnectionError) -> Option<String> {
     match e {
-        quinn::ConnectionError::ApplicationClosed(c) if c.error_code == quinn::VarInt::from_u32(popseed_origin::proto::code::REFUSED) => {
+        quinn::ConnectionError::ApplicationClosed(c)
+            if c.error_code == quinn::VarInt::from_u32(popseed_origin::proto::code::REFUSED) =>
+        {
             Some(String::from_utf8_lossy(&c.reason).into_owned())
         }
         _ => None,
@@ -84,7 +92,8 @@ async fn session(
     shutdown: &CancellationToken,
 ) -> Result<(), ControlError> {
     let link_err = |e: &dyn std::fmt::Display| ControlError::Link(e.to_string());
-    let cfg = popseed_origin::tls::client_config_for(&origin.trust, CONTROL_ALPN, Some(device.tls_identity()?)).map_err(|e| link_err(&e))?;
+    let cfg = popseed_origin::tls::client_config_for(&origin.trust, CONTROL_ALPN, Some(device.tls_identity()?))
+        .map_err(|e| link_err(&e))?;
     let ep = popseed_origin::client::client_endpoint(origin.addr).map_err(|e| link_err(&e))?;
     let connecting = ep.connect_with(cfg, origin.addr, &origin.server_name).map_err(|e| link_err(&e))?;
     let conn = tokio::time::timeout(Duration::from_secs(5), connecting)
@@ -144,7 +153,12 @@ async fn serve_link(
 }
 
 /// One origin command: read it whole, act, reply.
-async fn command(mut tx: quinn::SendStream, mut rx: quinn::RecvStream, jobs: &Arc<JobManager>, origin: &str) -> Result<(), ControlError> {
+async fn command(
+    mut tx: quinn::SendStream,
+    mut rx: quinn::RecvStream,
+    jobs: &Arc<JobManager>,
+    origin: &str,
+) -> Result<(), ControlError> {
     let buf = rx.read_to_end(MAX_FRAME + 4).await.map_err(|e| ControlError::Link(e.to_string()))?;
     let reply = match link::decode_one::<OriginMsg>(&buf) {
         Err(e) => Reply::Error { reason: e.to_string() },

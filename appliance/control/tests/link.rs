@@ -23,7 +23,13 @@ fn release(root: &std::path::Path, name: &str, size: usize) -> (VerifiedRelease,
     let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
     std::fs::write(src.join("file.bin"), data).unwrap();
     let key = SecretKey::generate();
-    let r = publish(&src, &key, &root.join("rel").join(name), &PublishOptions { piece_size: Some(64 << 10), ..Default::default() }).unwrap();
+    let r = publish(
+        &src,
+        &key,
+        &root.join("rel").join(name),
+        &PublishOptions { piece_size: Some(64 << 10), ..Default::default() },
+    )
+    .unwrap();
     (r, src, key)
 }
 
@@ -32,7 +38,10 @@ fn spec(id: &str, r: &VerifiedRelease) -> JobSpec {
     JobSpec {
         id: Some(id.into()),
         name: None,
-        release: ReleaseSource::Inline { manifest_b64: b.encode(&r.manifest_bytes), torrent_b64: b.encode(&r.torrent_bytes) },
+        release: ReleaseSource::Inline {
+            manifest_b64: b.encode(&r.manifest_bytes),
+            torrent_b64: b.encode(&r.torrent_bytes),
+        },
         deadline: None,
         priority: 0,
         pin: true,
@@ -62,14 +71,21 @@ async fn push_reconnect_and_cancel() {
     let fp = id.fingerprint();
     let served = ServedRelease { data: DataDir::open(&good, &src).unwrap(), release: good.clone() };
     let cfg = OriginConfig { listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
-    let server = OriginServer::bind_with_control(cfg, id, vec![served], Some(Arc::new(HubAcceptor(hub.clone())))).unwrap();
+    let server =
+        OriginServer::bind_with_control(cfg, id, vec![served], Some(Arc::new(HubAcceptor(hub.clone())))).unwrap();
     let addr = server.local_addr().unwrap();
     let stop_origin = CancellationToken::new();
     let s = stop_origin.clone();
     tokio::spawn(server.run(async move { s.cancelled().await }));
     let origin = OriginSpec { name: "o".into(), addr, server_name: "localhost".into(), trust: Trust::Fingerprint(fp) };
 
-    let store = Arc::new(Store::open(StoreConfig { dir: tmp.path().join("box/store"), capacity: Capacity { budget: None, min_free: 0 } }).unwrap());
+    let store = Arc::new(
+        Store::open(StoreConfig {
+            dir: tmp.path().join("box/store"),
+            capacity: Capacity { budget: None, min_free: 0 },
+        })
+        .unwrap(),
+    );
     let fetcher = Fetcher::new(store.clone(), vec![origin.clone()], FetchConfig::default());
     let shutdown = CancellationToken::new();
     tokio::spawn(fetcher.clone().run(shutdown.clone()));
@@ -78,13 +94,28 @@ async fn push_reconnect_and_cancel() {
 
     // a device that is not on the allow-list is refused and listed as such
     let other_jobs = jobs.clone();
-    let other = tokio::spawn(uplink::run(origin.clone(), stranger.clone(), DeviceHello { name: "intruder".into() }, other_jobs, shutdown.child_token()));
-    until("the stranger to be refused", || hub.devices().iter().any(|d| d.fingerprint == stranger.fingerprint() && !d.allowed && d.refused.is_some())).await;
+    let other = tokio::spawn(uplink::run(
+        origin.clone(),
+        stranger.clone(),
+        DeviceHello { name: "intruder".into() },
+        other_jobs,
+        shutdown.child_token(),
+    ));
+    until("the stranger to be refused", || {
+        hub.devices().iter().any(|d| d.fingerprint == stranger.fingerprint() && !d.allowed && d.refused.is_some())
+    })
+    .await;
     other.abort();
 
     // the allowed box links, takes the job and fills it
     let link = shutdown.child_token();
-    tokio::spawn(uplink::run(origin.clone(), device.clone(), DeviceHello { name: "box".into() }, jobs.clone(), link.clone()));
+    tokio::spawn(uplink::run(
+        origin.clone(),
+        device.clone(),
+        DeviceHello { name: "box".into() },
+        jobs.clone(),
+        link.clone(),
+    ));
     hub.queue(Target::Device(device.fingerprint()), spec("j1", &good), "good".into()).unwrap();
     let report = |id: &str| hub.jobs().into_iter().find(|j| j.id == id).and_then(|j| j.devices[0].report.clone());
     until("j1 to be ready on the box and reported", || report("j1").is_some_and(|r| r.state == JobState::Ready)).await;
@@ -95,7 +126,13 @@ async fn push_reconnect_and_cancel() {
     link.cancel();
     until("the link to drop", || !hub.devices().iter().any(|d| d.allowed && d.connected)).await;
     let link = shutdown.child_token();
-    tokio::spawn(uplink::run(origin.clone(), device.clone(), DeviceHello { name: "box".into() }, jobs.clone(), link.clone()));
+    tokio::spawn(uplink::run(
+        origin.clone(),
+        device.clone(),
+        DeviceHello { name: "box".into() },
+        jobs.clone(),
+        link.clone(),
+    ));
     until("the box to link again", || hub.devices().iter().any(|d| d.allowed && d.connected)).await;
     assert_eq!(jobs.list().len(), 1, "one job, however often it is pushed");
 
@@ -104,7 +141,10 @@ async fn push_reconnect_and_cancel() {
     let s2 = spec("j2", &other_rel);
     hub.queue(Target::All, s2, "unserved".into()).unwrap();
     until("j2 to be refused (unknown publisher key)", || {
-        hub.jobs().iter().any(|j| j.id == "j2" && matches!(&j.devices[0].delivery, Delivery::Refused { reason } if reason.contains("signed by")))
+        hub.jobs().iter().any(|j| {
+            j.id == "j2"
+                && matches!(&j.devices[0].delivery, Delivery::Refused { reason } if reason.contains("signed by"))
+        })
     })
     .await;
     assert_eq!(jobs.get("j2").map(|j| j.state), Some(JobState::Failed));

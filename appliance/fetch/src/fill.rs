@@ -305,7 +305,11 @@ impl Fetcher {
     }
 
     /// Next batch for `origin`, waiting for work to appear.
-    async fn next_work(&self, origin: OriginId, shutdown: &CancellationToken) -> Option<Vec<crate::scheduler::Assignment>> {
+    async fn next_work(
+        &self,
+        origin: OriginId,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<crate::scheduler::Assignment>> {
         loop {
             let notified = self.work.notified();
             tokio::pin!(notified);
@@ -359,7 +363,13 @@ impl Fetcher {
         }
     }
 
-    async fn stream_loop(self: Arc<Self>, id: OriginId, client: OriginClient, shutdown: CancellationToken, storing: &mut PendingStore) -> Ended {
+    async fn stream_loop(
+        self: Arc<Self>,
+        id: OriginId,
+        client: OriginClient,
+        shutdown: CancellationToken,
+        storing: &mut PendingStore,
+    ) -> Ended {
         loop {
             let Some(batch) = self.next_work(id, &shutdown).await else {
                 return if shutdown.is_cancelled() { Ended::Shutdown } else { Ended::Dropped };
@@ -400,7 +410,9 @@ impl Fetcher {
                             // SIMD lanes, one fdatasync and index flush for all); critical and
                             // on-demand pieces are stored the moment they arrive.
                             if priority > crate::scheduler::PRIORITY_NORMAL || indices.len() == 1 {
-                                if self.store_piece(&release, reply.index, reply.data, id).await == StoreOutcome::DropOrigin {
+                                if self.store_piece(&release, reply.index, reply.data, id).await
+                                    == StoreOutcome::DropOrigin
+                                {
                                     break Err(Ended::Dropped);
                                 }
                             } else {
@@ -410,7 +422,10 @@ impl Fetcher {
                                 arrived.push((reply.index, reply.data));
                                 // a slow link stores what it has every STORE_BATCH_WAIT, so a
                                 // power cut loses little of what already arrived
-                                if pending.is_empty() || arrived.len() >= STORE_BATCH_MAX || batch_started.elapsed() >= STORE_BATCH_WAIT {
+                                if pending.is_empty()
+                                    || arrived.len() >= STORE_BATCH_MAX
+                                    || batch_started.elapsed() >= STORE_BATCH_WAIT
+                                {
                                     let batch = std::mem::take(&mut arrived);
                                     if storing.start(&self, &release, batch, id).await == StoreOutcome::DropOrigin {
                                         break Err(Ended::Dropped);
@@ -449,7 +464,12 @@ impl Fetcher {
 
     /// Stores several pieces of one release in one put; if the batch fails (a bad piece among
     /// them), each piece is put on its own so the good ones land and the bad one is counted.
-    async fn store_pieces(&self, release: &Arc<VerifiedRelease>, pieces: Vec<(u32, bytes::Bytes)>, origin: OriginId) -> StoreOutcome {
+    async fn store_pieces(
+        &self,
+        release: &Arc<VerifiedRelease>,
+        pieces: Vec<(u32, bytes::Bytes)>,
+        origin: OriginId,
+    ) -> StoreOutcome {
         if pieces.len() == 1 {
             let (index, data) = pieces.into_iter().next().expect("one piece");
             return self.store_piece(release, index, data, origin).await;
@@ -508,7 +528,13 @@ impl Fetcher {
         }
     }
 
-    async fn store_piece(&self, release: &Arc<VerifiedRelease>, index: u32, data: bytes::Bytes, origin: OriginId) -> StoreOutcome {
+    async fn store_piece(
+        &self,
+        release: &Arc<VerifiedRelease>,
+        index: u32,
+        data: bytes::Bytes,
+        origin: OriginId,
+    ) -> StoreOutcome {
         let ih = release.infohash();
         let store = self.store.clone();
         let len = data.len() as u64;
@@ -564,7 +590,11 @@ impl Fetcher {
     }
 
     async fn web_seed_task(self: Arc<Self>, shutdown: CancellationToken) {
-        let client = match reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(60)).build() {
+        let client = match reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the web seed HTTP client");
@@ -641,7 +671,13 @@ struct StoreTask {
 impl PendingStore {
     /// Waits for the batch being stored, then starts storing `batch`; returns the outcome of
     /// the batch waited for.
-    async fn start(&mut self, fetcher: &Arc<Fetcher>, release: &Arc<VerifiedRelease>, batch: Vec<(u32, bytes::Bytes)>, origin: OriginId) -> StoreOutcome {
+    async fn start(
+        &mut self,
+        fetcher: &Arc<Fetcher>,
+        release: &Arc<VerifiedRelease>,
+        batch: Vec<(u32, bytes::Bytes)>,
+        origin: OriginId,
+    ) -> StoreOutcome {
         let before = self.finish().await;
         let indices = batch.iter().map(|p| p.0).collect();
         let (me, rel) = (fetcher.clone(), release.clone());

@@ -111,11 +111,8 @@ impl Tracker {
     pub fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
         let recent: u64 = self.window.iter().filter(|(t, _)| now.duration_since(*t) <= WINDOW).map(|(_, b)| b).sum();
-        let span = self
-            .window
-            .front()
-            .map(|(t, _)| now.duration_since(*t).max(Duration::from_millis(500)))
-            .unwrap_or(WINDOW);
+        let span =
+            self.window.front().map(|(t, _)| now.duration_since(*t).max(Duration::from_millis(500))).unwrap_or(WINDOW);
         let rate = recent as f64 / span.as_secs_f64();
         let remaining: u64 = self.releases.iter().map(|(r, _)| r.total_bytes - r.bytes_done.min(r.total_bytes)).sum();
         let mut origins: Vec<(usize, OriginProgress)> = self.origins.iter().map(|(k, v)| (*k, v.clone())).collect();
@@ -125,7 +122,13 @@ impl Tracker {
             origins: origins.into_iter().map(|(_, v)| v).collect(),
             bytes_fetched: self.bytes_fetched,
             rate,
-            eta_secs: if remaining == 0 { Some(0.0) } else if rate > 0.0 { Some(remaining as f64 / rate) } else { None },
+            eta_secs: if remaining == 0 {
+                Some(0.0)
+            } else if rate > 0.0 {
+                Some(remaining as f64 / rate)
+            } else {
+                None
+            },
             complete: self.releases.iter().all(|(r, _)| r.complete),
         }
     }

@@ -81,11 +81,18 @@ impl Scheduler {
 
     /// Adds a release to fill. `critical`: the critical pieces in order; `present(i)`: whether
     /// the store already holds piece i (those are never fetched again).
-    pub fn add_release(&mut self, infohash: [u8; 20], piece_count: u32, critical: &[u32], present: impl Fn(u32) -> bool) {
+    pub fn add_release(
+        &mut self,
+        infohash: [u8; 20],
+        piece_count: u32,
+        critical: &[u32],
+        present: impl Fn(u32) -> bool,
+    ) {
         if self.releases.iter().any(|r| r.infohash == infohash) {
             return;
         }
-        let pieces: Vec<Piece> = (0..piece_count).map(|i| if present(i) { Piece::Present } else { Piece::Missing }).collect();
+        let pieces: Vec<Piece> =
+            (0..piece_count).map(|i| if present(i) { Piece::Present } else { Piece::Missing }).collect();
         let critical_set: HashSet<u32> = critical.iter().copied().filter(|&i| i < piece_count).collect();
         let mut plan: Vec<u32> = critical.iter().copied().filter(|&i| i < piece_count).collect();
         let mut seen: HashSet<u32> = HashSet::new();
@@ -149,9 +156,9 @@ impl Scheduler {
         let mut out = Vec::new();
         // a release with on-demand pieces first: a waiting peer or download beats any plan
         let first = self.releases.iter().position(|r| {
-            r.demand
-                .iter()
-                .any(|&i| r.pieces[i as usize] == Piece::Missing && !r.bad_from.get(&i).is_some_and(|b| b.contains(&origin)))
+            r.demand.iter().any(|&i| {
+                r.pieces[i as usize] == Piece::Missing && !r.bad_from.get(&i).is_some_and(|b| b.contains(&origin))
+            })
         });
         let n = self.releases.len();
         let order: Vec<usize> = first.into_iter().chain((0..n).filter(|&k| Some(k) != first)).collect();
@@ -195,9 +202,7 @@ impl Scheduler {
             // the plan; while critical pieces are missing, only critical pieces go out (so they
             // arrive before any other), unless none is left that this origin may serve
             let barrier = r.critical_missing > 0
-                && r.critical.iter().any(|&c| {
-                    matches!(r.pieces[c as usize], Piece::InFlight(_)) || usable(r, c)
-                });
+                && r.critical.iter().any(|&c| matches!(r.pieces[c as usize], Piece::InFlight(_)) || usable(r, c));
             while r.cursor < r.plan.len() && out.len() < max {
                 let i = r.plan[r.cursor];
                 if barrier && !r.critical.contains(&i) {

@@ -9,7 +9,18 @@ use crate::error::FetchError;
 /// a single-file torrent uses `base` itself unless it ends with `/`).
 pub fn file_url(base: &str, release: &VerifiedRelease, i: usize) -> String {
     use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-    const PATH: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}').add(b'/');
+    const PATH: &AsciiSet = &CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'<')
+        .add(b'>')
+        .add(b'?')
+        .add(b'`')
+        .add(b'{')
+        .add(b'}')
+        .add(b'/');
     let enc = |s: &str| utf8_percent_encode(s, PATH).to_string();
     let name = &release.metainfo.name;
     if release.metainfo.single_file {
@@ -33,7 +44,12 @@ pub fn file_url(base: &str, release: &VerifiedRelease, i: usize) -> String {
 }
 
 /// Fetches piece `index` from web seed `base`.
-pub async fn fetch_piece(client: &reqwest::Client, base: &str, release: &VerifiedRelease, index: u32) -> Result<Vec<u8>, FetchError> {
+pub async fn fetch_piece(
+    client: &reqwest::Client,
+    base: &str,
+    release: &VerifiedRelease,
+    index: u32,
+) -> Result<Vec<u8>, FetchError> {
     let layout = release.layout();
     let size = layout.piece_size(index).ok_or_else(|| FetchError::WebSeed(format!("no piece {index}")))?;
     let mut out = Vec::with_capacity(size as usize);
@@ -56,14 +72,19 @@ pub async fn fetch_piece(client: &reqwest::Client, base: &str, release: &Verifie
         let mut seen = 0u64;
         let mut got = Vec::with_capacity(want as usize);
         while (got.len() as u64) < want {
-            let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::WebSeed(format!("{url}: {e}")))? else { break };
+            let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::WebSeed(format!("{url}: {e}")))? else {
+                break;
+            };
             let start = skip.saturating_sub(seen).min(chunk.len() as u64) as usize;
             seen += chunk.len() as u64;
             let take = ((want - got.len() as u64) as usize).min(chunk.len() - start);
             got.extend_from_slice(&chunk[start..start + take]);
         }
         if got.len() as u64 != want || (status == 206 && resp.chunk().await.ok().flatten().is_some()) {
-            return Err(FetchError::WebSeed(format!("{url}: short or oversized answer for bytes {}-{last}", seg.file_offset)));
+            return Err(FetchError::WebSeed(format!(
+                "{url}: short or oversized answer for bytes {}-{last}",
+                seg.file_offset
+            )));
         }
         let data = &got[..];
         out.extend_from_slice(data);

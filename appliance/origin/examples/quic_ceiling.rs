@@ -40,9 +40,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         let data = data.clone();
                         tokio::spawn(async move {
                             let Ok(req) = recv.read_to_end(64).await else { return };
-                            let (Ok(at), Ok(len)) = (req[..8.min(req.len())].try_into(), req[8.min(req.len())..].try_into()) else { return };
+                            let (Ok(at), Ok(len)) =
+                                (req[..8.min(req.len())].try_into(), req[8.min(req.len())..].try_into())
+                            else {
+                                return;
+                            };
                             // the bytes at [at, at + len) of the data, wrapping around at its end
-                            let (mut at, mut left) = (u64::from_be_bytes(at) as usize % data.len(), u64::from_be_bytes(len));
+                            let (mut at, mut left) =
+                                (u64::from_be_bytes(at) as usize % data.len(), u64::from_be_bytes(len));
                             while left > 0 {
                                 let n = (left.min(CHUNK as u64) as usize).min(data.len() - at);
                                 if send.write_chunk(data.slice(at..at + n)).await.is_err() {

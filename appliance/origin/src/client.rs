@@ -84,7 +84,12 @@ impl OriginClient {
         let _ = send.set_priority(priority);
         send.write_all(&Request::GetPieces { infohash, priority, indices: indices.to_vec() }.encode()).await?;
         let _ = send.finish();
-        Ok(PieceStream { recv, parser: PiecesParser::with_buffers(indices, max_len, self.buffers.clone()), ready: Default::default(), ended: false })
+        Ok(PieceStream {
+            recv,
+            parser: PiecesParser::with_buffers(indices, max_len, self.buffers.clone()),
+            ready: Default::default(),
+            ended: false,
+        })
     }
 
     /// Fetches a release's manifest.json and .torrent bytes.

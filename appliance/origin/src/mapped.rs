@@ -185,7 +185,10 @@ pub struct MappedFiles {
 
 impl MappedFiles {
     pub fn new(data: &DataDir) -> Self {
-        MappedFiles { files: data.layout().files.iter().map(|_| Mutex::new(None)).collect(), zeroed_seen: AtomicU64::new(zeroed_pages()) }
+        MappedFiles {
+            files: data.layout().files.iter().map(|_| Mutex::new(None)).collect(),
+            zeroed_seen: AtomicU64::new(zeroed_pages()),
+        }
     }
 
     /// Piece `index` as a slice of its file's mapping, its pages resident; `None` when it has
@@ -296,7 +299,8 @@ mod tests {
         }
         // only the piece across a.bin's end and b.bin's start is read with pread
         assert_eq!(fell_back.len(), 1, "{fell_back:?}");
-        let seg_files: Vec<usize> = r.layout().segments(r.layout().piece_offset(fell_back[0]), PIECE as u64).iter().map(|s| s.file).collect();
+        let seg_files: Vec<usize> =
+            r.layout().segments(r.layout().piece_offset(fell_back[0]), PIECE as u64).iter().map(|s| s.file).collect();
         assert_eq!(seg_files, vec![0, 1]);
     }
 
@@ -316,7 +320,10 @@ mod tests {
         assert!(data.read_piece(4).is_err());
         // a piece still inside the file is served from pread now, and is still right
         assert!(mapped.piece(&data, 1).is_none());
-        assert_eq!(data.read_piece(1).unwrap()[..10], (PIECE..PIECE + 10).map(|i| (i % 251) as u8).collect::<Vec<_>>()[..]);
+        assert_eq!(
+            data.read_piece(1).unwrap()[..10],
+            (PIECE..PIECE + 10).map(|i| (i % 251) as u8).collect::<Vec<_>>()[..]
+        );
         // the other file is still mapped
         let b = mapped.piece(&data, 7).unwrap();
         assert_eq!(&b[..], &data.read_piece(7).unwrap()[..]);

@@ -354,7 +354,11 @@ mod tests {
         // reused buffers hold the previous pieces' bytes: none of them may show through
         let pool = BufPool::new(1 << 10);
         for split in 1..bytes.len() {
-            let mut p = if split % 2 == 0 { PiecesParser::new(&[3, 4, 5], 16) } else { PiecesParser::with_buffers(&[3, 4, 5], 16, pool.clone()) };
+            let mut p = if split % 2 == 0 {
+                PiecesParser::new(&[3, 4, 5], 16)
+            } else {
+                PiecesParser::with_buffers(&[3, 4, 5], 16, pool.clone())
+            };
             let mut got = Vec::new();
             for chunk in bytes.chunks(split) {
                 got.extend(p.push(chunk).unwrap());

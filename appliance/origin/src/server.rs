@@ -94,14 +94,8 @@ impl OriginStats {
     fn served(&self, ih: &[u8; 20], index: u32, bytes: usize) {
         self.pieces_served.fetch_add(1, Ordering::Relaxed);
         self.bytes_served.fetch_add(bytes as u64, Ordering::Relaxed);
-        *self
-            .per_piece
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(*ih)
-            .or_default()
-            .entry(index)
-            .or_insert(0) += 1;
+        *self.per_piece.lock().unwrap_or_else(|p| p.into_inner()).entry(*ih).or_default().entry(index).or_insert(0) +=
+            1;
     }
 }
 
@@ -153,13 +147,19 @@ impl OriginServer {
         control: Option<Arc<dyn ControlAcceptor>>,
     ) -> Result<Self, OriginError> {
         let server_cfg = tls::server_config(identity, cfg.max_streams_per_connection)?;
-        let endpoint = quinn::Endpoint::server(server_cfg, cfg.listen).map_err(|e| OriginError::Bind { addr: cfg.listen, err: e })?;
+        let endpoint = quinn::Endpoint::server(server_cfg, cfg.listen)
+            .map_err(|e| OriginError::Bind { addr: cfg.listen, err: e })?;
         let releases = releases
             .into_iter()
-            .map(|ServedRelease { release, data }| (release.infohash(), Served { mapped: MappedFiles::new(&data), release, data }))
+            .map(|ServedRelease { release, data }| {
+                (release.infohash(), Served { mapped: MappedFiles::new(&data), release, data })
+            })
             .collect();
         let buffers = BufPool::new(PIECE_BUFFERS_KEPT);
-        Ok(OriginServer { endpoint, shared: Arc::new(Shared { control, releases, stats: Arc::default(), cfg, buffers }) })
+        Ok(OriginServer {
+            endpoint,
+            shared: Arc::new(Shared { control, releases, stats: Arc::default(), cfg, buffers }),
+        })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, OriginError> {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::crypto::{verify_tls13_signature, CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 
@@ -56,7 +56,8 @@ impl Identity {
         let der = rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8_der.to_vec());
         let kp = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ED25519)
             .map_err(|e| OriginError::Tls(format!("device key: {e}")))?;
-        let params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| OriginError::Tls(e.to_string()))?;
+        let params =
+            rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| OriginError::Tls(e.to_string()))?;
         let cert = params.self_signed(&kp).map_err(|e| OriginError::Tls(e.to_string()))?;
         Ok(Identity { chain: vec![cert.der().clone()], key: PrivateKeyDer::Pkcs8(der) })
     }
@@ -247,7 +248,11 @@ pub fn client_config(trust: &Trust) -> Result<quinn::ClientConfig, OriginError> 
 
 /// A client config for `alpn`, presenting `identity` as the client certificate when given (the
 /// device link).
-pub fn client_config_for(trust: &Trust, alpn: &[u8], identity: Option<Identity>) -> Result<quinn::ClientConfig, OriginError> {
+pub fn client_config_for(
+    trust: &Trust,
+    alpn: &[u8],
+    identity: Option<Identity>,
+) -> Result<quinn::ClientConfig, OriginError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| OriginError::Tls(e.to_string()))?;

@@ -50,7 +50,12 @@ pub fn run(a: AgentArgs) -> Result<()> {
         if let Some(status) = setup {
             return run_setup(&cfg, status, shutdown).await;
         }
-        popseed_agent::run(cfg, RunOptions { exit_when_complete: a.exit_when_complete, progress_lines: a.progress }, shutdown).await?;
+        popseed_agent::run(
+            cfg,
+            RunOptions { exit_when_complete: a.exit_when_complete, progress_lines: a.progress },
+            shutdown,
+        )
+        .await?;
         anyhow::Ok(())
     })
 }

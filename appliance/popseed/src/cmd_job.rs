@@ -125,7 +125,9 @@ impl Api {
     }
 
     fn call(&self, method: &str, url: &str, body: Option<Value>) -> Result<Value> {
-        let req = ureq::request(method, url).set("Authorization", &format!("Bearer {}", self.token)).timeout(Duration::from_secs(15));
+        let req = ureq::request(method, url)
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .timeout(Duration::from_secs(15));
         let res = match body {
             Some(b) => req.send_json(b),
             None => req.call(),
@@ -134,7 +136,11 @@ impl Api {
             Ok(r) => r.into_json::<Value>().with_context(|| format!("{url}: the answer is not JSON")),
             Err(ureq::Error::Status(code, r)) => {
                 let v: Value = r.into_json().unwrap_or(Value::Null);
-                let reason = v.get("reason").and_then(Value::as_str).or_else(|| v.get("error").and_then(Value::as_str)).unwrap_or("");
+                let reason = v
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .or_else(|| v.get("error").and_then(Value::as_str))
+                    .unwrap_or("");
                 match code {
                     401 => bail!("{url}: 401 unauthorized: wrong or missing token"),
                     _ => bail!("{url}: {code}: {reason}"),
@@ -252,8 +258,16 @@ fn seen(api: &Api, v: &Value) -> Vec<Seen> {
             let report = d.get("report").filter(|r| !r.is_null());
             let (state, reason, done, total, eta) = match (s(d, "delivery").as_deref(), report) {
                 (Some("refused"), _) => ("refused".into(), s(d, "reason"), 0, 0, None),
-                (_, Some(r)) => (s(r, "state").unwrap_or_default(), s(r, "reason"), n(r, "bytes_done"), n(r, "bytes_total"), r.get("eta_secs").and_then(Value::as_f64)),
-                (_, None) if d.get("connected").and_then(Value::as_bool) == Some(false) => ("waiting for the device to link".into(), None, 0, 0, None),
+                (_, Some(r)) => (
+                    s(r, "state").unwrap_or_default(),
+                    s(r, "reason"),
+                    n(r, "bytes_done"),
+                    n(r, "bytes_total"),
+                    r.get("eta_secs").and_then(Value::as_f64),
+                ),
+                (_, None) if d.get("connected").and_then(Value::as_bool) == Some(false) => {
+                    ("waiting for the device to link".into(), None, 0, 0, None)
+                }
                 _ => ("pushing".into(), None, 0, 0, None),
             };
             Seen { who: label, state, reason, done, total, eta }
@@ -285,15 +299,25 @@ fn wait(api: &Api, id: &str, timeout: Duration) -> Result<()> {
             bar.set_length(d.total.max(1));
             bar.set_position(d.done);
             let eta = d.eta.filter(|e| *e > 0.0).map(|e| format!(" ETA {e:.0}s")).unwrap_or_default();
-            bar.set_message(format!("{}{}{}", d.state, eta, d.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()));
+            bar.set_message(format!(
+                "{}{}{}",
+                d.state,
+                eta,
+                d.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+            ));
         }
-        let failed: Vec<&Seen> = all.iter().filter(|d| matches!(d.state.as_str(), "failed" | "refused" | "cancelled" | "expired")).collect();
+        let failed: Vec<&Seen> =
+            all.iter().filter(|d| matches!(d.state.as_str(), "failed" | "refused" | "cancelled" | "expired")).collect();
         if !failed.is_empty() {
             for b in bars.values() {
                 b.abandon();
             }
-            let why: Vec<String> =
-                failed.iter().map(|d| format!("{}: {}{}", d.who, d.state, d.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())).collect();
+            let why: Vec<String> = failed
+                .iter()
+                .map(|d| {
+                    format!("{}: {}{}", d.who, d.state, d.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())
+                })
+                .collect();
             bail!("job {id} did not complete: {}", why.join("; "));
         }
         if all.iter().all(|d| d.state == "ready") {

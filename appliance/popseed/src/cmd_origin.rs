@@ -91,14 +91,16 @@ fn identity(a: &OriginArgs) -> Result<Identity> {
 pub fn run(a: OriginArgs) -> Result<()> {
     let mut served = Vec::new();
     for spec in &a.releases {
-        let (rel, data) = spec.split_once('=').with_context(|| format!("--release {spec:?}: expected RELEASE_DIR=DATA_DIR"))?;
+        let (rel, data) =
+            spec.split_once('=').with_context(|| format!("--release {spec:?}: expected RELEASE_DIR=DATA_DIR"))?;
         let release = VerifiedRelease::load(rel.as_ref(), None).with_context(|| format!("loading release {rel}"))?;
         let data = DataDir::open(&release, data.as_ref()).with_context(|| format!("data folder {data} for {rel}"))?;
         served.push(ServedRelease { release, data });
     }
     let id = identity(&a)?;
     let fingerprint = id.fingerprint();
-    let names: Vec<String> = served.iter().map(|s| format!("{} {}", s.release.manifest.name, s.release.manifest.version)).collect();
+    let names: Vec<String> =
+        served.iter().map(|s| format!("{} {}", s.release.manifest.name, s.release.manifest.version)).collect();
     let cfg = OriginConfig {
         listen: a.listen,
         max_connections: a.max_connections,
@@ -108,7 +110,8 @@ pub fn run(a: OriginArgs) -> Result<()> {
     let hub = match &a.devices {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let allow = popseed_control::ControlHub::parse_allow_list(&text).with_context(|| format!("{}", p.display()))?;
+            let allow =
+                popseed_control::ControlHub::parse_allow_list(&text).with_context(|| format!("{}", p.display()))?;
             Some(popseed_control::ControlHub::new(allow))
         }
         None => None,
@@ -116,12 +119,20 @@ pub fn run(a: OriginArgs) -> Result<()> {
     let admin_token = a.admin_token_file.as_deref().map(read_token).transpose()?;
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
     rt.block_on(async move {
-        let acceptor = hub.clone().map(|h| std::sync::Arc::new(popseed_control::hub::HubAcceptor(h)) as std::sync::Arc<dyn popseed_origin::ControlAcceptor>);
+        let acceptor = hub.clone().map(|h| {
+            std::sync::Arc::new(popseed_control::hub::HubAcceptor(h))
+                as std::sync::Arc<dyn popseed_origin::ControlAcceptor>
+        });
         let server = OriginServer::bind_with_control(cfg, id, served, acceptor)?;
         let addr = server.local_addr()?;
-        println!("origin listening on {addr} (udp, ALPN popseed/1{})", if hub.is_some() { " and popseed-control/1" } else { "" });
+        println!(
+            "origin listening on {addr} (udp, ALPN popseed/1{})",
+            if hub.is_some() { " and popseed-control/1" } else { "" }
+        );
         if let (Some(hub), Some(admin), Some(token)) = (&hub, a.admin, admin_token) {
-            let listener = tokio::net::TcpListener::bind(admin).await.with_context(|| format!("binding the admin API on {admin}"))?;
+            let listener = tokio::net::TcpListener::bind(admin)
+                .await
+                .with_context(|| format!("binding the admin API on {admin}"))?;
             println!("admin API on http://{}", listener.local_addr()?);
             let app = popseed_control::api::admin_router(hub.clone(), token);
             tokio::spawn(async move {

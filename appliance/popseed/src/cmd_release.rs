@@ -96,7 +96,11 @@ pub fn publish(a: PublishArgs) -> Result<()> {
         fmt::bytes(m.piece_length as u64),
         m.infohash
     );
-    eprintln!("wrote {} and {}", a.out.join(popseed_release::TORRENT_FILE).display(), a.out.join(popseed_release::MANIFEST_FILE).display());
+    eprintln!(
+        "wrote {} and {}",
+        a.out.join(popseed_release::TORRENT_FILE).display(),
+        a.out.join(popseed_release::MANIFEST_FILE).display()
+    );
     if !r.critical_pieces().is_empty() {
         eprintln!("critical: {} pieces first", r.critical_pieces().len());
     }

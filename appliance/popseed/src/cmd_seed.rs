@@ -60,7 +60,9 @@ pub struct SeedArgs {
 }
 
 pub fn run(a: SeedArgs) -> Result<()> {
-    let store = Arc::new(Store::open(StoreConfig::new(&a.store)).with_context(|| format!("opening store {}", a.store.display()))?);
+    let store = Arc::new(
+        Store::open(StoreConfig::new(&a.store)).with_context(|| format!("opening store {}", a.store.display()))?,
+    );
     let cfg = SwarmConfig {
         listen: a.listen,
         tracker_listen: (!a.no_tracker).then_some(a.tracker_listen),
@@ -95,7 +97,8 @@ pub fn run(a: SeedArgs) -> Result<()> {
             println!("  magnet: {}", swarm.magnet(&r.infohash, &[])?);
             if let Some(dir) = &a.torrents_out {
                 let path = dir.join(format!("{ih}.torrent"));
-                std::fs::write(&path, swarm.torrent(&r.infohash, &[])?).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, swarm.torrent(&r.infohash, &[])?)
+                    .with_context(|| format!("writing {}", path.display()))?;
                 println!("  torrent: {}", path.display());
             }
         }

@@ -42,7 +42,8 @@ pub fn run(a: StatusArgs) -> Result<()> {
     let (code, body) = match agent.get(&url).set("Authorization", &format!("Bearer {}", a.token)).call() {
         Ok(r) => {
             let mut body = Vec::new();
-            std::io::Read::read_to_end(&mut r.into_reader(), &mut body).map_err(|e| anyhow!("reading the answer from {url}: {e}"))?;
+            std::io::Read::read_to_end(&mut r.into_reader(), &mut body)
+                .map_err(|e| anyhow!("reading the answer from {url}: {e}"))?;
             (200u16, body)
         }
         Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap_or_default().into_bytes()),

@@ -82,11 +82,9 @@ fn when(secs: u64) -> String {
 }
 
 pub fn run(a: StoreArgs) -> Result<()> {
-    let store = Store::open(StoreConfig {
-        dir: a.dir.clone(),
-        capacity: Capacity { budget: a.budget, min_free: a.min_free },
-    })
-    .with_context(|| format!("opening store {}", a.dir.display()))?;
+    let store =
+        Store::open(StoreConfig { dir: a.dir.clone(), capacity: Capacity { budget: a.budget, min_free: a.min_free } })
+            .with_context(|| format!("opening store {}", a.dir.display()))?;
     match a.command {
         StoreCommand::List { json } => list(&store, json),
         StoreCommand::Show { release, json } => show(&store, &find(&store, &release)?, json),
@@ -97,7 +95,9 @@ pub fn run(a: StoreArgs) -> Result<()> {
             import(&store, &r, data.as_deref(), pin)
         }
         StoreCommand::Pin { release } => store.set_pinned(&find(&store, &release)?.infohash, true).map_err(Into::into),
-        StoreCommand::Unpin { release } => store.set_pinned(&find(&store, &release)?.infohash, false).map_err(Into::into),
+        StoreCommand::Unpin { release } => {
+            store.set_pinned(&find(&store, &release)?.infohash, false).map_err(Into::into)
+        }
         StoreCommand::Remove { release } => store.remove_release(&find(&store, &release)?.infohash).map_err(Into::into),
     }
 }
@@ -114,7 +114,12 @@ pub fn import(store: &Store, r: &VerifiedRelease, data: Option<&std::path::Path>
             r.manifest.name, r.manifest.version, rep.stored, rep.already_present
         );
         if !rep.bad.is_empty() {
-            bail!("{} pieces in {} do not match the release (first: piece {})", rep.bad.len(), data.display(), rep.bad[0]);
+            bail!(
+                "{} pieces in {} do not match the release (first: piece {})",
+                rep.bad.len(),
+                data.display(),
+                rep.bad[0]
+            );
         }
     } else {
         println!("added {} {} (no data imported)", r.manifest.name, r.manifest.version);
@@ -185,7 +190,13 @@ fn show(store: &Store, info: &ReleaseInfo, json: bool) -> Result<()> {
     println!("name:      {} {}", info.name, info.version);
     println!("infohash:  {}", hex::encode(info.infohash));
     println!("publisher: {}", r.publisher.fingerprint());
-    println!("pieces:    {}/{} present ({} of {})", info.pieces_present, info.piece_count, fmt::bytes(info.bytes_present), fmt::bytes(info.total_size));
+    println!(
+        "pieces:    {}/{} present ({} of {})",
+        info.pieces_present,
+        info.piece_count,
+        fmt::bytes(info.bytes_present),
+        fmt::bytes(info.total_size)
+    );
     println!("pinned:    {}", if info.pinned { "yes" } else { "no" });
     println!("added:     {}", when(info.added_at));
     println!("expires:   {}", info.expires_at.map(when).unwrap_or_else(|| "never".into()));
@@ -194,7 +205,12 @@ fn show(store: &Store, info: &ReleaseInfo, json: bool) -> Result<()> {
     for (i, f) in layout.files.iter().enumerate() {
         let pieces = layout.pieces_for_file_range(i, 0, f.length);
         let have = pieces.clone().filter(|&p| bf.get(p)).count();
-        println!("  {:>10}  {:>5.1}%  {}", fmt::bytes(f.length), if pieces.is_empty() { 100.0 } else { have as f64 * 100.0 / pieces.len() as f64 }, f.path());
+        println!(
+            "  {:>10}  {:>5.1}%  {}",
+            fmt::bytes(f.length),
+            if pieces.is_empty() { 100.0 } else { have as f64 * 100.0 / pieces.len() as f64 },
+            f.path()
+        );
     }
     Ok(())
 }

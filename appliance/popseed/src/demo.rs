@@ -6,11 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use base64::Engine;
 use clap::Args;
 use popseed_release::{keys, publish, PublishOptions, SecretKey};
-use base64::Engine;
 use popseed_store::{Capacity, Store, StoreConfig};
-
 
 use crate::{cmd_store, fmt};
 
@@ -54,10 +53,7 @@ pub fn sample_content(dir: &Path, video_size: u64) -> Result<()> {
     };
     write("video/keynote.mp4", &filler(1, video_size))?;
     write("apps/venue-app-installer.bin", &filler(2, 6 << 20))?;
-    write(
-        "README.txt",
-        b"Sample release made by `popseed demo`.\nEverything here was generated on this machine.\n",
-    )?;
+    write("README.txt", b"Sample release made by `popseed demo`.\nEverything here was generated on this machine.\n")?;
     Ok(())
 }
 
@@ -101,7 +97,10 @@ pub fn run(a: DemoArgs) -> Result<()> {
 
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
     rt.block_on(venue(&dir, &r, &src, a.rate_limit, a.serve_for))?;
-    let store = Store::open(StoreConfig { dir: dir.join("box/store"), capacity: Capacity { budget: None, min_free: 64 << 20 } })?;
+    let store = Store::open(StoreConfig {
+        dir: dir.join("box/store"),
+        capacity: Capacity { budget: None, min_free: 64 << 20 },
+    })?;
     println!();
     cmd_store::list(&store, false)?;
     Ok(())
@@ -142,7 +141,8 @@ async fn venue(
     let fingerprint = id.fingerprint();
     let served = ServedRelease { release: r.clone(), data: popseed_release::DataDir::open(r, src)? };
     let cfg = OriginConfig { listen: "127.0.0.1:0".parse()?, ..Default::default() };
-    let origin = OriginServer::bind_with_control(cfg, id, vec![served], Some(std::sync::Arc::new(HubAcceptor(hub.clone()))))?;
+    let origin =
+        OriginServer::bind_with_control(cfg, id, vec![served], Some(std::sync::Arc::new(HubAcceptor(hub.clone()))))?;
     let origin_addr = origin.local_addr()?;
     let stop_origin = tokio_util::sync::CancellationToken::new();
     let stopped = stop_origin.clone();
@@ -217,7 +217,8 @@ async fn venue(
         if let Some(t) = sw.tracker_url() {
             println!("  tracker          {t}");
         }
-        let web_seed = agent.portal.as_ref().map(|p| vec![format!("{}files/{}/", p.url, hex::encode(ih))]).unwrap_or_default();
+        let web_seed =
+            agent.portal.as_ref().map(|p| vec![format!("{}files/{}/", p.url, hex::encode(ih))]).unwrap_or_default();
         if let Ok(m) = sw.magnet(&ih, &web_seed) {
             println!("  magnet           {m}");
         }
@@ -229,7 +230,11 @@ async fn venue(
     }
     if let Some(p) = &agent.portal {
         println!("  portal           {}  (open it in a browser)", p.url);
-        println!("  DNS              {} udp+tcp (try: dig @127.0.0.1 -p {} example.com)", p.dns_udp_addr, p.dns_udp_addr.port());
+        println!(
+            "  DNS              {} udp+tcp (try: dig @127.0.0.1 -p {} example.com)",
+            p.dns_udp_addr,
+            p.dns_udp_addr.port()
+        );
     }
     match serve_for {
         Some(d) => {

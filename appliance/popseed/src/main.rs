@@ -66,11 +66,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // usage errors exit 2 with clap's message
-    let filter = cli
-        .log
-        .clone()
-        .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "warn".into());
+    let filter = cli.log.clone().or_else(|| std::env::var("RUST_LOG").ok()).unwrap_or_else(|| "warn".into());
     {
         // Log lines to stderr per the filter; WARN and ERROR also to the dashboard's recent errors.
         use tracing_subscriber::prelude::*;

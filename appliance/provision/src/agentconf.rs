@@ -44,7 +44,13 @@ fn portal_table(portal_ip: std::net::Ipv4Addr, venue: &str, box_name: Option<&st
     t
 }
 
-fn control_table(listen: SocketAddr, token: Option<&str>, paths: &AgentPaths<'_>, device_name: &str, venue: Option<&str>) -> Table {
+fn control_table(
+    listen: SocketAddr,
+    token: Option<&str>,
+    paths: &AgentPaths<'_>,
+    device_name: &str,
+    venue: Option<&str>,
+) -> Table {
     let mut t = Table::new();
     t["listen"] = value(listen.to_string());
     if let Some(tok) = token {
@@ -106,7 +112,12 @@ pub fn render(p: &Provisioning, paths: &AgentPaths<'_>, device_name: &str) -> St
 
 /// agent.toml for setup mode: store and device key, the control listen address and the portal
 /// address the setup page is served on. The agent runs only the setup page in that mode.
-pub fn render_setup(paths: &AgentPaths<'_>, listen: SocketAddr, portal_ip: std::net::Ipv4Addr, device_name: &str) -> String {
+pub fn render_setup(
+    paths: &AgentPaths<'_>,
+    listen: SocketAddr,
+    portal_ip: std::net::Ipv4Addr,
+    device_name: &str,
+) -> String {
     let mut doc = DocumentMut::new();
     header(&mut doc, "setup mode");
     doc["store"] = Item::Table(store_table(paths, None));

@@ -126,7 +126,12 @@ pub fn render_all(text: std::result::Result<&str, String>, inp: RenderInput<'_>)
     let mut errors = errors;
     if errors.is_empty() {
         // valid file, but the model type refused it: say so rather than show no reason
-        errors.push(Diagnostic { line: 1, column: 1, key: "wifi".into(), message: "the access point settings could not be built".into() });
+        errors.push(Diagnostic {
+            line: 1,
+            column: 1,
+            key: "wifi".into(),
+            message: "the access point settings could not be built".into(),
+        });
     }
     let status = Status {
         mode: Mode::Setup,
@@ -235,7 +240,8 @@ pub fn chown_state(state: &Path, user: &str) -> Result<bool> {
     let Some(u) = nix::unistd::User::from_name(user).ok().flatten() else { return Ok(false) };
     for p in [state.to_path_buf(), state.join("store"), state.join("device.key"), state.join("device.pub")] {
         if p.exists() {
-            std::os::unix::fs::chown(&p, Some(u.uid.as_raw()), Some(u.gid.as_raw())).map_err(|e| ProvisionError::io(&p, e))?;
+            std::os::unix::fs::chown(&p, Some(u.uid.as_raw()), Some(u.gid.as_raw()))
+                .map_err(|e| ProvisionError::io(&p, e))?;
         }
     }
     Ok(true)
@@ -362,7 +368,8 @@ pub fn run(o: &Options) -> Result<Report> {
         // a stale uplink unit from an earlier boot must not linger
         let _ = std::fs::remove_file(o.out.join("uplink.network"));
     }
-    let json = serde_json::to_string_pretty(&status).map_err(|e| ProvisionError::Status { path: o.out.join("status.json"), msg: e.to_string() })?;
+    let json = serde_json::to_string_pretty(&status)
+        .map_err(|e| ProvisionError::Status { path: o.out.join("status.json"), msg: e.to_string() })?;
     write_atomic(&o.out, "status.json", &(json + "\n"))?;
     Ok(Report { lines, status })
 }

@@ -55,7 +55,9 @@ pub fn dhcp_range(net: Ipv4Net) -> Option<(Ipv4Addr, Ipv4Addr)> {
 
 /// dnsmasq.conf: DHCP only (`port=0`), router and DNS server = the portal address.
 pub fn render_dnsmasq(n: &NetSettings) -> String {
-    let mut o = String::from("# dnsmasq.conf rendered by `popseed firstboot`; do not edit.\n# DHCP only: DNS is answered by the portal.\n");
+    let mut o = String::from(
+        "# dnsmasq.conf rendered by `popseed firstboot`; do not edit.\n# DHCP only: DNS is answered by the portal.\n",
+    );
     let _ = writeln!(o, "port=0");
     let _ = writeln!(o, "interface={}", n.ap_interface);
     let _ = writeln!(o, "bind-dynamic");
@@ -142,7 +144,10 @@ pub fn render_ap_network(n: &NetSettings) -> String {
 
 /// systemd-networkd unit for the uplink (DHCP or static).
 pub fn render_uplink_network(u: &Uplink) -> String {
-    let mut o = format!("# Rendered by `popseed firstboot`; copy to /run/systemd/network/.\n[Match]\nName={}\n\n[Network]\n", u.interface);
+    let mut o = format!(
+        "# Rendered by `popseed firstboot`; copy to /run/systemd/network/.\n[Match]\nName={}\n\n[Network]\n",
+        u.interface
+    );
     match &u.mode {
         UplinkMode::Dhcp => o.push_str("DHCP=ipv4\n"),
         UplinkMode::Static { address, gateway, dns } => {
@@ -224,10 +229,17 @@ mod tests {
     #[test]
     fn networkd_units() {
         let c = render_ap_network(&net("10.42.0.1/24", false));
-        assert!(c.contains("Name=wlan0\n") && c.contains("Address=10.42.0.1/24\n") && c.contains("IPForward=no"), "{c}");
+        assert!(
+            c.contains("Name=wlan0\n") && c.contains("Address=10.42.0.1/24\n") && c.contains("IPForward=no"),
+            "{c}"
+        );
         let u = Uplink {
             interface: "eth0".into(),
-            mode: UplinkMode::Static { address: "192.0.2.10/24".parse().unwrap(), gateway: Some(ip("192.0.2.1")), dns: vec![] },
+            mode: UplinkMode::Static {
+                address: "192.0.2.10/24".parse().unwrap(),
+                gateway: Some(ip("192.0.2.1")),
+                dns: vec![],
+            },
         };
         let c = render_uplink_network(&u);
         assert!(c.contains("Address=192.0.2.10/24\nGateway=192.0.2.1\n"), "{c}");

@@ -104,8 +104,10 @@ pub struct ButtonHw {
 
 impl HwProfile {
     pub fn parse(text: &str, path: &Path) -> Result<HwProfile> {
-        let p: HwProfile = toml::from_str(text)
-            .map_err(|e| ProvisionError::Profile { path: path.to_path_buf(), msg: e.to_string().trim_end().to_owned() })?;
+        let p: HwProfile = toml::from_str(text).map_err(|e| ProvisionError::Profile {
+            path: path.to_path_buf(),
+            msg: e.to_string().trim_end().to_owned(),
+        })?;
         let bad = |msg: &str| Err(ProvisionError::Profile { path: path.to_path_buf(), msg: msg.to_owned() });
         if p.board.is_empty() || !p.board.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return bad("`board` must be a non-empty id of letters, digits, '-' and '_'");
@@ -185,7 +187,9 @@ pub fn load_dir(dir: &Path) -> (Vec<HwProfile>, Vec<String>) {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
     let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect(),
+        Ok(rd) => {
+            rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect()
+        }
         Err(e) => {
             warnings.push(format!("board profiles {}: {e}", dir.display()));
             return (out, warnings);
@@ -217,7 +221,9 @@ pub fn pick(hw_dir: &Path, root: &Path, board: Option<&str>) -> Result<Picked> {
     if let Some(id) = board {
         return match by_id(id) {
             Some(profile) => Ok(Picked { profile, by: PickedBy::Argument, warnings }),
-            None if id == GENERIC => Ok(Picked { profile: HwProfile::builtin_generic(), by: PickedBy::BuiltIn, warnings }),
+            None if id == GENERIC => {
+                Ok(Picked { profile: HwProfile::builtin_generic(), by: PickedBy::BuiltIn, warnings })
+            }
             None => Err(ProvisionError::NoSuchBoard(id.to_owned())),
         };
     }
@@ -225,10 +231,13 @@ pub fn pick(hw_dir: &Path, root: &Path, board: Option<&str>) -> Result<Picked> {
     if let Some(id) = read_id_file(&rel("/etc/popseed/board")) {
         match by_id(&id) {
             Some(profile) => return Ok(Picked { profile, by: PickedBy::BoardFile, warnings }),
-            None => warnings.push(format!("/etc/popseed/board names {id:?} but no profile has that id; detecting the board")),
+            None => warnings
+                .push(format!("/etc/popseed/board names {id:?} but no profile has that id; detecting the board")),
         }
     }
-    for (file, by) in [("/proc/device-tree/model", PickedBy::DeviceTree), ("/sys/class/dmi/id/product_name", PickedBy::Dmi)] {
+    for (file, by) in
+        [("/proc/device-tree/model", PickedBy::DeviceTree), ("/sys/class/dmi/id/product_name", PickedBy::Dmi)]
+    {
         let Some(model) = read_id_file(&rel(file)) else { continue };
         let model_lc = model.to_lowercase();
         if let Some(profile) =
@@ -240,7 +249,10 @@ pub fn pick(hw_dir: &Path, root: &Path, board: Option<&str>) -> Result<Picked> {
     match by_id(GENERIC) {
         Some(profile) => Ok(Picked { profile, by: PickedBy::Default, warnings }),
         None => {
-            warnings.push(format!("no profile matched and {} has no {GENERIC}.toml: using the built-in one", hw_dir.display()));
+            warnings.push(format!(
+                "no profile matched and {} has no {GENERIC}.toml: using the built-in one",
+                hw_dir.display()
+            ));
             Ok(Picked { profile: HwProfile::builtin_generic(), by: PickedBy::BuiltIn, warnings })
         }
     }
@@ -326,13 +338,20 @@ mod tests {
 
     #[test]
     fn bad_profiles_are_refused_with_reasons() {
-        let e = HwProfile::parse(&profile_text("x", &[]).replace("max_clients = 40", "max_client = 40"), Path::new("x.toml"))
+        let e = HwProfile::parse(
+            &profile_text("x", &[]).replace("max_clients = 40", "max_client = 40"),
+            Path::new("x.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("max_client"), "{e}");
+        let e = HwProfile::parse(&profile_text("x", &[]).replace("aarch64", "mips"), Path::new("x.toml"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("max_client"), "{e}");
-        let e = HwProfile::parse(&profile_text("x", &[]).replace("aarch64", "mips"), Path::new("x.toml")).unwrap_err().to_string();
         assert!(e.contains("arch"), "{e}");
-        let e = HwProfile::parse(&profile_text("x", &[]).replace("\"5GHz\"", "\"6GHz\""), Path::new("x.toml")).unwrap_err().to_string();
+        let e = HwProfile::parse(&profile_text("x", &[]).replace("\"5GHz\"", "\"6GHz\""), Path::new("x.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("6GHz"), "{e}");
     }
 

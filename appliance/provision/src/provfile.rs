@@ -127,7 +127,8 @@ pub fn channel_band(ch: i64) -> Option<Band> {
     }
 }
 
-const TOP_KEYS: &[&str] = &["venue", "device_name", "trusted_keys", "wifi", "portal", "management", "origins", "uplink", "store"];
+const TOP_KEYS: &[&str] =
+    &["venue", "device_name", "trusted_keys", "wifi", "portal", "management", "origins", "uplink", "store"];
 const WIFI_KEYS: &[&str] = &["ssid", "passphrase", "security", "country", "channel", "band", "hidden", "max_clients"];
 const PORTAL_KEYS: &[&str] = &["address", "box_name"];
 const MGMT_KEYS: &[&str] = &["listen", "staff_token"];
@@ -230,7 +231,8 @@ impl<'a> Checker<'a> {
                 .min()
                 .map(|(_, a)| format!(" (did you mean `{a}`?)"))
                 .unwrap_or_default();
-            let section = if tbl.path.is_empty() { "at the top level".to_owned() } else { format!("in [{}]", tbl.path) };
+            let section =
+                if tbl.path.is_empty() { "at the top level".to_owned() } else { format!("in [{}]", tbl.path) };
             self.err(&span, join(&tbl.path, &key), format!("unknown key {section}{hint}"));
         }
     }
@@ -241,7 +243,8 @@ impl<'a> Checker<'a> {
             Some((k, item)) => Some((item, item.span().or_else(|| k.span()))),
             None => {
                 if required {
-                    let where_ = if tbl.path.is_empty() { "the top level".to_owned() } else { format!("[{}]", tbl.path) };
+                    let where_ =
+                        if tbl.path.is_empty() { "the top level".to_owned() } else { format!("[{}]", tbl.path) };
                     self.err(&tbl.span, join(&tbl.path, key), format!("missing: add `{key} = ...` to {where_}"));
                 }
                 None
@@ -333,7 +336,9 @@ pub fn validate(text: &str, profile: &HwProfile) -> Validation {
         }
     });
     let device_name = c.string(&root, "device_name", false).and_then(|(v, span)| {
-        let ok = !v.is_empty() && v.len() <= 63 && v.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '.');
+        let ok = !v.is_empty()
+            && v.len() <= 63
+            && v.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '.');
         if !ok {
             c.err(&span, "device_name", "must be 1..63 letters, digits, '-', '_' or '.'");
         }
@@ -366,7 +371,11 @@ pub fn validate(text: &str, profile: &HwProfile) -> Validation {
         management_listen = listen;
         let token = c.string(&t, "staff_token", true).and_then(|(s, span)| {
             if s.chars().count() < 16 || !printable(&s) || s.trim() != s {
-                c.err(&span, "management.staff_token", "must be at least 16 characters, no spaces around it, no control characters");
+                c.err(
+                    &span,
+                    "management.staff_token",
+                    "must be at least 16 characters, no spaces around it, no control characters",
+                );
                 None
             } else {
                 Some(s)
@@ -415,9 +424,25 @@ pub fn validate(text: &str, profile: &HwProfile) -> Validation {
     let errors = std::mem::take(&mut c.errors);
     let value = if errors.is_empty() {
         match (venue, wifi, portal, management, origins, uplink, store_budget) {
-            (Some(venue), Some((_, wifi)), Some(portal), Some(management), Some(origins), Some(uplink), Some(store_budget)) => {
-                Some(Provisioning { venue, device_name, trusted_keys, wifi, portal, management, origins, uplink, store_budget })
-            }
+            (
+                Some(venue),
+                Some((_, wifi)),
+                Some(portal),
+                Some(management),
+                Some(origins),
+                Some(uplink),
+                Some(store_budget),
+            ) => Some(Provisioning {
+                venue,
+                device_name,
+                trusted_keys,
+                wifi,
+                portal,
+                management,
+                origins,
+                uplink,
+                store_budget,
+            }),
             _ => None,
         }
     } else {
@@ -433,7 +458,11 @@ fn check_wifi<'a>(c: &mut Checker<'a>, t: &Tbl<'a>, profile: &HwProfile) -> Opti
     let hw = &profile.wifi;
     let ssid = c.string(t, "ssid", true).and_then(|(s, span)| {
         if s.is_empty() || s.len() > 32 || !printable(&s) {
-            c.err(&span, "wifi.ssid", format!("must be 1..32 bytes without control characters (this one is {} bytes)", s.len()));
+            c.err(
+                &span,
+                "wifi.ssid",
+                format!("must be 1..32 bytes without control characters (this one is {} bytes)", s.len()),
+            );
             None
         } else {
             Some(s)
@@ -449,7 +478,10 @@ fn check_wifi<'a>(c: &mut Checker<'a>, t: &Tbl<'a>, profile: &HwProfile) -> Opti
                 c.err(
                     span,
                     "wifi.passphrase",
-                    format!("must be 8..63 printable ASCII characters (or 64 hex digits); this one has {}", p.chars().count()),
+                    format!(
+                        "must be 8..63 printable ASCII characters (or 64 hex digits); this one has {}",
+                        p.chars().count()
+                    ),
                 );
             }
             ok
@@ -460,9 +492,11 @@ fn check_wifi<'a>(c: &mut Checker<'a>, t: &Tbl<'a>, profile: &HwProfile) -> Opti
         Some((s, span)) => match Security::parse(&s) {
             Some(sec) => {
                 match (&passphrase, sec) {
-                    (Some((_, pspan)), Security::Open) => {
-                        c.err(pspan, "wifi.passphrase", "an open network has no passphrase: remove it or set security = \"wpa2\"")
-                    }
+                    (Some((_, pspan)), Security::Open) => c.err(
+                        pspan,
+                        "wifi.passphrase",
+                        "an open network has no passphrase: remove it or set security = \"wpa2\"",
+                    ),
                     (None, Security::Wpa2 | Security::Wpa3 | Security::Wpa2Wpa3) => {
                         c.err(&span, "wifi.security", format!("{s} needs `passphrase = ...`"))
                     }
@@ -472,7 +506,11 @@ fn check_wifi<'a>(c: &mut Checker<'a>, t: &Tbl<'a>, profile: &HwProfile) -> Opti
                     _ => {}
                 }
                 if matches!(sec, Security::Wpa3 | Security::Wpa2Wpa3) && !hw.wpa3 {
-                    c.err(&span, "wifi.security", format!("board {} has no WPA3 (SAE) support: use wpa2", profile.board));
+                    c.err(
+                        &span,
+                        "wifi.security",
+                        format!("board {} has no WPA3 (SAE) support: use wpa2", profile.board),
+                    );
                 }
                 Some(sec)
             }
@@ -486,7 +524,11 @@ fn check_wifi<'a>(c: &mut Checker<'a>, t: &Tbl<'a>, profile: &HwProfile) -> Opti
         if is_country(&s) {
             Some(s)
         } else {
-            c.err(&span, "wifi.country", format!("{s:?} is not an ISO 3166-1 alpha-2 country code (e.g. \"DE\", \"US\")"));
+            c.err(
+                &span,
+                "wifi.country",
+                format!("{s:?} is not an ISO 3166-1 alpha-2 country code (e.g. \"DE\", \"US\")"),
+            );
             None
         }
     });
@@ -524,7 +566,11 @@ fn check_wifi<'a>(c: &mut Checker<'a>, t: &Tbl<'a>, profile: &HwProfile) -> Opti
                 }
                 if !hw.bands.contains(&b) {
                     let bands: Vec<&str> = hw.bands.iter().map(|b| b.name()).collect();
-                    c.err(span, "wifi.channel", format!("channel {ch} is {}, but board {} has {}", b.name(), profile.board, bands.join(", ")));
+                    c.err(
+                        span,
+                        "wifi.channel",
+                        format!("channel {ch} is {}, but board {} has {}", b.name(), profile.board, bands.join(", ")),
+                    );
                 }
                 band = Some(b);
             }
@@ -535,7 +581,11 @@ fn check_wifi<'a>(c: &mut Checker<'a>, t: &Tbl<'a>, profile: &HwProfile) -> Opti
         None => Some(hw.max_clients),
         Some((n, span)) => {
             if n < 1 || n > i64::from(hw.max_clients) {
-                c.err(&span, "wifi.max_clients", format!("must be 1..{} (the capacity of board {})", hw.max_clients, profile.board));
+                c.err(
+                    &span,
+                    "wifi.max_clients",
+                    format!("must be 1..{} (the capacity of board {})", hw.max_clients, profile.board),
+                );
                 None
             } else {
                 u16::try_from(n).ok()
@@ -561,7 +611,11 @@ fn check_wifi<'a>(c: &mut Checker<'a>, t: &Tbl<'a>, profile: &HwProfile) -> Opti
 fn check_portal<'a>(c: &mut Checker<'a>, t: &Tbl<'a>) -> Option<PortalSettings> {
     let address = c.string(t, "address", true).and_then(|(s, span)| match s.parse::<Ipv4Net>() {
         Err(_) => {
-            c.err(&span, "portal.address", format!("{s:?} is not an IPv4 address with a prefix, like \"10.42.0.1/24\""));
+            c.err(
+                &span,
+                "portal.address",
+                format!("{s:?} is not an IPv4 address with a prefix, like \"10.42.0.1/24\""),
+            );
             None
         }
         Ok(net) => {
@@ -569,8 +623,16 @@ fn check_portal<'a>(c: &mut Checker<'a>, t: &Tbl<'a>) -> Option<PortalSettings> 
                 c.err(&span, "portal.address", "the prefix must be /8../30");
                 None
             } else if net.addr() == net.network() || net.addr() == net.broadcast() {
-                c.err(&span, "portal.address", format!("{} is the network's {} address: use a host address like {}", net.addr(),
-                    if net.addr() == net.network() { "network" } else { "broadcast" }, net.hosts().next().unwrap_or(net.addr())));
+                c.err(
+                    &span,
+                    "portal.address",
+                    format!(
+                        "{} is the network's {} address: use a host address like {}",
+                        net.addr(),
+                        if net.addr() == net.network() { "network" } else { "broadcast" },
+                        net.hosts().next().unwrap_or(net.addr())
+                    ),
+                );
                 None
             } else if net.addr().is_loopback() || net.addr().is_multicast() || net.addr().is_unspecified() {
                 c.err(&span, "portal.address", "must be a unicast LAN address");
@@ -583,7 +645,9 @@ fn check_portal<'a>(c: &mut Checker<'a>, t: &Tbl<'a>) -> Option<PortalSettings> 
     let box_name = c.string(t, "box_name", false).and_then(|(s, span)| {
         let ok = !s.trim_matches('.').is_empty()
             && s.len() <= 253
-            && s.split('.').filter(|l| !l.is_empty()).all(|l| l.len() <= 63 && l.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-'));
+            && s.split('.')
+                .filter(|l| !l.is_empty())
+                .all(|l| l.len() <= 63 && l.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-'));
         if !ok {
             c.err(&span, "portal.box_name", format!("{s:?} is not a DNS name"));
         }
@@ -617,11 +681,17 @@ fn check_origins<'a>(c: &mut Checker<'a>, root: &Tbl<'a>) -> Option<Vec<Origin>>
                 None
             }
         });
-        let fingerprint = c.string(&tbl, "fingerprint", true).and_then(|(s, span)| match popseed_origin::tls::parse_fingerprint(&s) {
-            Ok(_) => Some(s),
-            Err(e) => {
-                c.err(&span, format!("origins[{i}].fingerprint"), format!("{e} (the certificate sha256 `popseed origin` prints)"));
-                None
+        let fingerprint = c.string(&tbl, "fingerprint", true).and_then(|(s, span)| {
+            match popseed_origin::tls::parse_fingerprint(&s) {
+                Ok(_) => Some(s),
+                Err(e) => {
+                    c.err(
+                        &span,
+                        format!("origins[{i}].fingerprint"),
+                        format!("{e} (the certificate sha256 `popseed origin` prints)"),
+                    );
+                    None
+                }
             }
         });
         let server_name = c.string(&tbl, "server_name", false).map(|s| s.0);
@@ -646,7 +716,11 @@ fn check_uplink<'a>(c: &mut Checker<'a>, t: &Tbl<'a>, profile: &HwProfile) -> Op
         None => match &profile.uplink {
             Some(u) => Some(u.interface.clone()),
             None => {
-                c.err(&t.span, "uplink.interface", format!("missing, and board {} names no uplink interface", profile.board));
+                c.err(
+                    &t.span,
+                    "uplink.interface",
+                    format!("missing, and board {} names no uplink interface", profile.board),
+                );
                 None
             }
         },
@@ -857,7 +931,10 @@ budget = "400GiB"
         let e = errors(&good.replace("\"wpa2\"", "\"wep\""));
         assert!(e.iter().any(|e| e.key == "wifi.security"), "{e:?}");
         // open by default without a passphrase
-        let v = validate(&good.replace("passphrase = \"correct horse battery\"\nsecurity = \"wpa2\"\n", ""), &HwProfile::builtin_generic());
+        let v = validate(
+            &good.replace("passphrase = \"correct horse battery\"\nsecurity = \"wpa2\"\n", ""),
+            &HwProfile::builtin_generic(),
+        );
         assert_eq!(v.value.unwrap().wifi.security, Security::Open);
     }
 
@@ -905,7 +982,10 @@ budget = "400GiB"
         );
         let p = validate(&good, &HwProfile::builtin_generic()).value.unwrap();
         let UplinkMode::Static { address, gateway, dns } = p.uplink.unwrap().mode else { panic!("not static") };
-        assert_eq!((address.to_string(), gateway, dns.len()), ("192.0.2.10/24".into(), Some(Ipv4Addr::new(192, 0, 2, 1)), 1));
+        assert_eq!(
+            (address.to_string(), gateway, dns.len()),
+            ("192.0.2.10/24".into(), Some(Ipv4Addr::new(192, 0, 2, 1)), 1)
+        );
     }
 
     #[test]

@@ -66,7 +66,12 @@ pub fn router(state: Arc<SetupState>) -> Router {
 }
 
 fn html_response(code: StatusCode, body: Markup) -> Response {
-    (code, [(header::CACHE_CONTROL, "no-store"), (header::CONTENT_TYPE, "text/html; charset=utf-8")], body.into_string()).into_response()
+    (
+        code,
+        [(header::CACHE_CONTROL, "no-store"), (header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body.into_string(),
+    )
+        .into_response()
 }
 
 const TEMPLATE: &str = include_str!("../popseed.example.toml");
@@ -171,7 +176,9 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     for addr in listen {
-        let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| ProvisionError::Setup(format!("listening on {addr}: {e}")))?;
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| ProvisionError::Setup(format!("listening on {addr}: {e}")))?;
         tracing::info!("setup page on http://{}/", l.local_addr().unwrap_or(addr));
         let app = router(state.clone());
         let mut rx = stop_rx.clone();
@@ -187,8 +194,14 @@ pub async fn serve(
         });
     }
     if let Some((addr, portal_ip)) = dns {
-        let rules = popseed_portal::dnsrules::DnsRules { portal_ip, box_name: "popseed.lan".into(), lan_ip: portal_ip, ttl: 10 };
-        let resp = Arc::new(popseed_portal::dns::Responder::new(rules, 50, 100, Arc::new(popseed_portal::Stats::default())));
+        let rules = popseed_portal::dnsrules::DnsRules {
+            portal_ip,
+            box_name: "popseed.lan".into(),
+            lan_ip: portal_ip,
+            ttl: 10,
+        };
+        let resp =
+            Arc::new(popseed_portal::dns::Responder::new(rules, 50, 100, Arc::new(popseed_portal::Stats::default())));
         match (tokio::net::UdpSocket::bind(addr).await, tokio::net::TcpListener::bind(addr).await) {
             (Ok(u), Ok(t)) => {
                 tasks.spawn(popseed_portal::dns::serve_udp(u, resp.clone(), stop_rx.clone()));
@@ -218,7 +231,12 @@ mod tests {
         let st = SetupState {
             status: Status {
                 mode: Mode::Setup,
-                errors: vec![Diagnostic { line: 7, column: 14, key: "wifi.passphrase".into(), message: "too short".into() }],
+                errors: vec![Diagnostic {
+                    line: 7,
+                    column: 14,
+                    key: "wifi.passphrase".into(),
+                    message: "too short".into(),
+                }],
                 device_fingerprint: "SHA256:abc".into(),
                 board: "generic-x86_64".into(),
                 board_picked_by: "built-in".into(),

@@ -187,7 +187,10 @@ mod tests {
     #[test]
     fn wpa2_network_with_passphrase_or_raw_psk() {
         let m = render(&wifi(Security::Wpa2, Some("correct horse"), 11, Band::Ghz2_4), &HwProfile::builtin_generic());
-        assert_eq!((m["wpa"].as_str(), m["wpa_key_mgmt"].as_str(), m["rsn_pairwise"].as_str()), ("2", "WPA-PSK", "CCMP"));
+        assert_eq!(
+            (m["wpa"].as_str(), m["wpa_key_mgmt"].as_str(), m["rsn_pairwise"].as_str()),
+            ("2", "WPA-PSK", "CCMP")
+        );
         assert_eq!(m["wpa_passphrase"], "correct horse");
         assert!(!m.contains_key("ieee80211w") && !m.contains_key("sae_password"));
         let hex = "ab".repeat(32);

@@ -24,7 +24,11 @@ impl DataDir {
         for (p, f) in paths.iter().zip(&layout.files) {
             let len = std::fs::metadata(p).map_err(|e| ReleaseError::io(p, e))?.len();
             if len != f.length {
-                return Err(ReleaseError::DataMismatch(format!("{}: size {len}, the release says {}", p.display(), f.length)));
+                return Err(ReleaseError::DataMismatch(format!(
+                    "{}: size {len}, the release says {}",
+                    p.display(),
+                    f.length
+                )));
             }
         }
         Ok(DataDir { files: paths.iter().map(|_| OnceLock::new()).collect(), paths, layout })
@@ -50,10 +54,8 @@ impl DataDir {
 
     /// Reads `buf.len()` bytes at `begin` within piece `index`. Does not check the hash.
     pub fn read_piece_at(&self, index: u32, begin: u32, buf: &mut [u8]) -> Result<()> {
-        let size = self
-            .layout
-            .piece_size(index)
-            .ok_or_else(|| ReleaseError::DataMismatch(format!("no piece {index}")))?;
+        let size =
+            self.layout.piece_size(index).ok_or_else(|| ReleaseError::DataMismatch(format!("no piece {index}")))?;
         if begin as u64 + buf.len() as u64 > size as u64 {
             return Err(ReleaseError::DataMismatch(format!("range past the end of piece {index}")));
         }
@@ -70,10 +72,8 @@ impl DataDir {
 
     /// Reads a whole piece.
     pub fn read_piece(&self, index: u32) -> Result<Vec<u8>> {
-        let size = self
-            .layout
-            .piece_size(index)
-            .ok_or_else(|| ReleaseError::DataMismatch(format!("no piece {index}")))?;
+        let size =
+            self.layout.piece_size(index).ok_or_else(|| ReleaseError::DataMismatch(format!("no piece {index}")))?;
         let mut buf = vec![0u8; size as usize];
         self.read_piece_at(index, 0, &mut buf)?;
         Ok(buf)

@@ -29,12 +29,10 @@ impl PublicKey {
             .trim()
             .strip_prefix("ed25519:")
             .ok_or_else(|| ReleaseError::BadManifest(format!("public key {s:?} lacks the 'ed25519:' prefix")))?;
-        let raw = URL_SAFE_NO_PAD
-            .decode(b64)
-            .map_err(|e| ReleaseError::BadManifest(format!("public key {s:?}: {e}")))?;
-        let arr: [u8; 32] = raw
-            .try_into()
-            .map_err(|_| ReleaseError::BadManifest(format!("public key {s:?} is not 32 bytes")))?;
+        let raw =
+            URL_SAFE_NO_PAD.decode(b64).map_err(|e| ReleaseError::BadManifest(format!("public key {s:?}: {e}")))?;
+        let arr: [u8; 32] =
+            raw.try_into().map_err(|_| ReleaseError::BadManifest(format!("public key {s:?} is not 32 bytes")))?;
         VerifyingKey::from_bytes(&arr)
             .map(PublicKey)
             .map_err(|e| ReleaseError::BadManifest(format!("public key {s:?}: {e}")))
@@ -101,10 +99,7 @@ pub fn keygen(base: &Path) -> Result<KeyFiles> {
         fs::create_dir_all(dir).map_err(|e| ReleaseError::io(dir, e))?;
     }
     let sk = SecretKey::generate();
-    let pem = sk
-        .0
-        .to_pkcs8_pem(Default::default())
-        .map_err(|e| bad_key(&secret_path, e.to_string()))?;
+    let pem = sk.0.to_pkcs8_pem(Default::default()).map_err(|e| bad_key(&secret_path, e.to_string()))?;
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -113,11 +108,8 @@ pub fn keygen(base: &Path) -> Result<KeyFiles> {
         .map_err(|e| ReleaseError::io(&secret_path, e))?;
     f.write_all(pem.as_bytes()).map_err(|e| ReleaseError::io(&secret_path, e))?;
     f.sync_all().map_err(|e| ReleaseError::io(&secret_path, e))?;
-    let pub_pem = sk
-        .0
-        .verifying_key()
-        .to_public_key_pem(Default::default())
-        .map_err(|e| bad_key(&public_path, e.to_string()))?;
+    let pub_pem =
+        sk.0.verifying_key().to_public_key_pem(Default::default()).map_err(|e| bad_key(&public_path, e.to_string()))?;
     fs::write(&public_path, pub_pem).map_err(|e| ReleaseError::io(&public_path, e))?;
     Ok(KeyFiles { secret: secret_path, public: public_path, key: sk.public() })
 }

@@ -64,9 +64,8 @@ impl Layout {
                 check_component(c)?;
             }
             out.push(LayoutFile { components, length, offset });
-            offset = offset
-                .checked_add(length)
-                .ok_or_else(|| ReleaseError::BadTorrent("total length overflows".into()))?;
+            offset =
+                offset.checked_add(length).ok_or_else(|| ReleaseError::BadTorrent("total length overflows".into()))?;
         }
         let expected = offset.div_ceil(piece_length as u64);
         if expected != piece_hashes.len() as u64 {

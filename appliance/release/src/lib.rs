@@ -6,12 +6,12 @@ pub mod critical;
 pub mod datadir;
 pub mod error;
 pub mod hashing;
-pub mod sha1_many;
 pub mod keys;
 pub mod layout;
 pub mod manifest;
 pub mod metainfo;
 pub mod release;
+pub mod sha1_many;
 pub mod source;
 
 pub use datadir::DataDir;

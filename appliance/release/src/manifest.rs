@@ -96,7 +96,8 @@ fn canonical(v: &serde_json::Value) -> Result<Vec<u8>> {
 pub fn sign(manifest: &Manifest, key: &SecretKey) -> Result<Vec<u8>> {
     let value = serde_json::to_value(manifest).map_err(|e| ReleaseError::BadManifest(e.to_string()))?;
     let sig = key.0.sign(&canonical(&value)?);
-    let block = SignatureBlock { alg: "ed25519".into(), key: key.public().to_text(), sig: STANDARD.encode(sig.to_bytes()) };
+    let block =
+        SignatureBlock { alg: "ed25519".into(), key: key.public().to_text(), sig: STANDARD.encode(sig.to_bytes()) };
     let mut out = serde_json::to_vec_pretty(&FileOut { manifest: &value, signature: &block })
         .map_err(|e| ReleaseError::BadManifest(e.to_string()))?;
     out.push(b'\n');
@@ -126,11 +127,8 @@ pub fn open(bytes: &[u8]) -> Result<(Manifest, PublicKey)> {
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| ReleaseError::BadManifest("signature is not 64 bytes of base64".into()))?;
-    key.0
-        .verify(&canonical(&value)?, &Signature::from_bytes(&sig_bytes))
-        .map_err(|_| ReleaseError::BadSignature)?;
-    let manifest: Manifest =
-        serde_json::from_value(value).map_err(|e| ReleaseError::BadManifest(e.to_string()))?;
+    key.0.verify(&canonical(&value)?, &Signature::from_bytes(&sig_bytes)).map_err(|_| ReleaseError::BadSignature)?;
+    let manifest: Manifest = serde_json::from_value(value).map_err(|e| ReleaseError::BadManifest(e.to_string()))?;
     if manifest.format != FORMAT {
         return Err(ReleaseError::BadManifest(format!("unknown format {:?}", manifest.format)));
     }
@@ -193,7 +191,13 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error() {
-        for b in [&b""[..], b"{}", b"[]", b"{\"manifest\":{}}", b"{\"manifest\":{},\"signature\":{\"alg\":\"rsa\",\"key\":\"\",\"sig\":\"\"}}"] {
+        for b in [
+            &b""[..],
+            b"{}",
+            b"[]",
+            b"{\"manifest\":{}}",
+            b"{\"manifest\":{},\"signature\":{\"alg\":\"rsa\",\"key\":\"\",\"sig\":\"\"}}",
+        ] {
             assert!(open(b).is_err());
         }
     }

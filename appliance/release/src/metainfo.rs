@@ -74,7 +74,9 @@ pub fn build_info(layout: &Layout, name: &str, single_file: bool) -> Result<(Vec
     };
     if single_file {
         if layout.files.len() != 1 || layout.files[0].components != [name.to_owned()] {
-            return Err(ReleaseError::BadTorrent("single-file torrent needs exactly one file named like the torrent".into()));
+            return Err(ReleaseError::BadTorrent(
+                "single-file torrent needs exactly one file named like the torrent".into(),
+            ));
         }
         info.length = Some(layout.total_length);
     } else {
@@ -155,12 +157,8 @@ pub fn parse_torrent(bytes: &[u8]) -> Result<Metainfo> {
     if info.pieces.0.len() % 20 != 0 {
         return Err(ReleaseError::BadTorrent("pieces length is not a multiple of 20".into()));
     }
-    let hashes: Vec<[u8; 20]> = info
-        .pieces
-        .0
-        .chunks_exact(20)
-        .map(|c| c.try_into().expect("chunks_exact(20) yields 20 bytes"))
-        .collect();
+    let hashes: Vec<[u8; 20]> =
+        info.pieces.0.chunks_exact(20).map(|c| c.try_into().expect("chunks_exact(20) yields 20 bytes")).collect();
     let (single_file, files) = match (&info.length, &info.files) {
         (Some(len), None) => (true, vec![(vec![name.clone()], *len)]),
         (None, Some(files)) => {
@@ -216,7 +214,8 @@ fn parse_url_list(bytes: &[u8]) -> Vec<String> {
 
 /// `magnet:?xt=urn:btih:<hex>&dn=<name>&tr=<tracker>...&ws=<web seed>...`
 pub fn magnet(infohash: &[u8; 20], name: &str, trackers: &[String], web_seeds: &[String]) -> String {
-    let mut m = format!("magnet:?xt=urn:btih:{}&dn={}", hex::encode(infohash), utf8_percent_encode(name, NON_ALPHANUMERIC));
+    let mut m =
+        format!("magnet:?xt=urn:btih:{}&dn={}", hex::encode(infohash), utf8_percent_encode(name, NON_ALPHANUMERIC));
     for t in trackers {
         m.push_str("&tr=");
         m.push_str(&utf8_percent_encode(t, NON_ALPHANUMERIC).to_string());

@@ -116,7 +116,10 @@ pub fn publish(src: &Path, key: &SecretKey, out: &Path, opts: &PublishOptions) -
     let manifest = Manifest {
         format: manifest::FORMAT.into(),
         name: opts.name.clone().unwrap_or_else(|| torrent_name.clone()),
-        version: opts.version.clone().unwrap_or_else(|| humantime::format_rfc3339_seconds(now).to_string()[..10].replace('-', ".")),
+        version: opts
+            .version
+            .clone()
+            .unwrap_or_else(|| humantime::format_rfc3339_seconds(now).to_string()[..10].replace('-', ".")),
         created: rfc3339(now),
         publisher_key: key.public().to_text(),
         infohash: hex::encode(infohash),
@@ -146,7 +149,7 @@ pub fn publish(src: &Path, key: &SecretKey, out: &Path, opts: &PublishOptions) -
 /// The release directory must not be inside the source tree (the next publish would include it).
 fn refuse_out_inside(src: &Path, out: &Path) -> Result<()> {
     let Ok(src_c) = fs::canonicalize(src) else { return Ok(()) }; // scan reports it
-    // `out` may not exist yet: canonicalize its nearest existing ancestor.
+                                                                  // `out` may not exist yet: canonicalize its nearest existing ancestor.
     let mut existing = out.to_path_buf();
     let mut rest = Vec::new();
     while !existing.exists() {
@@ -258,7 +261,12 @@ impl VerifiedRelease {
             let p = self.data_path(data_dir, i);
             let meta = fs::metadata(&p).map_err(|e| ReleaseError::io(&p, e))?;
             if meta.len() != f.length {
-                return Err(ReleaseError::DataMismatch(format!("{}: size {} but the release says {}", f.path(), meta.len(), f.length)));
+                return Err(ReleaseError::DataMismatch(format!(
+                    "{}: size {} but the release says {}",
+                    f.path(),
+                    meta.len(),
+                    f.length
+                )));
             }
             files.push((p, f.length));
         }
@@ -295,7 +303,13 @@ fn check_agreement(m: &Manifest, t: &Metainfo) -> Result<()> {
     }
     for (lf, mf) in l.files.iter().zip(&m.files) {
         if lf.path() != mf.path || lf.length != mf.size {
-            return mismatch(format!("file {:?} ({} bytes) vs manifest {:?} ({} bytes)", lf.path(), lf.length, mf.path, mf.size));
+            return mismatch(format!(
+                "file {:?} ({} bytes) vs manifest {:?} ({} bytes)",
+                lf.path(),
+                lf.length,
+                mf.path,
+                mf.size
+            ));
         }
     }
     for r in &m.critical {

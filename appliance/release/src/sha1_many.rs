@@ -280,8 +280,12 @@ mod x86 {
 
     // ---------------------------------------------------------------- AVX2, 8 lanes
     macro_rules! v8 {
-        (splat $x:expr) => { _mm256_set1_epi32($x as i32) };
-        (add $x:expr, $y:expr) => { _mm256_add_epi32($x, $y) };
+        (splat $x:expr) => {
+            _mm256_set1_epi32($x as i32)
+        };
+        (add $x:expr, $y:expr) => {
+            _mm256_add_epi32($x, $y)
+        };
         (rol $n:literal, $x:expr) => {{
             let x = $x;
             _mm256_or_si256(_mm256_slli_epi32::<$n>(x), _mm256_srli_epi32::<{ 32 - $n }>(x))
@@ -290,8 +294,12 @@ mod x86 {
             _mm256_xor_si256(_mm256_xor_si256($p, $q), _mm256_xor_si256($r, $s))
         };
         // d ^ (b & (c ^ d))
-        (ch $b:expr, $c:expr, $d:expr) => { _mm256_xor_si256($d, _mm256_and_si256($b, _mm256_xor_si256($c, $d))) };
-        (par $b:expr, $c:expr, $d:expr) => { _mm256_xor_si256(_mm256_xor_si256($b, $c), $d) };
+        (ch $b:expr, $c:expr, $d:expr) => {
+            _mm256_xor_si256($d, _mm256_and_si256($b, _mm256_xor_si256($c, $d)))
+        };
+        (par $b:expr, $c:expr, $d:expr) => {
+            _mm256_xor_si256(_mm256_xor_si256($b, $c), $d)
+        };
         // (b & c) | (d & (b | c))
         (maj $b:expr, $c:expr, $d:expr) => {
             _mm256_or_si256(_mm256_and_si256($b, $c), _mm256_and_si256($d, _mm256_or_si256($b, $c)))
@@ -313,13 +321,21 @@ mod x86 {
             });
             let t: [__m256i; 8] = std::array::from_fn(|i| {
                 let (x, y) = (r[i & !1], r[i | 1]);
-                if i & 1 == 0 { _mm256_unpacklo_epi32(x, y) } else { _mm256_unpackhi_epi32(x, y) }
+                if i & 1 == 0 {
+                    _mm256_unpacklo_epi32(x, y)
+                } else {
+                    _mm256_unpackhi_epi32(x, y)
+                }
             });
             // u[4g + m]: in 128-bit half j, word 4j + m of rows 4g..4g+3
             let u: [__m256i; 8] = std::array::from_fn(|i| {
                 let (g, m) = (i / 4, i % 4);
                 let (x, y) = (t[4 * g + (m >> 1)], t[4 * g + 2 + (m >> 1)]);
-                if m & 1 == 0 { _mm256_unpacklo_epi64(x, y) } else { _mm256_unpackhi_epi64(x, y) }
+                if m & 1 == 0 {
+                    _mm256_unpacklo_epi64(x, y)
+                } else {
+                    _mm256_unpackhi_epi64(x, y)
+                }
             });
             for m in 0..4 {
                 w[half * 8 + m] = _mm256_permute2x128_si256::<0x20>(u[m], u[4 + m]);
@@ -327,7 +343,8 @@ mod x86 {
             }
         }
         let load = |s: &[u32; 8]| _mm256_loadu_si256(s.as_ptr() as *const __m256i);
-        let (mut a, mut b, mut c, mut d, mut e) = (load(&state[0]), load(&state[1]), load(&state[2]), load(&state[3]), load(&state[4]));
+        let (mut a, mut b, mut c, mut d, mut e) =
+            (load(&state[0]), load(&state[1]), load(&state[2]), load(&state[3]), load(&state[4]));
         let saved = [a, b, c, d, e];
         rounds!(v8, w, a, b, c, d, e);
         for (i, v) in [a, b, c, d, e].into_iter().enumerate() {
@@ -337,16 +354,28 @@ mod x86 {
 
     // ---------------------------------------------------------------- AVX-512, 16 lanes
     macro_rules! v16 {
-        (splat $x:expr) => { _mm512_set1_epi32($x as i32) };
-        (add $x:expr, $y:expr) => { _mm512_add_epi32($x, $y) };
-        (rol $n:literal, $x:expr) => { _mm512_rol_epi32::<$n>($x) };
+        (splat $x:expr) => {
+            _mm512_set1_epi32($x as i32)
+        };
+        (add $x:expr, $y:expr) => {
+            _mm512_add_epi32($x, $y)
+        };
+        (rol $n:literal, $x:expr) => {
+            _mm512_rol_epi32::<$n>($x)
+        };
         (xor4 $p:expr, $q:expr, $r:expr, $s:expr) => {
             _mm512_xor_si512(_mm512_ternarylogic_epi32::<0x96>($p, $q, $r), $s)
         };
         // vpternlogd truth tables over (b, c, d): ch 0xCA, parity 0x96, majority 0xE8
-        (ch $b:expr, $c:expr, $d:expr) => { _mm512_ternarylogic_epi32::<0xCA>($b, $c, $d) };
-        (par $b:expr, $c:expr, $d:expr) => { _mm512_ternarylogic_epi32::<0x96>($b, $c, $d) };
-        (maj $b:expr, $c:expr, $d:expr) => { _mm512_ternarylogic_epi32::<0xE8>($b, $c, $d) };
+        (ch $b:expr, $c:expr, $d:expr) => {
+            _mm512_ternarylogic_epi32::<0xCA>($b, $c, $d)
+        };
+        (par $b:expr, $c:expr, $d:expr) => {
+            _mm512_ternarylogic_epi32::<0x96>($b, $c, $d)
+        };
+        (maj $b:expr, $c:expr, $d:expr) => {
+            _mm512_ternarylogic_epi32::<0xE8>($b, $c, $d)
+        };
     }
 
     /// # Safety
@@ -354,20 +383,28 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw")]
     pub unsafe fn avx512_compress(state: &mut [[u32; 16]; 5], blocks: &[*const u8; 16]) {
         let bswap = _mm512_set_epi32(
-            0x0c0d0e0f, 0x08090a0b, 0x04050607, 0x00010203, 0x0c0d0e0f, 0x08090a0b, 0x04050607, 0x00010203,
-            0x0c0d0e0f, 0x08090a0b, 0x04050607, 0x00010203, 0x0c0d0e0f, 0x08090a0b, 0x04050607, 0x00010203,
+            0x0c0d0e0f, 0x08090a0b, 0x04050607, 0x00010203, 0x0c0d0e0f, 0x08090a0b, 0x04050607, 0x00010203, 0x0c0d0e0f,
+            0x08090a0b, 0x04050607, 0x00010203, 0x0c0d0e0f, 0x08090a0b, 0x04050607, 0x00010203,
         );
         let r: [__m512i; 16] =
             std::array::from_fn(|k| _mm512_shuffle_epi8(_mm512_loadu_si512(blocks[k] as *const __m512i), bswap));
         let t: [__m512i; 16] = std::array::from_fn(|i| {
             let (x, y) = (r[i & !1], r[i | 1]);
-            if i & 1 == 0 { _mm512_unpacklo_epi32(x, y) } else { _mm512_unpackhi_epi32(x, y) }
+            if i & 1 == 0 {
+                _mm512_unpacklo_epi32(x, y)
+            } else {
+                _mm512_unpackhi_epi32(x, y)
+            }
         });
         // u[4g + m]: in 128-bit lane j, word 4j + m of rows 4g..4g+3
         let u: [__m512i; 16] = std::array::from_fn(|i| {
             let (g, m) = (i / 4, i % 4);
             let (x, y) = (t[4 * g + (m >> 1)], t[4 * g + 2 + (m >> 1)]);
-            if m & 1 == 0 { _mm512_unpacklo_epi64(x, y) } else { _mm512_unpackhi_epi64(x, y) }
+            if m & 1 == 0 {
+                _mm512_unpacklo_epi64(x, y)
+            } else {
+                _mm512_unpackhi_epi64(x, y)
+            }
         });
         let mut w = [_mm512_setzero_si512(); 16];
         for m in 0..4 {
@@ -381,7 +418,8 @@ mod x86 {
             w[12 + m] = _mm512_shuffle_i32x4::<0b11_01_11_01>(v1, v3);
         }
         let load = |s: &[u32; 16]| _mm512_loadu_si512(s.as_ptr() as *const __m512i);
-        let (mut a, mut b, mut c, mut d, mut e) = (load(&state[0]), load(&state[1]), load(&state[2]), load(&state[3]), load(&state[4]));
+        let (mut a, mut b, mut c, mut d, mut e) =
+            (load(&state[0]), load(&state[1]), load(&state[2]), load(&state[3]), load(&state[4]));
         let saved = [a, b, c, d, e];
         rounds!(v16, w, a, b, c, d, e);
         for (i, v) in [a, b, c, d, e].into_iter().enumerate() {
@@ -438,7 +476,23 @@ mod tests {
 
     #[test]
     fn mixed_lengths_keep_their_order() {
-        let lens = [1 << 20, 1 << 20, 777, 1 << 20, 0, 64, 1 << 20, 777, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20, 1 << 20];
+        let lens = [
+            1 << 20,
+            1 << 20,
+            777,
+            1 << 20,
+            0,
+            64,
+            1 << 20,
+            777,
+            1 << 20,
+            1 << 20,
+            1 << 20,
+            1 << 20,
+            1 << 20,
+            1 << 20,
+            1 << 20,
+        ];
         let msgs: Vec<Vec<u8>> = lens.iter().enumerate().map(|(i, &l)| msg(i as u64 + 7, l)).collect();
         check(&msgs);
     }

@@ -61,9 +61,7 @@ pub fn scan(root: &Path) -> Result<Source> {
 }
 
 fn utf8_name(path: &Path) -> Result<String> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| ReleaseError::UnsafePath(path.display().to_string()))?;
+    let name = path.file_name().ok_or_else(|| ReleaseError::UnsafePath(path.display().to_string()))?;
     let name = name.to_str().ok_or_else(|| ReleaseError::NonUtf8Name(path.to_path_buf()))?;
     check_component(name)?;
     Ok(name.to_owned())

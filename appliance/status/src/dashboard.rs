@@ -87,7 +87,8 @@ fn state_cell(state: &str) -> Markup {
 pub fn live(r: &StatusReport) -> Markup {
     let in_hist: Vec<f64> = r.rates.history.iter().map(|s| s.bytes_in).collect();
     let out_hist: Vec<f64> = r.rates.history.iter().map(|s| s.bytes_out()).collect();
-    let used_frac = if r.store.used + r.store.free > 0 { r.store.used as f64 / (r.store.used + r.store.free) as f64 } else { 0.0 };
+    let used_frac =
+        if r.store.used + r.store.free > 0 { r.store.used as f64 / (r.store.used + r.store.free) as f64 } else { 0.0 };
     html! {
         section #banner class={ "banner " (if r.ready { "ready" } else { "notready" }) } {
             div.word { (if r.ready { "READY" } else { "NOT READY" }) }

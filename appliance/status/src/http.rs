@@ -37,7 +37,14 @@ fn unix_now() -> u64 {
 
 impl Shared {
     pub fn new(token: Option<&str>, device: DeviceInfo, sources: Sources, errors: Arc<RecentErrors>) -> Self {
-        Shared { auth: Auth::new(token), device, sources, samples: Mutex::new(Samples::new()), errors, started: Instant::now() }
+        Shared {
+            auth: Auth::new(token),
+            device,
+            sources,
+            samples: Mutex::new(Samples::new()),
+            errors,
+            started: Instant::now(),
+        }
     }
 
     /// Takes one rate sample (the server calls this every second).
@@ -45,8 +52,16 @@ impl Shared {
         let snap = self.sources.fetcher.snapshot();
         let totals = Totals {
             bytes_in: snap.bytes_fetched,
-            bytes_out_peers: self.sources.swarm.as_ref().map_or(0, |s| s.bytes_uploaded.load(std::sync::atomic::Ordering::Relaxed)),
-            bytes_out_portal: self.sources.portal.as_ref().map_or(0, |p| p.bytes_served.load(std::sync::atomic::Ordering::Relaxed)),
+            bytes_out_peers: self
+                .sources
+                .swarm
+                .as_ref()
+                .map_or(0, |s| s.bytes_uploaded.load(std::sync::atomic::Ordering::Relaxed)),
+            bytes_out_portal: self
+                .sources
+                .portal
+                .as_ref()
+                .map_or(0, |p| p.bytes_served.load(std::sync::atomic::Ordering::Relaxed)),
         };
         let t = self.started.elapsed().as_secs_f64();
         self.samples.lock().unwrap_or_else(|p| p.into_inner()).record(totals, t);
@@ -189,7 +204,9 @@ fn logged_in(a: &Auth, to: &str) -> Response {
 
 fn wants_html(h: &HeaderMap, path: &str) -> bool {
     !path.starts_with("/api/")
-        && h.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_none_or(|a| a.contains("text/html") || a.contains("*/*"))
+        && h.get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|a| a.contains("text/html") || a.contains("*/*"))
 }
 
 fn not_configured(html_page: bool) -> Response {
@@ -213,10 +230,7 @@ async fn require_token(State(st): St, req: Request, next: Next) -> Response {
         Verdict::Denied => {
             // `?token=T` on a page: log the browser in and drop the token from the address.
             if req.method() == Method::GET && html_page {
-                let token = req
-                    .uri()
-                    .query()
-                    .and_then(|q| serde_urlencoded_token(q));
+                let token = req.uri().query().and_then(|q| serde_urlencoded_token(q));
                 if let Some(t) = token {
                     if st.auth.token_ok(&t) {
                         return logged_in(&st.auth, &path);
@@ -227,7 +241,12 @@ async fn require_token(State(st): St, req: Request, next: Next) -> Response {
             if html_page {
                 html(StatusCode::UNAUTHORIZED, dashboard::login(&st.device.name, None))
             } else {
-                let mut r = (StatusCode::UNAUTHORIZED, Json(serde_json::json!({ "error": "a valid staff token is required (Authorization: Bearer TOKEN)" })))
+                let mut r = (
+                    StatusCode::UNAUTHORIZED,
+                    Json(
+                        serde_json::json!({ "error": "a valid staff token is required (Authorization: Bearer TOKEN)" }),
+                    ),
+                )
                     .into_response();
                 r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"popseed\""));
                 r

@@ -47,8 +47,20 @@ fn fixture(token: Option<&str>) -> Fixture {
     std::fs::create_dir_all(&src).unwrap();
     let data: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     std::fs::write(src.join("talk.mp4"), &data).unwrap();
-    let release = publish(&src, &SecretKey::generate(), &dir.path().join("rel"), &PublishOptions { piece_size: Some(16384), ..Default::default() }).unwrap();
-    let store = Arc::new(Store::open(StoreConfig { dir: dir.path().join("store"), capacity: popseed_store::Capacity { budget: Some(1 << 30), min_free: 0 } }).unwrap());
+    let release = publish(
+        &src,
+        &SecretKey::generate(),
+        &dir.path().join("rel"),
+        &PublishOptions { piece_size: Some(16384), ..Default::default() },
+    )
+    .unwrap();
+    let store = Arc::new(
+        Store::open(StoreConfig {
+            dir: dir.path().join("store"),
+            capacity: popseed_store::Capacity { budget: Some(1 << 30), min_free: 0 },
+        })
+        .unwrap(),
+    );
     store.add_release(&release, AddOptions { pin: true, ttl_seconds: None }).unwrap();
     let fetcher = Fetcher::new(store.clone(), vec![], FetchConfig::default());
     fetcher.add_release(Arc::new(release.clone())).unwrap();
@@ -56,10 +68,27 @@ fn fixture(token: Option<&str>) -> Fixture {
     let portal = Arc::new(popseed_portal::Stats::default());
     portal.bytes_served.store(12345, Ordering::Relaxed);
     portal.dns_queries.store(7, Ordering::Relaxed);
-    let sources = Sources { store: store.clone(), fetcher, swarm: Some(Arc::new(popseed_swarm::Stats::default())), portal: Some(portal), jobs: jobs.clone() };
+    let sources = Sources {
+        store: store.clone(),
+        fetcher,
+        swarm: Some(Arc::new(popseed_swarm::Stats::default())),
+        portal: Some(portal),
+        jobs: jobs.clone(),
+    };
     let errors = Arc::new(RecentErrors::new(10));
-    errors.push(ErrorEvent { at: 1, level: "WARN".into(), target: "popseed_fetch::fill".into(), message: "origin unreachable".into(), count: 1 });
-    let shared = Arc::new(Shared::new(token, DeviceInfo { name: "box-7".into(), fingerprint: Some("SHA256:abc".into()), venue: Some("Hall B".into()) }, sources, errors));
+    errors.push(ErrorEvent {
+        at: 1,
+        level: "WARN".into(),
+        target: "popseed_fetch::fill".into(),
+        message: "origin unreachable".into(),
+        count: 1,
+    });
+    let shared = Arc::new(Shared::new(
+        token,
+        DeviceInfo { name: "box-7".into(), fingerprint: Some("SHA256:abc".into()), venue: Some("Hall B".into()) },
+        sources,
+        errors,
+    ));
     let staff_calls = Arc::new(AtomicUsize::new(0));
     let calls = staff_calls.clone();
     let extra = Router::new().route(
@@ -126,7 +155,8 @@ async fn protected_routes_refuse_a_missing_or_wrong_token_and_change_nothing() {
         let (s, h, body) = send(&f.app, req.body(Body::from("{}")).unwrap()).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "token {token:?}: {body}");
         assert!(h.contains_key(header::WWW_AUTHENTICATE));
-        let (s, _, _) = send(&f.app, token.map_or_else(|| get_req("/api/status"), |t| with_bearer("/api/status", t))).await;
+        let (s, _, _) =
+            send(&f.app, token.map_or_else(|| get_req("/api/status"), |t| with_bearer("/api/status", t))).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED);
     }
     assert_eq!(f.staff_calls.load(Ordering::SeqCst), 0, "no staff API call got through");
@@ -137,7 +167,10 @@ async fn protected_routes_refuse_a_missing_or_wrong_token_and_change_nothing() {
     assert!(body.contains("name=\"token\"") && !body.contains("Keynote"), "{body}");
     assert!(h[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("default-src 'none'"));
     // the right token reaches the staff API
-    let req = Request::post("/api/jobs").header(header::AUTHORIZATION, format!("Bearer {TOKEN}")).body(Body::from("{}")).unwrap();
+    let req = Request::post("/api/jobs")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::from("{}"))
+        .unwrap();
     let (s, _, body) = send(&f.app, req).await;
     assert_eq!((s, body.as_str()), (StatusCode::OK, "queued"));
     assert_eq!(f.staff_calls.load(Ordering::SeqCst), 1);
@@ -231,14 +264,14 @@ async fn api_status_reports_jobs_store_clients_errors_and_device() {
 fn sample_value(text: &str, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("metrics parse");
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+    scrape.samples.iter().find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v))).map(|s| {
+        match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
             _ => f64::NAN,
-        })
+        }
+    })
 }
 
 #[tokio::test]

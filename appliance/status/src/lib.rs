@@ -58,7 +58,8 @@ impl StatusServer {
     /// Binds `cfg.listen` and serves until [`StatusServer::stop`]. Recent errors come from the
     /// process-wide [`errors::global`] buffer (filled by [`errors::layer`]).
     pub async fn start(cfg: StatusConfig, sources: Sources, extra: axum::Router) -> Result<StatusServer, StatusError> {
-        let listener = TcpListener::bind(cfg.listen).await.map_err(|source| StatusError::Bind { addr: cfg.listen, source })?;
+        let listener =
+            TcpListener::bind(cfg.listen).await.map_err(|source| StatusError::Bind { addr: cfg.listen, source })?;
         let addr = listener.local_addr().map_err(|source| StatusError::Bind { addr: cfg.listen, source })?;
         let shared = Arc::new(http::Shared::new(cfg.token.as_deref(), cfg.device, sources, errors::global().clone()));
         let app = http::router(shared.clone(), extra);

@@ -38,7 +38,14 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, unit: Option<Unit>, 
     g.encode(e.encode_descriptor(name, help, unit.as_ref(), g.metric_type())?)
 }
 
-fn counters(e: &mut DescriptorEncoder, name: &str, help: &str, unit: Option<Unit>, key: &str, items: &[(String, u64)]) -> R {
+fn counters(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    key: &str,
+    items: &[(String, u64)],
+) -> R {
     let probe = ConstCounter::new(0u64);
     let mut m = e.encode_descriptor(name, help, unit.as_ref(), probe.metric_type())?;
     for (label, v) in items {
@@ -48,7 +55,14 @@ fn counters(e: &mut DescriptorEncoder, name: &str, help: &str, unit: Option<Unit
     Ok(())
 }
 
-fn gauges(e: &mut DescriptorEncoder, name: &str, help: &str, unit: Option<Unit>, key: &str, items: &[(String, f64)]) -> R {
+fn gauges(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    key: &str,
+    items: &[(String, f64)],
+) -> R {
     let probe = ConstGauge::new(0.0f64);
     let mut m = e.encode_descriptor(name, help, unit.as_ref(), probe.metric_type())?;
     for (label, v) in items {
@@ -68,13 +82,48 @@ impl Collector for Scrape {
         let by_origin = |f: fn(&popseed_fetch::progress::OriginProgress) -> u64| -> Vec<(String, u64)> {
             o.iter().map(|x| (x.name.clone(), f(x))).collect()
         };
-        counters(&mut e, "origin_received", "Verified piece bytes stored from each origin (and the web seed)", Some(Unit::Bytes), "origin", &by_origin(|x| x.bytes))?;
-        counters(&mut e, "origin_pieces", "Verified pieces stored from each origin", None, "origin", &by_origin(|x| x.pieces))?;
-        counters(&mut e, "origin_hash_failures", "Pieces from each origin that failed their hash check", None, "origin", &by_origin(|x| x.hash_failures))?;
-        counters(&mut e, "origin_errors", "Connection and request errors per origin", None, "origin", &by_origin(|x| x.errors))?;
-        let conn: Vec<(String, f64)> = o.iter().map(|x| (x.name.clone(), if x.connected { 1.0 } else { 0.0 })).collect();
+        counters(
+            &mut e,
+            "origin_received",
+            "Verified piece bytes stored from each origin (and the web seed)",
+            Some(Unit::Bytes),
+            "origin",
+            &by_origin(|x| x.bytes),
+        )?;
+        counters(
+            &mut e,
+            "origin_pieces",
+            "Verified pieces stored from each origin",
+            None,
+            "origin",
+            &by_origin(|x| x.pieces),
+        )?;
+        counters(
+            &mut e,
+            "origin_hash_failures",
+            "Pieces from each origin that failed their hash check",
+            None,
+            "origin",
+            &by_origin(|x| x.hash_failures),
+        )?;
+        counters(
+            &mut e,
+            "origin_errors",
+            "Connection and request errors per origin",
+            None,
+            "origin",
+            &by_origin(|x| x.errors),
+        )?;
+        let conn: Vec<(String, f64)> =
+            o.iter().map(|x| (x.name.clone(), if x.connected { 1.0 } else { 0.0 })).collect();
         gauges(&mut e, "origin_connected", "1 while the origin is connected", None, "origin", &conn)?;
-        counter(&mut e, "fetched", "Verified piece bytes stored by the fill, all sources", Some(Unit::Bytes), g.fetch.bytes_fetched)?;
+        counter(
+            &mut e,
+            "fetched",
+            "Verified piece bytes stored by the fill, all sources",
+            Some(Unit::Bytes),
+            g.fetch.bytes_fetched,
+        )?;
         gauge_f(&mut e, "fill_rate_bytes_per_second", "Fill rate over the last few seconds", None, g.fetch.rate)?;
         let first: Vec<(String, f64)> = g
             .fetch
@@ -82,12 +131,25 @@ impl Collector for Scrape {
             .iter()
             .filter_map(|r| r.first_critical_ms.map(|ms| (r.name.clone(), ms as f64 / 1000.0)))
             .collect();
-        gauges(&mut e, "first_critical_piece", "Time from a release joining the fill to its first critical piece", Some(Unit::Seconds), "release", &first)?;
+        gauges(
+            &mut e,
+            "first_critical_piece",
+            "Time from a release joining the fill to its first critical piece",
+            Some(Unit::Seconds),
+            "release",
+            &first,
+        )?;
 
         // store
         let used = g.usage.map_or(0, |u| u.used);
         gauge(&mut e, "store_used", "Bytes of verified pieces held", Some(Unit::Bytes), used)?;
-        gauge(&mut e, "store_free", "Bytes more pieces may take (budget and free-space floor)", Some(Unit::Bytes), g.store_free())?;
+        gauge(
+            &mut e,
+            "store_free",
+            "Bytes more pieces may take (budget and free-space floor)",
+            Some(Unit::Bytes),
+            g.store_free(),
+        )?;
         if let Some(b) = g.usage.and_then(|u| u.budget) {
             gauge(&mut e, "store_budget", "The store's byte budget", Some(Unit::Bytes), b)?;
         }
@@ -117,10 +179,22 @@ impl Collector for Scrape {
         // portal
         if let Some(p) = &g.portal {
             counter(&mut e, "portal_sent", "File bytes sent to portal clients", Some(Unit::Bytes), p.bytes_served)?;
-            gauge(&mut e, "portal_clients", "Attendees who acknowledged the portal (remembered for a while)", None, p.clients)?;
+            gauge(
+                &mut e,
+                "portal_clients",
+                "Attendees who acknowledged the portal (remembered for a while)",
+                None,
+                p.clients,
+            )?;
             counter(&mut e, "portal_downloads", "Downloads started from the portal", None, p.downloads)?;
             counter(&mut e, "portal_http_requests", "HTTP requests to the portal", None, p.http_requests)?;
-            counter(&mut e, "dns_queries", "DNS queries answered or dropped by the portal's responder", None, p.dns_queries)?;
+            counter(
+                &mut e,
+                "dns_queries",
+                "DNS queries answered or dropped by the portal's responder",
+                None,
+                p.dns_queries,
+            )?;
         }
         Ok(())
     }

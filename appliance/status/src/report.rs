@@ -162,7 +162,8 @@ pub fn readiness(jobs: &[JobSummary], now: u64) -> Readiness {
     let ready = pinned.iter().filter(|j| j.state == "ready").count();
     let n = pinned.len();
     if ready == n {
-        let reason = if n == 1 { format!("'{}' is ready", pinned[0].name) } else { format!("all {n} pinned jobs ready") };
+        let reason =
+            if n == 1 { format!("'{}' is ready", pinned[0].name) } else { format!("all {n} pinned jobs ready") };
         return Readiness { ready: true, reason };
     }
     // Failed first, then at risk, then the furthest from done.
@@ -191,7 +192,11 @@ pub fn summary_text(r: &StatusReport) -> String {
     if let Some(f) = &r.device.fingerprint {
         who.push_str(&format!(" ({f})"));
     }
-    out.push_str(&format!("device: {who}, popseed {}, up {}\n", r.version, fmt_eta(r.uptime_secs as f64).replace("<1 min", "under a minute")));
+    out.push_str(&format!(
+        "device: {who}, popseed {}, up {}\n",
+        r.version,
+        fmt_eta(r.uptime_secs as f64).replace("<1 min", "under a minute")
+    ));
     if r.jobs.is_empty() {
         out.push_str("jobs: none\n");
     } else {
@@ -243,7 +248,13 @@ pub fn summary_text(r: &StatusReport) -> String {
     let opt = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_else(|| "off".into());
     out.push_str(&format!("peers: {}, portal clients: {}\n", opt(r.peers), opt(r.portal_clients)));
     for o in &r.origins {
-        let state = if o.dropped { "dropped" } else if o.connected { "connected" } else { "not connected" };
+        let state = if o.dropped {
+            "dropped"
+        } else if o.connected {
+            "connected"
+        } else {
+            "not connected"
+        };
         out.push_str(&format!(
             "origin {}: {state}, {} received, {} hash failures\n",
             o.name,
@@ -289,7 +300,11 @@ pub(crate) mod tests {
     #[test]
     fn ready_when_every_pinned_job_is_ready() {
         assert!(readiness(&[], NOW).ready);
-        let jobs = vec![job("A", "ready", true, 10, 10), job("B", "filling", false, 1, 10), job("C", "cancelled", true, 0, 10)];
+        let jobs = vec![
+            job("A", "ready", true, 10, 10),
+            job("B", "filling", false, 1, 10),
+            job("C", "cancelled", true, 0, 10),
+        ];
         let r = readiness(&jobs, NOW);
         assert!(r.ready, "unpinned and cancelled jobs do not count: {r:?}");
         assert_eq!(r.reason, "'A' is ready");

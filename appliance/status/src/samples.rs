@@ -79,7 +79,11 @@ impl Samples {
             r.bytes_out_portal += s.bytes_out_portal;
         }
         let k = k as f64;
-        Rate { bytes_in: r.bytes_in / k, bytes_out_peers: r.bytes_out_peers / k, bytes_out_portal: r.bytes_out_portal / k }
+        Rate {
+            bytes_in: r.bytes_in / k,
+            bytes_out_peers: r.bytes_out_peers / k,
+            bytes_out_portal: r.bytes_out_portal / k,
+        }
     }
 }
 

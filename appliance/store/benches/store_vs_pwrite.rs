@@ -31,7 +31,12 @@ fn release(pieces: &[Vec<u8>], piece_len: u32) -> VerifiedRelease {
     let total: u64 = pieces.iter().map(|p| p.len() as u64).sum();
     let per_file = total / FILES as u64;
     let files: Vec<(Vec<String>, u64)> = (0..FILES)
-        .map(|i| (vec![format!("part{i}.bin")], if i == FILES - 1 { total - per_file * (FILES as u64 - 1) } else { per_file }))
+        .map(|i| {
+            (
+                vec![format!("part{i}.bin")],
+                if i == FILES - 1 { total - per_file * (FILES as u64 - 1) } else { per_file },
+            )
+        })
         .collect();
     let hashes = pieces.iter().map(|p| popseed_release::hashing::piece_hash(p)).collect();
     common::sign_layout(Layout::new(piece_len, files, hashes).unwrap(), "bench", false)
@@ -94,7 +99,8 @@ fn baseline(dir: &Path, r: &VerifiedRelease, pieces: &[Vec<u8>], batch: usize) -
 
 /// The store, `batch` pieces per put: (write MiB/s, read MiB/s).
 fn through_store(dir: &Path, r: &VerifiedRelease, pieces: &[Vec<u8>], batch: usize) -> (f64, f64) {
-    let store = Store::open(StoreConfig { dir: dir.to_path_buf(), capacity: Capacity { budget: None, min_free: 0 } }).unwrap();
+    let store =
+        Store::open(StoreConfig { dir: dir.to_path_buf(), capacity: Capacity { budget: None, min_free: 0 } }).unwrap();
     store.add_release(r, AddOptions::default()).unwrap();
     let ih = r.infohash();
     let mib = r.layout().total_length as f64 / (1 << 20) as f64;
@@ -105,7 +111,8 @@ fn through_store(dir: &Path, r: &VerifiedRelease, pieces: &[Vec<u8>], batch: usi
         }
     } else {
         for (c, chunk) in pieces.chunks(batch).enumerate() {
-            let refs: Vec<(u32, &[u8])> = chunk.iter().enumerate().map(|(k, d)| ((c * batch + k) as u32, d.as_slice())).collect();
+            let refs: Vec<(u32, &[u8])> =
+                chunk.iter().enumerate().map(|(k, d)| ((c * batch + k) as u32, d.as_slice())).collect();
             store.put_pieces(&ih, &refs).unwrap();
         }
     }
@@ -128,8 +135,11 @@ fn main() {
     }
     let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.into());
     let total_mib: u64 = env("POPSEED_BENCH_MIB", "1024").parse().expect("POPSEED_BENCH_MIB");
-    let piece: u32 = parse_size::Config::new().with_binary().parse_size(env("POPSEED_BENCH_PIECE", "1MiB")).expect("piece size") as u32;
-    let root = std::env::var("POPSEED_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
+    let piece: u32 =
+        parse_size::Config::new().with_binary().parse_size(env("POPSEED_BENCH_PIECE", "1MiB")).expect("piece size")
+            as u32;
+    let root =
+        std::env::var("POPSEED_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
     let tmp = tempfile::tempdir_in(&root).unwrap();
     let n = (total_mib << 20) / piece as u64;
     eprintln!("generating {n} pieces of {piece} bytes ({total_mib} MiB) in {}", tmp.path().display());
@@ -159,11 +169,20 @@ fn main() {
         }
         if batch == 1 {
             println!("  write, one piece at a time (plain: fdatasync per piece)");
-            println!("         pwrite+fdatasync {bw:8.1} MiB/s   store.put_piece  {sw:8.1} MiB/s   ratio {:.2}", sw / bw);
-            println!("  read   pread            {br:8.1} MiB/s   store.read       {sr:8.1} MiB/s   ratio {:.2}", sr / br);
+            println!(
+                "         pwrite+fdatasync {bw:8.1} MiB/s   store.put_piece  {sw:8.1} MiB/s   ratio {:.2}",
+                sw / bw
+            );
+            println!(
+                "  read   pread            {br:8.1} MiB/s   store.read       {sr:8.1} MiB/s   ratio {:.2}",
+                sr / br
+            );
         } else {
             println!("  write, batches of {batch} pieces (plain: fdatasync per file per batch)");
-            println!("         pwrite+fdatasync {bw:8.1} MiB/s   store.put_pieces {sw:8.1} MiB/s   ratio {:.2}", sw / bw);
+            println!(
+                "         pwrite+fdatasync {bw:8.1} MiB/s   store.put_pieces {sw:8.1} MiB/s   ratio {:.2}",
+                sw / bw
+            );
         }
     }
 }

@@ -40,9 +40,8 @@ pub struct Candidate {
 /// nothing and are skipped; `protect` (the release being written) is never chosen.
 pub fn choose_victim(cands: &[Candidate], now: u64, protect: &[u8; 20]) -> Option<[u8; 20]> {
     let eligible = || cands.iter().filter(|c| !c.pinned && c.bytes > 0 && &c.infohash != protect);
-    let expired = eligible()
-        .filter(|c| c.expires_at.is_some_and(|t| t <= now))
-        .min_by_key(|c| (c.expires_at, c.last_access));
+    let expired =
+        eligible().filter(|c| c.expires_at.is_some_and(|t| t <= now)).min_by_key(|c| (c.expires_at, c.last_access));
     expired.or_else(|| eligible().min_by_key(|c| c.last_access)).map(|c| c.infohash)
 }
 
@@ -57,11 +56,11 @@ mod tests {
     #[test]
     fn eviction_order() {
         let cands = vec![
-            c(1, false, None, 10, 100),      // least recently used
-            c(2, false, Some(50), 90, 100),  // expired
-            c(3, true, Some(10), 0, 100),    // pinned, expired: never
-            c(4, false, None, 5, 0),         // holds nothing
-            c(5, false, Some(500), 1, 100),  // not yet expired, oldest access
+            c(1, false, None, 10, 100),     // least recently used
+            c(2, false, Some(50), 90, 100), // expired
+            c(3, true, Some(10), 0, 100),   // pinned, expired: never
+            c(4, false, None, 5, 0),        // holds nothing
+            c(5, false, Some(500), 1, 100), // not yet expired, oldest access
         ];
         assert_eq!(choose_victim(&cands, 100, &[9; 20]), Some([2; 20]));
         assert_eq!(choose_victim(&cands, 10, &[9; 20]), Some([5; 20]));

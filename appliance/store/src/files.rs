@@ -74,7 +74,13 @@ impl DataFiles {
             if let Some(dir) = p.parent() {
                 fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
             }
-            let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(p).map_err(|e| StoreError::io(p, e))?;
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(p)
+                .map_err(|e| StoreError::io(p, e))?;
             file.set_len(f.length).map_err(|e| StoreError::io(p, e))?;
         }
         Ok(())
@@ -134,7 +140,8 @@ impl DataFiles {
                         tracing::debug!(path = %p.display(), error = %e, "O_DIRECT write refused; buffered instead");
                         f.write_all_at(&bytes[head..head + middle], mid_off).map_err(|e| StoreError::io(p, e))?;
                     }
-                    f.write_all_at(&bytes[head + middle..], mid_off + middle as u64).map_err(|e| StoreError::io(p, e))?;
+                    f.write_all_at(&bytes[head + middle..], mid_off + middle as u64)
+                        .map_err(|e| StoreError::io(p, e))?;
                 }
                 None => f.write_all_at(bytes, s.file_offset).map_err(|e| StoreError::io(p, e))?,
             }
@@ -158,7 +165,8 @@ impl DataFiles {
         for s in segments {
             let f = self.handle(s.file)?;
             let len = s.len as usize;
-            f.read_exact_at(&mut buf[at..at + len], s.file_offset).map_err(|e| StoreError::io(&self.paths[s.file], e))?;
+            f.read_exact_at(&mut buf[at..at + len], s.file_offset)
+                .map_err(|e| StoreError::io(&self.paths[s.file], e))?;
             at += len;
         }
         Ok(())

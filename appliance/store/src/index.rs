@@ -61,10 +61,8 @@ impl Index {
         let mut out = Vec::new();
         for kv in self.releases.iter() {
             let (k, v) = kv?;
-            let ih: [u8; 20] = k
-                .as_ref()
-                .try_into()
-                .map_err(|_| StoreError::Corrupt(format!("release key of {} bytes", k.len())))?;
+            let ih: [u8; 20] =
+                k.as_ref().try_into().map_err(|_| StoreError::Corrupt(format!("release key of {} bytes", k.len())))?;
             let rec: ReleaseRecord = serde_json::from_slice(&v)
                 .map_err(|e| StoreError::Corrupt(format!("release {}: {e}", hex::encode(ih))))?;
             out.push((ih, rec));

@@ -8,9 +8,9 @@
 pub mod bitfield;
 pub mod capacity;
 pub mod error;
-mod stats;
 mod files;
 mod index;
+mod stats;
 pub mod store;
 
 pub use bitfield::Bitfield;

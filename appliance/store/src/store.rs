@@ -230,7 +230,13 @@ impl Store {
             files: DataFiles::new(&dir.join(DATA_DIR), &release),
             release: Arc::new(release),
             dir,
-            state: Mutex::new(State { bitfield, bytes_present: bytes, record, removed: false, writing: HashSet::new() }),
+            state: Mutex::new(State {
+                bitfield,
+                bytes_present: bytes,
+                record,
+                removed: false,
+                writing: HashSet::new(),
+            }),
             last_access: AtomicU64::new(access),
             persisted_access: AtomicU64::new(access),
         })
@@ -331,9 +337,8 @@ impl Store {
         let e = self.entry(ih)?;
         let layout = e.release.layout();
         for &(index, data) in pieces {
-            let size = layout
-                .piece_size(index)
-                .ok_or(StoreError::BadPieceIndex { index, count: layout.piece_count() })?;
+            let size =
+                layout.piece_size(index).ok_or(StoreError::BadPieceIndex { index, count: layout.piece_count() })?;
             if data.len() != size as usize {
                 return Err(StoreError::WrongLength { index, expected: size, got: data.len() });
             }
@@ -567,9 +572,7 @@ impl Store {
     pub fn read_piece_at(&self, ih: &[u8; 20], index: u32, begin: u32, buf: &mut [u8]) -> Result<()> {
         let e = self.entry(ih)?;
         let layout = e.release.layout();
-        let size = layout
-            .piece_size(index)
-            .ok_or(StoreError::BadPieceIndex { index, count: layout.piece_count() })?;
+        let size = layout.piece_size(index).ok_or(StoreError::BadPieceIndex { index, count: layout.piece_count() })?;
         if begin as u64 + buf.len() as u64 > size as u64 {
             return Err(StoreError::WrongLength { index, expected: size, got: begin as usize + buf.len() });
         }

@@ -47,7 +47,8 @@ fn child(store_dir: &Path, releases: &[(PathBuf, PathBuf)]) -> ! {
             11..=30 => {
                 let start = rng.gen_range(0..r.layout().piece_count());
                 let end = (start + 8).min(r.layout().piece_count());
-                let data: Vec<(u32, Vec<u8>)> = (start..end).map(|i| (i, common::piece_from_source(r, src, i))).collect();
+                let data: Vec<(u32, Vec<u8>)> =
+                    (start..end).map(|i| (i, common::piece_from_source(r, src, i))).collect();
                 let batch: Vec<(u32, &[u8])> = data.iter().map(|(i, d)| (*i, d.as_slice())).collect();
                 let _ = store.put_pieces(&ih, &batch);
             }
@@ -69,7 +70,12 @@ fn verify(store_dir: &Path) -> usize {
         assert_eq!(bf.count(), info.pieces_present);
         for i in bf.iter_set() {
             let data = store.read_piece(&info.infohash, i).expect("present piece readable");
-            assert_eq!(&piece_hash(&data), r.layout().piece_hash(i).unwrap(), "piece {i} of {} corrupt after crash", info.name);
+            assert_eq!(
+                &piece_hash(&data),
+                r.layout().piece_hash(i).unwrap(),
+                "piece {i} of {} corrupt after crash",
+                info.name
+            );
             checked += 1;
         }
     }

@@ -92,8 +92,10 @@ fn page_aligned_puts_go_direct_and_read_back_identical() {
         assert_eq!(s.put_piece(&ih, 0, &b0[r0]).unwrap(), Put::Stored);
         let (b1, r1) = at_skew(&piece_from_source(&r, &src, 1), 3);
         assert_eq!(s.put_piece(&ih, 1, &b1[r1]).unwrap(), Put::Stored);
-        let rest: Vec<(Vec<u8>, std::ops::Range<usize>)> = (2..n).map(|i| at_skew(&piece_from_source(&r, &src, i), 0)).collect();
-        let batch: Vec<(u32, &[u8])> = rest.iter().enumerate().map(|(k, (b, rg))| (k as u32 + 2, &b[rg.clone()])).collect();
+        let rest: Vec<(Vec<u8>, std::ops::Range<usize>)> =
+            (2..n).map(|i| at_skew(&piece_from_source(&r, &src, i), 0)).collect();
+        let batch: Vec<(u32, &[u8])> =
+            rest.iter().enumerate().map(|(k, (b, rg))| (k as u32 + 2, &b[rg.clone()])).collect();
         assert!(s.put_pieces(&ih, &batch).unwrap().iter().all(|p| *p == Put::Stored));
         for i in 0..n {
             assert_eq!(s.read_piece(&ih, i).unwrap(), piece_from_source(&r, &src, i), "piece {i}");

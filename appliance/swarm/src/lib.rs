@@ -118,7 +118,12 @@ pub fn parse_infohash(s: &str) -> Result<[u8; 20], SwarmError> {
 /// The box's .torrent for a stored release: the box's tracker first, then the publisher's
 /// trackers as later tiers; `web_seeds` (e.g. the portal's BEP 19 URL) before the publisher's.
 /// The info dictionary is copied byte-for-byte (same infohash).
-pub fn torrent_for(store: &Store, ih: &[u8; 20], tracker_url: Option<&str>, web_seeds: &[String]) -> Result<Vec<u8>, SwarmError> {
+pub fn torrent_for(
+    store: &Store,
+    ih: &[u8; 20],
+    tracker_url: Option<&str>,
+    web_seeds: &[String],
+) -> Result<Vec<u8>, SwarmError> {
     let rel = store.release(ih)?;
     let mut tiers: Vec<Vec<String>> = tracker_url.map(|t| vec![vec![t.to_owned()]]).unwrap_or_default();
     tiers.extend(rel.metainfo.trackers.iter().filter(|t| !t.is_empty()).cloned());
@@ -193,7 +198,8 @@ impl Swarm {
     /// Binds the listeners and starts serving every release in `store` (releases added later
     /// are served too). Stops when `shutdown` is cancelled.
     pub async fn start(store: Arc<Store>, cfg: SwarmConfig, shutdown: CancellationToken) -> Result<Swarm, SwarmError> {
-        let listener = TcpListener::bind(cfg.listen).await.map_err(|err| SwarmError::ListenPeers { addr: cfg.listen, err })?;
+        let listener =
+            TcpListener::bind(cfg.listen).await.map_err(|err| SwarmError::ListenPeers { addr: cfg.listen, err })?;
         let peer_addr = listener.local_addr().map_err(|err| SwarmError::ListenPeers { addr: cfg.listen, err })?;
         let tracker_listener = match cfg.tracker_listen {
             Some(addr) => {

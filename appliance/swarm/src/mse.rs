@@ -83,15 +83,33 @@ enum State {
     /// Waiting for Ya.
     PublicKey,
     /// Ya seen; looking for HASH('req1', S) within PadA.
-    Sync { s: Box<[u8; KEY_LEN]>, req1: [u8; 20] },
+    Sync {
+        s: Box<[u8; KEY_LEN]>,
+        req1: [u8; 20],
+    },
     /// Sync found: waiting for the obfuscated SKEY hash.
-    Skey { s: Box<[u8; KEY_LEN]> },
+    Skey {
+        s: Box<[u8; KEY_LEN]>,
+    },
     /// Decrypting VC, crypto_provide, len(PadC).
-    Vc { infohash: [u8; 20], rc4: Rc4Pair },
+    Vc {
+        infohash: [u8; 20],
+        rc4: Rc4Pair,
+    },
     /// Decrypting PadC and len(IA).
-    PadC { infohash: [u8; 20], rc4: Rc4Pair, pad: usize, provide: u32 },
+    PadC {
+        infohash: [u8; 20],
+        rc4: Rc4Pair,
+        pad: usize,
+        provide: u32,
+    },
     /// Step 4 sent; decrypting IA.
-    Ia { infohash: [u8; 20], rc4: Rc4Pair, ia: usize, select: u32 },
+    Ia {
+        infohash: [u8; 20],
+        rc4: Rc4Pair,
+        ia: usize,
+        select: u32,
+    },
     Failed,
 }
 
@@ -140,7 +158,12 @@ impl MseResponder {
     /// `prefer_plaintext`: select plaintext when the peer offers it (else RC4 when offered).
     pub fn new(prefer_plaintext: bool) -> Self {
         let secret: [u8; 20] = rand::thread_rng().gen();
-        MseResponder { state: State::PublicKey, buf: Vec::new(), private: BigUint::from_bytes_be(&secret), prefer_plaintext }
+        MseResponder {
+            state: State::PublicKey,
+            buf: Vec::new(),
+            private: BigUint::from_bytes_be(&secret),
+            prefer_plaintext,
+        }
     }
 
     /// Feeds received bytes. Bytes to send are appended to `out`; `skey` maps a `req2` hash
@@ -246,13 +269,14 @@ impl MseResponder {
                     let mut b: Vec<u8> = self.buf.drain(..pad + 2).collect();
                     rc4.dec.apply_keystream(&mut b);
                     let ia = u16::from_be_bytes([b[pad], b[pad + 1]]) as usize;
-                    let select = if provide & CRYPTO_PLAINTEXT != 0 && (self.prefer_plaintext || provide & CRYPTO_RC4 == 0) {
-                        CRYPTO_PLAINTEXT
-                    } else if provide & CRYPTO_RC4 != 0 {
-                        CRYPTO_RC4
-                    } else {
-                        return Err(MseError::NoCommonCrypto(provide));
-                    };
+                    let select =
+                        if provide & CRYPTO_PLAINTEXT != 0 && (self.prefer_plaintext || provide & CRYPTO_RC4 == 0) {
+                            CRYPTO_PLAINTEXT
+                        } else if provide & CRYPTO_RC4 != 0 {
+                            CRYPTO_RC4
+                        } else {
+                            return Err(MseError::NoCommonCrypto(provide));
+                        };
                     // Step 4 (VC, crypto_select, len(PadD) = 0, under keyB) goes out now, before
                     // IA arrives: libtorrent sends IA in a second small write that its Nagle
                     // holds until this answer acknowledges the first (a 40 ms delayed-ACK stall).

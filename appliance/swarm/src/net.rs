@@ -334,7 +334,12 @@ async fn peer_task(
     }
 }
 
-fn handle_events(shared: &Shared, id: u64, core: &mut PeerProto, infohash: &mut Option<[u8; 20]>) -> Result<(), DropReason> {
+fn handle_events(
+    shared: &Shared,
+    id: u64,
+    core: &mut PeerProto,
+    infohash: &mut Option<[u8; 20]>,
+) -> Result<(), DropReason> {
     while let Some(ev) = core.poll_event() {
         match ev {
             Event::Attached { infohash: ih, .. } => {

@@ -122,12 +122,19 @@ pub enum DropReason {
     MessageTooLong(u32),
     Malformed(String),
     BadIndex(u32),
-    PastEnd { index: u32, begin: u32, length: u32 },
+    PastEnd {
+        index: u32,
+        begin: u32,
+        length: u32,
+    },
     BadBlockLength(u32),
     RequestFlood(usize),
     ChatterFlood,
     TooManyMissing(u32),
-    BadBitfield { got: usize, expected: usize },
+    BadBitfield {
+        got: usize,
+        expected: usize,
+    },
     Unexpected(&'static str),
     HandshakeTimeout,
     Idle,
@@ -200,12 +207,17 @@ impl From<Request> for BlockRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Handshake accepted for this release: register the peer (choker, stats).
-    Attached { infohash: [u8; 20], peer_id: [u8; 20] },
+    Attached {
+        infohash: [u8; 20],
+        peer_id: [u8; 20],
+    },
     Interested,
     NotInterested,
     /// The peer asked for a piece we do not have: ask the fetcher, or call
     /// [`PeerProto::refuse_missing`] when there is none.
-    Demand { index: u32 },
+    Demand {
+        index: u32,
+    },
 }
 
 /// One peer connection's protocol state.
@@ -427,7 +439,12 @@ impl PeerProto {
             self.out.extend_from_slice(&body);
         }
         if have.count() > 0 {
-            push(&mut self.out, &Message::Bitfield(ByteBuf(have.as_bytes())), 5 + have.as_bytes().len(), self.peer_ext)?;
+            push(
+                &mut self.out,
+                &Message::Bitfield(ByteBuf(have.as_bytes())),
+                5 + have.as_bytes().len(),
+                self.peer_ext,
+            )?;
         }
         self.events.push_back(Event::Attached { infohash: ih, peer_id: h.peer_id.0 });
         self.meta = Some(meta);

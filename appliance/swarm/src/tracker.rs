@@ -85,7 +85,14 @@ impl Swarms {
     }
 
     /// Handles an announce from `from` and returns the bencoded reply. `box_addr` is listed first.
-    pub fn announce(&mut self, a: &Announce, from: IpAddr, box_addr: SocketAddr, box_complete: bool, now: Instant) -> Vec<u8> {
+    pub fn announce(
+        &mut self,
+        a: &Announce,
+        from: IpAddr,
+        box_addr: SocketAddr,
+        box_complete: bool,
+        now: Instant,
+    ) -> Vec<u8> {
         self.expire(now);
         let me = SocketAddr::new(from, a.port);
         let seed = a.left == Some(0);
@@ -239,7 +246,9 @@ pub fn parse_announce(q: &str) -> Result<Announce, TrackerReject> {
     let mut a = Announce { infohash: [0; 20], port: 0, left: None, event: None, compact: true, numwant: 50 };
     for (k, v) in query_pairs(q) {
         match k.as_str() {
-            "info_hash" => ih = Some(<[u8; 20]>::try_from(v.as_slice()).map_err(|_| TrackerReject::BadParam("info_hash"))?),
+            "info_hash" => {
+                ih = Some(<[u8; 20]>::try_from(v.as_slice()).map_err(|_| TrackerReject::BadParam("info_hash"))?)
+            }
             "port" => port = Some(num::<u16>(&v).filter(|p| *p != 0).ok_or(TrackerReject::BadParam("port"))?),
             "left" => a.left = num(&v),
             "event" => a.event = std::str::from_utf8(&v).ok().filter(|e| !e.is_empty()).map(str::to_owned),
@@ -265,7 +274,12 @@ pub trait Holdings: Send + Sync + 'static {
 }
 
 /// Serves the tracker on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, swarms: Arc<Mutex<Swarms>>, holdings: Arc<dyn Holdings>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    swarms: Arc<Mutex<Swarms>>,
+    holdings: Arc<dyn Holdings>,
+    shutdown: CancellationToken,
+) {
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
@@ -288,14 +302,22 @@ pub async fn serve(listener: TcpListener, swarms: Arc<Mutex<Swarms>>, holdings: 
         let holdings = holdings.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, from, swarms, holdings)).await.unwrap_or_else(|_| Err("timeout".into())) {
+            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, from, swarms, holdings))
+                .await
+                .unwrap_or_else(|_| Err("timeout".into()))
+            {
                 tracing::debug!(error = %e, "tracker request failed");
             }
         });
     }
 }
 
-async fn handle(mut stream: TcpStream, from: SocketAddr, swarms: Arc<Mutex<Swarms>>, holdings: Arc<dyn Holdings>) -> Result<(), String> {
+async fn handle(
+    mut stream: TcpStream,
+    from: SocketAddr,
+    swarms: Arc<Mutex<Swarms>>,
+    holdings: Arc<dyn Holdings>,
+) -> Result<(), String> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 2048];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
@@ -390,8 +412,14 @@ mod tests {
         assert_eq!(a.event.as_deref(), Some("started"));
         assert!(a.compact);
         assert_eq!(parse_announce("port=1").unwrap_err(), TrackerReject::BadParam("info_hash"));
-        assert_eq!(parse_announce(&format!("info_hash={}", enc(&[1; 19]))).unwrap_err(), TrackerReject::BadParam("info_hash"));
-        assert_eq!(parse_announce(&format!("info_hash={}&port=0", enc(&ih))).unwrap_err(), TrackerReject::BadParam("port"));
+        assert_eq!(
+            parse_announce(&format!("info_hash={}", enc(&[1; 19]))).unwrap_err(),
+            TrackerReject::BadParam("info_hash")
+        );
+        assert_eq!(
+            parse_announce(&format!("info_hash={}&port=0", enc(&ih))).unwrap_err(),
+            TrackerReject::BadParam("port")
+        );
     }
 
     #[test]
@@ -422,7 +450,14 @@ mod tests {
         let t = Instant::now();
         let mut s = Swarms::new(Duration::from_secs(60));
         let box_addr: SocketAddr = "127.0.0.1:6881".parse().unwrap();
-        let a = Announce { infohash: [2; 20], port: 7000, left: Some(0), event: Some("completed".into()), compact: false, numwant: 5 };
+        let a = Announce {
+            infohash: [2; 20],
+            port: 7000,
+            left: Some(0),
+            event: Some("completed".into()),
+            compact: false,
+            numwant: 5,
+        };
         let r = s.announce(&a, "127.0.0.1".parse().unwrap(), box_addr, false, t);
         assert!(r.ends_with(b"5:peersld2:ip9:127.0.0.14:porti6881eeee"), "{}", String::from_utf8_lossy(&r));
         let sc = s.scrape(&[([2; 20], false)], t);

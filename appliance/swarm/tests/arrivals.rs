@@ -76,7 +76,8 @@ async fn present_pieces_haves_and_read_through() {
     let rel = publish(&src, &SecretKey::generate(), &dir.path().join("release"), &opts).unwrap();
     let ih = rel.infohash();
     let store = Arc::new(
-        Store::open(StoreConfig { dir: dir.path().join("store"), capacity: Capacity { budget: None, min_free: 0 } }).unwrap(),
+        Store::open(StoreConfig { dir: dir.path().join("store"), capacity: Capacity { budget: None, min_free: 0 } })
+            .unwrap(),
     );
     store.add_release(&rel, AddOptions::default()).unwrap();
     for i in 0..5 {

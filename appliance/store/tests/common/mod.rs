@@ -69,7 +69,11 @@ pub fn sign_layout(layout: popseed_release::Layout, name: &str, single_file: boo
         piece_length: layout.piece_length,
         piece_count: layout.piece_count(),
         total_size: layout.total_length,
-        files: layout.files.iter().map(|f| ManifestFile { path: f.path(), size: f.length, sha256: String::new() }).collect(),
+        files: layout
+            .files
+            .iter()
+            .map(|f| ManifestFile { path: f.path(), size: f.length, sha256: String::new() })
+            .collect(),
         critical: vec![],
         license: None,
         ttl_seconds: None,
@@ -83,7 +87,9 @@ pub fn sign_layout(layout: popseed_release::Layout, name: &str, single_file: boo
 pub fn zero_release(pieces: u32, piece_len: u32) -> VerifiedRelease {
     let total = pieces as u64 * piece_len as u64;
     let hash = popseed_release::hashing::piece_hash(&vec![0u8; piece_len as usize]);
-    let layout = popseed_release::Layout::new(piece_len, vec![(vec!["zeros.bin".into()], total)], vec![hash; pieces as usize]).unwrap();
+    let layout =
+        popseed_release::Layout::new(piece_len, vec![(vec!["zeros.bin".into()], total)], vec![hash; pieces as usize])
+            .unwrap();
     sign_layout(layout, "zeros.bin", true)
 }
 

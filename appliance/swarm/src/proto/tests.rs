@@ -59,7 +59,13 @@ fn request(index: u32, begin: u32, length: u32) -> Vec<u8> {
 }
 
 fn cfg() -> Arc<ProtoConfig> {
-    Arc::new(ProtoConfig { reqq: 8, max_queue: 16, max_missing_requests: 4, max_chatter_per_sec: 50, ..Default::default() })
+    Arc::new(ProtoConfig {
+        reqq: 8,
+        max_queue: 16,
+        max_missing_requests: 4,
+        max_chatter_per_sec: 50,
+        ..Default::default()
+    })
 }
 
 fn peer() -> (PeerProto, Instant) {
@@ -110,7 +116,14 @@ fn handshake_sends_ext_handshake_and_bitfield() {
     assert_eq!(msgs[0][0], 20);
     assert_eq!(msgs[0][1], 0);
     let ext = String::from_utf8_lossy(&msgs[0][2..]).into_owned();
-    for key in ["11:ut_metadatai3e", "4:reqqi8e", "13:metadata_sizei40000e", "11:upload_onlyi1e", "6:yourip4:\n\x01\x02\x03", "1:v"] {
+    for key in [
+        "11:ut_metadatai3e",
+        "4:reqqi8e",
+        "13:metadata_sizei40000e",
+        "11:upload_onlyi1e",
+        "6:yourip4:\n\x01\x02\x03",
+        "1:v",
+    ] {
         assert!(ext.contains(key), "{key} missing in {ext}");
     }
     assert!(!ext.contains("ut_pex"), "{ext}");
