@@ -282,7 +282,7 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions, shutdown: CancellationToken
         if let Some(p) = &cfg.status_file {
             write_status(p, &snap);
         }
-        if opts.progress_lines && (n % 4 == 0 || snap.complete) {
+        if opts.progress_lines && (n.is_multiple_of(4) || snap.complete) {
             eprintln!("{}", progress_line(&snap));
         }
         if opts.exit_when_complete && snap.complete {

@@ -359,7 +359,7 @@ impl ControlHub {
                 };
                 frames.push(&buf[..n]);
                 loop {
-                    match frames.next::<DeviceMsg>() {
+                    match frames.next_message::<DeviceMsg>() {
                         Ok(Some(m)) => me.device_msg(&dev, m),
                         Ok(None) => break,
                         Err(e) => {

@@ -77,7 +77,7 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 pub fn decode_one<T: DeserializeOwned>(buf: &[u8]) -> Result<T, FrameError> {
     let mut r = FrameReader::default();
     r.push(buf);
-    match r.next()? {
+    match r.next_message()? {
         Some(m) if r.buf.is_empty() => Ok(m),
         Some(_) => Err(FrameError::Malformed("trailing bytes after the message".into())),
         None => Err(FrameError::Truncated),
@@ -97,7 +97,7 @@ impl FrameReader {
 
     /// The next whole message, if one has arrived. An oversized length prefix is an error
     /// before anything is allocated for it.
-    pub fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+    pub fn next_message<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
         if self.buf.len() < 4 {
             return Ok(None);
         }
@@ -145,7 +145,7 @@ mod tests {
         let mut got = Vec::new();
         for chunk in wire.chunks(3) {
             r.push(chunk);
-            while let Some(m) = r.next::<DeviceMsg>().unwrap() {
+            while let Some(m) = r.next_message::<DeviceMsg>().unwrap() {
                 got.push(m);
             }
         }
@@ -157,10 +157,10 @@ mod tests {
     fn bad_frames_are_errors_not_panics() {
         let mut r = FrameReader::default();
         r.push(&u32::MAX.to_be_bytes());
-        assert_eq!(r.next::<DeviceMsg>(), Err(FrameError::TooLarge(u32::MAX as usize)));
+        assert_eq!(r.next_message::<DeviceMsg>(), Err(FrameError::TooLarge(u32::MAX as usize)));
         let mut r = FrameReader::default();
         r.push(&[0, 0, 0, 2, b'{', b'x']);
-        assert!(matches!(r.next::<DeviceMsg>(), Err(FrameError::Malformed(_))));
+        assert!(matches!(r.next_message::<DeviceMsg>(), Err(FrameError::Malformed(_))));
         assert_eq!(decode_one::<OriginMsg>(&[0, 0, 0, 9, b'{']), Err(FrameError::Truncated));
         let push = OriginMsg::Push {
             job: JobSpec {

@@ -3,6 +3,9 @@
 //! allow-list, re-pushing after a reconnect without duplicating the job, and cancel from the
 //! origin.
 
+// Test code: an unwrap that fails is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -312,7 +312,7 @@ impl Scheduler {
 
     /// True when some piece is missing and not in flight (work is waiting for an origin).
     pub fn has_work(&self) -> bool {
-        self.releases.iter().any(|r| r.pieces.iter().any(|p| *p == Piece::Missing))
+        self.releases.iter().any(|r| r.pieces.contains(&Piece::Missing))
     }
 }
 

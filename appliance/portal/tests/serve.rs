@@ -1,6 +1,9 @@
 //! The portal against a real store on loopback: downloads that wait for on-demand (read-through)
 //! pieces, the timeout when they do not come, the web-seed URL layout, and keep-alive framing.
 
+// Test code: an unwrap that fails is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};

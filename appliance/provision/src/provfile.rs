@@ -725,7 +725,7 @@ fn check_uplink<'a>(c: &mut Checker<'a>, t: &Tbl<'a>, profile: &HwProfile) -> Op
             }
         },
     };
-    let mode = c.string(t, "mode", false).map(|(s, span)| (s, span));
+    let mode = c.string(t, "mode", false);
     let is_static = match &mode {
         None => Some(false),
         Some((s, _)) if s == "dhcp" => Some(false),

@@ -230,7 +230,7 @@ async fn require_token(State(st): St, req: Request, next: Next) -> Response {
         Verdict::Denied => {
             // `?token=T` on a page: log the browser in and drop the token from the address.
             if req.method() == Method::GET && html_page {
-                let token = req.uri().query().and_then(|q| serde_urlencoded_token(q));
+                let token = req.uri().query().and_then(serde_urlencoded_token);
                 if let Some(t) = token {
                     if st.auth.token_ok(&t) {
                         return logged_in(&st.auth, &path);

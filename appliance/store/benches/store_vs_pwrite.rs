@@ -11,6 +11,9 @@
 //! Env: POPSEED_BENCH_MIB (default 1024), POPSEED_BENCH_PIECE (default 1MiB),
 //! POPSEED_BENCH_DIR (default: a temp dir under target/).
 
+// Test code: an unwrap that fails is a failed test.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

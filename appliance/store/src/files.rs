@@ -39,7 +39,7 @@ pub struct DataFiles {
 /// rest is buffered), or None when no part of it can.
 pub fn direct_split(addr: usize, offset: u64, len: usize) -> Option<(usize, usize)> {
     let a = DIRECT_ALIGN as u64;
-    if (addr as u64).wrapping_sub(offset) % a != 0 {
+    if !(addr as u64).wrapping_sub(offset).is_multiple_of(a) {
         return None; // memory and file cannot be aligned at the same point
     }
     let head = ((a - offset % a) % a) as usize;

@@ -2,6 +2,9 @@
 //! many times; after every kill the store reopens and every piece it reports present must read
 //! back hash-correct. This binary is its own writer child (`crash child STORE RELEASES...`).
 
+// Test code: an unwrap that fails is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,8 @@
 //! Store behaviour: verified puts, reads, reopen, removal, capacity and eviction.
 
+// Test code: an unwrap that fails is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use popseed_release::hashing::piece_hash;

@@ -1,5 +1,7 @@
 //! Helpers shared by the store's integration tests: deterministic sample releases.
 
+// Test code: an unwrap that fails is a failed test.
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
