@@ -9,9 +9,10 @@ cd "$repo"
 what="${1:-}"
 case "$what" in
     store)
-        # Under target/ so the files land on the same disk as the build, not a tmpfs.
-        mkdir -p target/bench
-        POPSEED_BENCH_DIR="${POPSEED_BENCH_DIR:-$repo/target/bench}" \
+        # Under the target dir so the files land on the same disk as the build, not a tmpfs.
+        target="${CARGO_TARGET_DIR:-$repo/target}"
+        mkdir -p "$target/bench"
+        POPSEED_BENCH_DIR="${POPSEED_BENCH_DIR:-$target/bench}" \
             cargo bench -q -p popseed-store --bench store_vs_pwrite
         ;;
     *)

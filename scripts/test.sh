@@ -2,9 +2,10 @@
 # The whole popseed test suite, on a Debian bookworm machine with the Rust toolchain:
 #   bash scripts/test.sh
 # 1. installs the Debian packages the real-client tests need (only when missing),
-# 2. builds target/release/popseed,
-# 3. runs the Rust tests (cargo test --workspace --release),
-# 4. runs the black-box tests with Debian's /usr/bin/python3 (the pyenv python cannot import
+# 2. checks formatting and lints (cargo fmt --check, cargo clippy -D warnings),
+# 3. builds $CARGO_TARGET_DIR/release/popseed (default target/),
+# 4. runs the Rust tests (cargo test --workspace --release),
+# 5. runs the black-box tests with Debian's /usr/bin/python3 (the pyenv python cannot import
 #    libtorrent), against $POPSEED_BIN.
 # Artifacts (pytest temp dirs, JUnit XML, logs) go to out/test/. Exits non-zero if anything fails.
 set -euo pipefail
@@ -49,10 +50,19 @@ for pj in tests/*/package.json; do
     fi
 done
 
+# ---------------------------------------------------------------- format and lints
+# Both fail the run before anything else is built: a tree that is not formatted or not
+# clippy-clean does not land.
+say "cargo fmt --all -- --check"
+cargo fmt --all -- --check || { echo "test.sh: the tree is not formatted (run cargo fmt --all)" >&2; exit 1; }
+say "cargo clippy --workspace --all-targets --release -- -D warnings"
+cargo clippy --workspace --all-targets --release -- -D warnings
+
 # ---------------------------------------------------------------- build
-say "cargo build --release -p popseed"
+target="${CARGO_TARGET_DIR:-$repo/target}"
+say "cargo build --release -p popseed (into $target)"
 cargo build --release -p popseed
-export POPSEED_BIN="$repo/target/release/popseed"
+export POPSEED_BIN="$target/release/popseed"
 
 # ---------------------------------------------------------------- tests
 # Run both suites even if the first fails, then report both.

@@ -16,9 +16,11 @@ cd "$repo"
 mib="${POPSEED_BENCH_MIB:-512}"
 cargo build -q --release -p popseed
 cargo build -q --release -p popseed-origin --example quic_ceiling
-bin="$repo/target/release/popseed"
-ceiling="$repo/target/release/examples/quic_ceiling"
-work="$(mktemp -d "$repo/target/bench-fetch.XXXXXX")"
+target="${CARGO_TARGET_DIR:-$repo/target}"
+bin="$target/release/popseed"
+ceiling="$target/release/examples/quic_ceiling"
+mkdir -p "$target/bench"
+work="$(mktemp -d "$target/bench/fetch.XXXXXX")"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT

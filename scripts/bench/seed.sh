@@ -18,7 +18,7 @@ if [ -z "${POPSEED_BIN:-}" ]; then
     POPSEED_BIN="${CARGO_TARGET_DIR:-$repo/target}/release/popseed"
 fi
 export POPSEED_BIN
-export BENCH_DIR="${POPSEED_BENCH_DIR:-$repo/target/bench/seed}"
+export BENCH_DIR="${POPSEED_BENCH_DIR:-${CARGO_TARGET_DIR:-$repo/target}/bench/seed}"
 export BENCH_SIZE_MIB="${BENCH_SIZE_MIB:-512}"
 export BENCH_ROUNDS="${BENCH_ROUNDS:-2}"
 exec /usr/bin/python3 - <<'PY'
