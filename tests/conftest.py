@@ -16,6 +16,12 @@ Helpers meant for reuse by other test modules (import them with
   publish(src, out_dir, key, ...) -> Release(dir, torrent, manifest, magnet, ...)
   load_manifest(release_dir)      -> (inner manifest dict, whole file dict)
   wait_until(pred, timeout, what) bounded polling, clear failure message
+  wait_for_line(out, pattern, ...) wait for a complete output line of a child process; -> re.Match
+  complete_lines(out)             the complete ("\n"-terminated) lines a child process wrote so far
+  free_port()                     a port for a child that cannot bind port 0 (see its docstring)
+  next_snapshot(path)             a periodically rewritten JSON file (origin stats, agent status),
+                                  as the process saw things after the call began
+  settled_origin_stats(path)      origin --stats-file once every connection to it has ended
   lt_session()                    libtorrent session locked to loopback (no DHT/LSD/UPnP/uTP)
   lt_wait_checked(ses, handle)    wait for libtorrent to finish hashing a torrent
 """
@@ -27,7 +33,9 @@ import functools
 import json
 import os
 import random
+import re
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -44,6 +52,9 @@ EXIT_USAGE = 2
 
 # Generous per-command bound: nothing popseed does in these tests should take this long.
 DEFAULT_TIMEOUT = 120.0
+# Default bound of a wait for an event (a line, a port, a counter). Only a failing or hung test
+# ever waits this long, so it is generous: this is a 2-core machine that CI shares with other work.
+WAIT = 60.0
 
 
 # --------------------------------------------------------------------------- the binary
@@ -244,6 +255,58 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: flo
         time.sleep(interval)
 
 
+def _output_text(source) -> str:
+    if callable(source):
+        return source()
+    try:
+        with open(source, "rb") as f:
+            return f.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def complete_lines(source) -> list[str]:
+    """The complete lines a child process has written so far: those ending in "\n" (without the
+    line end; a trailing "\r" is dropped too). The last, unfinished line is left out, so a line
+    is never seen half-written (a process may write one line in several writes, e.g. Rust's
+    unbuffered stderr writes each piece of an eprintln! on its own).
+
+    `source`: the path of the file the process writes its output to, or a callable returning the
+    output text so far."""
+    text = _output_text(source)
+    done = text[: text.rfind("\n") + 1]
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in done.split("\n")[:-1]]
+
+
+def wait_for_line(source, pattern: "str | re.Pattern", timeout: float = WAIT, what: str | None = None,
+                  proc: Any = None, context: Callable[[], str] | None = None, after: int = 0,
+                  fail_on_exit: bool = True, interval: float = 0.05) -> re.Match | None:
+    """Waits until a complete line of a child process's output (see `complete_lines`) matches
+    `pattern` (`re.search`) and returns the match of the first such line (`m.string` is the line).
+
+    `proc`: the child (anything with `poll()`): when it exits without the line, fail at once with
+    its output instead of waiting out `timeout` (or return None, with fail_on_exit=False).
+    `after`: ignore the first `after` complete lines (e.g. `len(complete_lines(log))` taken
+    before the action that prints the line). `context`: what to show on failure (default: the
+    end of the output)."""
+    rx = re.compile(pattern) if isinstance(pattern, str) else pattern
+    what = what or f"a line matching {rx.pattern!r}"
+    deadline = time.monotonic() + timeout
+    while True:
+        exited = proc is not None and proc.poll() is not None
+        for line in complete_lines(source)[after:]:  # read after poll(): an exited child wrote all
+            m = rx.search(line)
+            if m:
+                return m
+        if exited and not fail_on_exit:
+            return None
+        if exited or time.monotonic() >= deadline:
+            shown = context() if context else _output_text(source)[-6000:]
+            why = f"the process exited ({proc.poll()})" if exited else f"timed out after {timeout} s"
+            pytest.fail(f"{why} waiting for {what}\n--- output ---\n{shown}", pytrace=False)
+        time.sleep(interval)
+
+
 # --------------------------------------------------------------------------- libtorrent
 
 
@@ -283,7 +346,7 @@ def lt_add(ses, torrent: str | os.PathLike, save_path: str | os.PathLike):
     return ses.add_torrent(atp)
 
 
-def lt_wait_checked(ses, handle, timeout: float = 30.0):
+def lt_wait_checked(ses, handle, timeout: float = 120.0):
     """Waits for the next torrent_checked_alert of `handle`; fails on file/torrent errors.
 
     Returns the torrent's status after the check.
@@ -338,21 +401,57 @@ def expected_pieces(sizes: Iterable[int], piece_length: int) -> int:
 # --------------------------------------------------------------------------- portal (added for the portal tests)
 
 
-def free_port(kind: int = 1) -> int:
-    """A port free for TCP (and UDP) on 127.0.0.1 right now (the kernel picks it)."""
-    import socket  # noqa: PLC0415
+_PORTS_HANDED_OUT: set[int] = set()
 
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_port(kind: int = 1) -> int:
+    """A port free for TCP and UDP on 127.0.0.1, for a child that must be told its port up front
+    (agent.toml, QEMU's hostfwd, a .torrent's web seed). Prefer port 0 and reading the bound
+    port from the child's output wherever the child prints it (`start_portal`, `start_seed`,
+    `start_origin` do).
+
+    The port is checked free and then released, so another process could take it before the
+    child binds it. To make that unlikely it comes from below the kernel's ephemeral range (the
+    kernel never hands those out for port 0 or outgoing connections, which is what the ports
+    of every other test client come from), picked at random, and never twice in one session.
+    (`kind` is ignored; the port is free for both protocols.)"""
+    lo, _ = _ephemeral_range()
+    start = 10000 if lo > 12000 else 1024
+    rng = random.Random()
+    for _ in range(500):
+        port = rng.randrange(start, lo) if lo > start + 1000 else 0
+        if port in _PORTS_HANDED_OUT:
+            continue
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t, \
+                    socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                t.bind(("127.0.0.1", port))
+                port = t.getsockname()[1]
                 u.bind(("127.0.0.1", port))
         except OSError:
             continue
+        if port in _PORTS_HANDED_OUT:
+            continue
+        _PORTS_HANDED_OUT.add(port)
         return port
     raise RuntimeError("no free port found")
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port now."""
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            return True
+    except OSError:
+        return False
 
 
 @dataclasses.dataclass
@@ -378,32 +477,32 @@ class PortalProc:
 
 
 def start_portal(store_dir: str | os.PathLike, log_dir: str | os.PathLike, *extra: Any,
-                 portal_ip: str = "127.0.0.1", timeout: float = 20.0) -> PortalProc:
-    """Starts `popseed portal --store DIR` on free loopback ports; waits until HTTP answers."""
-    import socket  # noqa: PLC0415
-
-    http_port, dns_port = free_port(), free_port()
-    log = Path(log_dir) / f"portal-{http_port}.log"
-    out = open(log, "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [str(popseed_path()), "portal", "--store", str(store_dir), "--http", f"127.0.0.1:{http_port}",
-         "--dns", f"127.0.0.1:{dns_port}", "--portal-ip", portal_ip, *map(str, extra)],
-        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "RUST_BACKTRACE": "1"},
-    )
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"popseed portal exited with {proc.returncode}:\n{log.read_text()}", pytrace=False)
-        try:
-            with socket.create_connection(("127.0.0.1", http_port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    wait_until(up, timeout, "popseed portal to listen")
-    lines = [ln for ln in log.read_text().splitlines() if ln.startswith("portal: ")]
-    url = lines[0].split(" ", 1)[1].strip() if lines else ""
-    return PortalProc(proc=proc, http_port=http_port, dns_port=dns_port, url=url, log=log)
+                 portal_ip: str = "127.0.0.1", timeout: float = WAIT) -> PortalProc:
+    """Starts `popseed portal --store DIR` on loopback ports the portal picks itself (port 0, so
+    no port is released and re-bound) and returns once it printed its addresses (complete
+    lines; it binds before it prints, so it serves by then)."""
+    for attempt in range(5):
+        log = Path(log_dir) / f"portal-{time.monotonic_ns()}.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen(
+                [str(popseed_path()), "portal", "--store", str(store_dir), "--http", "127.0.0.1:0",
+                 "--dns", "127.0.0.1:0", "--portal-ip", portal_ip, *map(str, extra)],
+                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "RUST_BACKTRACE": "1"},
+            )
+        # "dns: " comes after "portal: " and "http: " (one stdout, in that order)
+        dns = wait_for_line(log, r"^dns: 127\.0\.0\.1:(\d+) ", timeout, "popseed portal to print its addresses",
+                            proc=proc, fail_on_exit=False)
+        if dns is None:
+            text = log.read_text(errors="replace")
+            # DNS binds UDP port 0, then TCP on the same port, which another socket may hold.
+            if "dns/tcp" in text and attempt < 4:
+                continue
+            pytest.fail(f"popseed portal exited with {proc.returncode}:\n{text}", pytrace=False)
+        lines = complete_lines(log)
+        url = next(ln.split(" ", 1)[1].strip() for ln in lines if ln.startswith("portal: "))
+        http_port = int(next(ln for ln in lines if ln.startswith("http: ")).rsplit(":", 1)[1])
+        return PortalProc(proc=proc, http_port=http_port, dns_port=int(dns.group(1)), url=url, log=log)
+    raise AssertionError("unreachable")
 
 
 def store_with(tmp: Path, files: Mapping[str, int], name: str, *publish_extra: Any,
@@ -448,20 +547,23 @@ class Seed:
         return self.log.read_text(errors="replace")
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+        """The complete lines of the log so far (see `complete_lines`)."""
+        return "".join(ln + "\n" for ln in complete_lines(self.log))
+
+    def wait_log(self, pattern: str, what: str | None = None, timeout: float = WAIT) -> re.Match:
+        """Waits for a complete log line matching `pattern` (`wait_for_line`)."""
+        return wait_for_line(self.log, pattern, timeout, what, proc=self.proc)
 
 
 def start_seed(store: str | os.PathLike, workdir: str | os.PathLike, *extra: Any, prefix: list | None = None,
-               timeout: float = 20.0, log_filter: str = "popseed_swarm=info") -> Seed:
-    """Starts `popseed seed --store STORE --torrents-out WORKDIR/torrents EXTRA...` (stderr to
-    WORKDIR/seed.log) and waits for its start-up report. `prefix` runs it under a wrapper
-    (e.g. `ip netns exec NS`). Defaults: loopback, free ports, no LSD."""
-    import queue
-    import threading
-
+               timeout: float = WAIT, log_filter: str = "popseed_swarm=info") -> Seed:
+    """Starts `popseed seed --store STORE --torrents-out WORKDIR/torrents EXTRA...` (stdout to
+    WORKDIR/seed.out, stderr to WORKDIR/seed.log) and waits for its start-up report (the complete
+    "seeding" line, printed after every other start-up line). `prefix` runs it under a wrapper
+    (e.g. `ip netns exec NS`). Defaults: loopback, ports the seed picks itself (printed), no LSD."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / "seed.log"
+    log, out_path = workdir / "seed.log", workdir / "seed.out"
     args = [str(popseed_path()), "--log", log_filter, "seed", "--store", str(store),
             "--torrents-out", str(workdir / "torrents")]
     flags = {str(e) for e in extra}
@@ -472,37 +574,11 @@ def start_seed(store: str | os.PathLike, workdir: str | os.PathLike, *extra: Any
     if "--lsd" not in flags:
         args += ["--no-lsd"]
     args += [str(e) for e in extra if str(e) != "--lsd"]
-    logf = open(log, "wb")
-    proc = subprocess.Popen([*(prefix or []), *args], stdout=subprocess.PIPE, stderr=logf, text=True)
-    logf.close()
-    lines: "queue.Queue[str | None]" = queue.Queue()
-
-    def pump():
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    out: list[str] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            line = lines.get(timeout=max(left, 0.01))
-        except queue.Empty:
-            line = "" if left > 0 else None
-            if left <= 0:
-                proc.kill()
-                pytest.fail(f"popseed seed did not report within {timeout} s\n{out}\n{log.read_text()}", pytrace=False)
-        if line is None:
-            proc.wait(5)
-            pytest.fail(f"popseed seed exited ({proc.returncode}) during start-up\n{out}\n{log.read_text()}", pytrace=False)
-        if line == "":
-            continue
-        out.append(line)
-        if line.startswith("seeding"):
-            break
+    with open(log, "wb") as logf, open(out_path, "wb") as outf:
+        proc = subprocess.Popen([*(prefix or []), *args], stdout=outf, stderr=logf)
+    wait_for_line(out_path, r"^seeding", timeout, "popseed seed's start-up report", proc=proc,
+                  context=lambda: _output_text(out_path) + "\n--- log ---\n" + _output_text(log)[-4000:])
+    out = complete_lines(out_path)
     peer, tracker, releases, cur = None, None, {}, None
     for line in out:
         if line.startswith("peers: "):
@@ -543,3 +619,59 @@ def tree_digests(root: str | os.PathLike) -> dict:
                     h.update(chunk)
             out[str(p.relative_to(root))] = h.hexdigest()
     return out
+
+
+# --------------------------------------------------------------------------- popseed origin --stats-file
+
+
+def _read_snapshot(path: Path) -> tuple[tuple | None, dict | None]:
+    """(identity of this write of the file, its JSON). The writer writes a temporary file and
+    renames it over `path`, so one open file is one whole snapshot; (inode, mtime) differ
+    between two writes (250 ms apart)."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            raw = f.read()
+    except FileNotFoundError:
+        return None, None
+    try:
+        return (st.st_ino, st.st_mtime_ns, st.st_size), json.loads(raw)
+    except json.JSONDecodeError:
+        return None, None
+
+
+def next_snapshot(path: str | os.PathLike, timeout: float = WAIT, proc: Any = None) -> dict:
+    """The next snapshot in a JSON file a popseed process rewrites every 250 ms (write a
+    temporary file, rename it into place): `popseed origin --stats-file`, the agent's
+    status_file. Returns one the process took after this call began, so it shows everything the
+    process did before the call. `proc` (with `poll()`): fail at once if the writer exits.
+
+    The first new file seen may hold a snapshot taken before the call; the second new one was
+    taken after the first was renamed into place, which is after the call began."""
+    path = Path(path)
+    seen, _ = _read_snapshot(path)
+    changes, doc = 0, None
+
+    def two_new_writes():
+        nonlocal seen, changes, doc
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the process writing {path} exited ({proc.poll()}) before writing it again", pytrace=False)
+        ident, d = _read_snapshot(path)
+        if ident is not None and ident != seen:
+            seen, doc, changes = ident, d, changes + 1
+        return changes >= 2
+
+    wait_until(two_new_writes, timeout, f"two new writes of {path}")
+    return doc
+
+
+def settled_origin_stats(path: str | os.PathLike, timeout: float = WAIT) -> dict:
+    """`popseed origin --stats-file PATH` once the origin has no connection left (every client
+    went away: closed, or timed out after the origin's 8 s idle timeout), from a snapshot taken
+    after one that already showed no connection, so nothing a connection counted is missing
+    (a snapshot reads the per-piece counters before the connection gauge)."""
+    wait_until(lambda: next_snapshot(path, timeout)["active_connections"] == 0, timeout,
+               f"the origin's connections to end ({path})")
+    doc = next_snapshot(path, timeout)
+    assert doc["active_connections"] == 0, f"a client connected to the origin again: {doc}"
+    return doc
