@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import flip_byte, free_port, make_tree, popseed_path, publish, wait_until
+from conftest import (WAIT, flip_byte, free_port, make_tree, next_snapshot, popseed_path, publish, settled_origin_stats,
+                      wait_for_line, wait_until)
 
 MiB = 1 << 20
 
@@ -31,33 +32,53 @@ class Proc:
         self.log = log
         self.fh = open(log, "wb")
         self.p = subprocess.Popen([*prefix, str(popseed_path()), *map(str, args)], stdout=self.fh, stderr=subprocess.STDOUT)
+        self.paused = False
 
     def text(self) -> str:
+        """The output so far (for failure messages and for checks after the process ended; while
+        it runs, look for a line with `wait_line`)."""
         return self.log.read_text(errors="replace")
+
+    def wait_line(self, pattern: str, timeout: float = WAIT, what: str | None = None) -> re.Match:
+        """Waits for a complete output line matching `pattern`; fails at once if the process exits."""
+        return wait_for_line(self.log, pattern, timeout, what, proc=self.p)
 
     def alive(self) -> bool:
         return self.p.poll() is None
 
+    def pause(self) -> None:
+        """SIGSTOP: the process does nothing (sends nothing, answers nothing) until `resume`."""
+        self.p.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        self.p.send_signal(signal.SIGCONT)
+        self.paused = False
+
     def kill(self, sig=signal.SIGKILL):
         if self.alive():
             self.p.send_signal(sig)
+            if self.paused:
+                self.resume()  # a stopped process acts on SIGTERM only once it runs again
         try:
-            self.p.wait(10)
+            self.p.wait(15)
         except subprocess.TimeoutExpired:
             self.p.kill()
-            self.p.wait(5)
+            self.p.wait(15)
         self.fh.close()
 
 
-def start_origin(tmp: Path, name: str, releases, port=None, extra=(), prefix=(), listen_ip="127.0.0.1") -> tuple[Proc, str, int]:
-    port = port or free_port(2)
-    args = ["origin", "--listen", f"{listen_ip}:{port}", "--self-signed", "--write-cert", tmp / f"{name}-cert", *extra]
+def start_origin(tmp: Path, name: str, releases, extra=(), prefix=(), listen_ip="127.0.0.1") -> tuple[Proc, str, int]:
+    """`popseed origin` on LISTEN_IP, port 0 (it prints the port it bound; no port is released
+    and re-bound). Returns (process, certificate fingerprint, port) once it printed them."""
+    args = ["origin", "--listen", f"{listen_ip}:0", "--self-signed", "--write-cert", tmp / f"{name}-cert", *extra]
     for rel, data in releases:
         args += ["--release", f"{rel}={data}"]
     p = Proc(args, tmp / f"{name}.log", prefix)
-    m = wait_until(lambda: re.search(r"certificate sha256 ([0-9a-f]{64})", p.text()) or (not p.alive() and pytest.fail(p.text())),
-                   20, f"origin {name} to start")
-    return p, m.group(1), port
+    # printed after "origin listening on ..." (and the admin address), all on stdout
+    fp = p.wait_line(r"^certificate sha256 ([0-9a-f]{64})$", what=f"origin {name} to start").group(1)
+    port = int(p.wait_line(rf"^origin listening on {re.escape(listen_ip)}:(\d+) ").group(1))
+    return p, fp, port
 
 
 def agent_config(tmp: Path, origins, release_dir: Path, extra: str = "", name="agent") -> Path:
@@ -108,19 +129,20 @@ def store_files_match(cfg: Path, release) -> None:
         got = hashlib.sha256((data / f["path"]).read_bytes()).hexdigest()
         assert got == f["sha256"], f"{f['path']} differs from the signed release"
     # and the independent check: popseed verify re-hashes every piece of the stored files
-    r = subprocess.run([str(popseed_path()), "verify", str(release.dir), "--data", str(data)], capture_output=True, text=True)
+    r = subprocess.run([str(popseed_path()), "verify", str(release.dir), "--data", str(data)], capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def present_pieces(cfg: Path, infohash: str) -> set[int]:
     """Pieces the agent's store holds (`popseed store show --json`), e.g. after a SIGKILL."""
     r = subprocess.run([str(popseed_path()), "store", "--dir", str(cfg.parent / "store"), "show", "--json", infohash],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     return set(json.loads(r.stdout)["present"])
 
 
-def run_agent(cfg: Path, timeout=120, extra=()) -> str:
+def run_agent(cfg: Path, timeout=300, extra=()) -> str:
     r = subprocess.run([str(popseed_path()), "agent", "--config", str(cfg), "--exit-when-complete", *extra],
                        capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -166,18 +188,42 @@ def test_fill_300mib_critical_first(tmp_path, big_release):
     print(f"300 MiB fill in {took:.1f}s, first critical piece after {r['first_critical_ms']} ms")
 
 
+def origin_pieces(cfg: Path) -> dict:
+    """{origin name: pieces it delivered} from the agent's status file."""
+    return {o["name"]: o.get("pieces", 0) for o in status(cfg).get("origins", [])}
+
+
+def freeze_fill(cfg: Path, agent: Proc, *origins: Proc) -> dict:
+    """Stops (SIGSTOP) every origin, so nothing more arrives and the box stays part-way for as
+    long as the test needs, and returns the agent's status as it is then (a snapshot taken after
+    the stop). Fails if the fill was already complete."""
+    for o in origins:
+        o.pause()
+    s = next_snapshot(cfg.parent / "status.json", proc=agent.p)
+    assert not s["complete"], "the fill completed before the origins were stopped"
+    return s
+
+
 def test_two_origins_one_killed_halfway(tmp_path):
     src = make_tree(tmp_path / "src" / "rel", {"a.bin": 60 * MiB, "b.bin": 20 * MiB + 7})
     rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB")
-    o1, fp1, p1 = start_origin(tmp_path, "o1", [(rel.dir, rel.src)], extra=["--rate-limit", "20MiB"])
-    o2, fp2, p2 = start_origin(tmp_path, "o2", [(rel.dir, rel.src)], extra=["--rate-limit", "20MiB"])
+    o1, fp1, p1 = start_origin(tmp_path, "o1", [(rel.dir, rel.src)], extra=["--rate-limit", "10MiB"])
+    o2, fp2, p2 = start_origin(tmp_path, "o2", [(rel.dir, rel.src)], extra=["--rate-limit", "10MiB"])
     cfg = agent_config(tmp_path, [(f"127.0.0.1:{p1}", fp1), (f"127.0.0.1:{p2}", fp2)], rel.dir)
     agent = Proc(["agent", "--config", cfg, "--exit-when-complete"], tmp_path / "agent.log")
     try:
-        wait_until(lambda: done_fraction(cfg) >= 0.3, 60, "30% of the fill")
+        def quarter_from_both():
+            got = origin_pieces(cfg)
+            return done_fraction(cfg) >= 0.25 and got.get("o0", 0) > 0 and got.get("o1", 0) > 0 or not agent.alive()
+
+        wait_until(quarter_from_both, WAIT, "a quarter of the fill, with pieces from both origins")
+        assert agent.alive(), agent.text()
+        # Both stopped first: the fill (at 20 MiB/s, 3 s from here to done) cannot finish while
+        # we check that it is part-way and kill o1.
+        freeze_fill(cfg, agent, o1, o2)
         o1.kill()
-        assert agent.alive()
-        wait_until(lambda: not agent.alive(), 90, "the fill to complete from the surviving origin")
+        o2.resume()
+        wait_until(lambda: not agent.alive(), 120, "the fill to complete from the surviving origin")
         assert agent.p.returncode == 0, agent.text()
     finally:
         agent.kill()
@@ -223,14 +269,20 @@ def test_origin_survives_a_file_truncated_while_it_serves_it(tmp_path):
     cfg = agent_config(tmp_path, [(f"127.0.0.1:{tport}", tfp), (f"127.0.0.1:{gport}", gfp)], rel.dir)
     agent = Proc(["agent", "--config", cfg, "--exit-when-complete"], tmp_path / "agent.log")
     try:
-        wait_until(lambda: done_fraction(cfg) >= 0.15, 60, "15% of the fill")
+        wait_until(lambda: done_fraction(cfg) >= 0.15 or not agent.alive(), WAIT, "15% of the fill")
+        assert agent.alive(), agent.text()
+        # truncated while both origins stand still, so the box is part-way (it still needs
+        # pieces past the new end) whatever the scheduling
+        freeze_fill(cfg, agent, t_o, g_o)
         os.truncate(shrinking / "a.bin", 1 * MiB)
+        t_o.resume()
+        g_o.resume()
+        # it notices: the pieces past the new end are answered as unavailable (pread) or go out
+        # as zeros (the SIGBUS guard) and the file is no longer mapped
+        t_o.wait_line(r"changed size|cannot read piece", what="the origin to notice its file shrank")
         wait_until(lambda: not agent.alive(), 120, "the fill to complete")
         assert agent.p.returncode == 0, agent.text()
         assert t_o.alive(), "the origin died when its file shrank:\n" + t_o.text()
-        # it noticed: the pieces past the new end were answered as unavailable (pread) or went
-        # out as zeros (the SIGBUS guard) and the file is no longer mapped
-        assert "changed size" in t_o.text() or "cannot read piece" in t_o.text(), t_o.text()
     finally:
         agent.kill()
         t_o.kill(signal.SIGTERM)
@@ -247,12 +299,13 @@ def test_agent_sigkill_resumes_without_refetching(tmp_path):
     ih = rel.manifest["infohash"]
     try:
         agent = Proc(["agent", "--config", cfg], tmp_path / "agent1.log")
-        wait_until(lambda: done_fraction(cfg) >= 0.4, 60, "40% of the fill")
+        wait_until(lambda: done_fraction(cfg) >= 0.4 or not agent.alive(), WAIT, "40% of the fill")
         agent.kill(signal.SIGKILL)
         stored = present_pieces(cfg, ih)
         run_agent(cfg)
-        time.sleep(0.6)  # let the origin write its counters
-        per_piece = json.loads(stats.read_text())["per_piece"][rel.manifest["infohash"]]
+        # The counters once both agents' connections are gone (the killed one's after the
+        # origin's idle timeout): nothing either of them was sent is missing.
+        per_piece = settled_origin_stats(stats)["per_piece"][ih]
     finally:
         origin.kill(signal.SIGTERM)
     store_files_match(cfg, rel)
@@ -271,14 +324,17 @@ def test_agent_sigkill_resumes_without_refetching(tmp_path):
 
 def test_web_seed_fallback_when_no_origin_is_reachable(tmp_path):
     src = make_tree(tmp_path / "www" / "rel", {"a.bin": 3 * MiB + 5, "sub/b.bin": MiB})
-    port = free_port(1)
-    rel = publish(src, tmp_path / "rel", None, "--piece-size", "64KiB", "--web-seed", f"http://127.0.0.1:{port}/")
-    http = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path / "www")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the web server binds port 0 and says which port it got; the release names it
+    log = tmp_path / "http.log"
+    with open(log, "wb") as out:
+        http = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
+                                 "--directory", str(tmp_path / "www")], stdout=out, stderr=subprocess.STDOUT)
     try:
+        port = int(wait_for_line(log, r"^Serving HTTP on \S+ port (\d+) ", what="the web server to listen", proc=http).group(1))
+        rel = publish(src, tmp_path / "rel", None, "--piece-size", "64KiB", "--web-seed", f"http://127.0.0.1:{port}/")
         dead = free_port(2)  # nobody listens there
         cfg = agent_config(tmp_path, [(f"127.0.0.1:{dead}", "00" * 32)], rel.dir)
-        run_agent(cfg, timeout=120)
+        run_agent(cfg)
     finally:
         http.terminate()
         http.wait(5)
@@ -326,8 +382,8 @@ class Relay(asyncio.DatagramProtocol):
             asyncio.get_running_loop().call_later(delay, self.t.sendto, data, dest)
 async def main():
     loop = asyncio.get_running_loop()
-    await loop.create_datagram_endpoint(Relay, local_addr=("127.0.0.1", listen))
-    print("ready", flush=True)
+    t, _ = await loop.create_datagram_endpoint(Relay, local_addr=("127.0.0.1", listen))
+    print("ready", t.get_extra_info("sockname")[1], flush=True)
     await asyncio.sleep(3600)
 asyncio.run(main())
 """
@@ -344,13 +400,14 @@ def test_lossy_link_fill_completes(tmp_path):
     else:
         print("sch_netem is not in this kernel: impairing the link with a userspace UDP relay")
         origin, fp, port = start_origin(tmp_path, "o1", [(rel.dir, rel.src)])
-        relay_port = free_port(2)
-        relay = subprocess.Popen([sys.executable, "-c", LOSSY_PROXY, str(relay_port), str(port), "0.040", "0.01"],
-                                 stdout=subprocess.PIPE, text=True)
+        relay_log = tmp_path / "relay.log"
+        with open(relay_log, "wb") as out:  # the relay binds port 0 and prints it
+            relay = subprocess.Popen([sys.executable, "-c", LOSSY_PROXY, "0", str(port), "0.040", "0.01"],
+                                     stdout=out, stderr=subprocess.STDOUT)
         try:
-            assert relay.stdout.readline().strip() == "ready"
+            relay_port = int(wait_for_line(relay_log, r"^ready (\d+)$", what="the relay to listen", proc=relay).group(1))
             cfg = agent_config(tmp_path, [(f"127.0.0.1:{relay_port}", fp)], rel.dir)
-            run_agent(cfg, timeout=180)
+            run_agent(cfg)
         finally:
             relay.kill()
             relay.wait(5)
@@ -378,7 +435,7 @@ def _lossy_netns(tmp_path, rel):
         try:
             cfg = agent_config(tmp_path, [(f"10.231.7.1:{port}", fp)], rel.dir)
             r = subprocess.run(["ip", "netns", "exec", b, str(popseed_path()), "agent", "--config", str(cfg), "--exit-when-complete"],
-                               capture_output=True, text=True, timeout=180)
+                               capture_output=True, text=True, timeout=300)
             assert r.returncode == 0, r.stderr
         finally:
             origin.kill(signal.SIGTERM)
