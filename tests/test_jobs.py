@@ -8,14 +8,13 @@ import json
 import re
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import Publisher, free_port, make_tree, popseed_path, publish, run, wait_until
+from conftest import WAIT, Publisher, free_port, listening, make_tree, next_snapshot, popseed_path, publish, run, wait_until
 from test_fetch_origin import Proc, present_pieces, start_origin, store_files_match
 
 MiB = 1 << 20
@@ -38,7 +37,7 @@ def http(method: str, url: str, token: str | None = None, body=None) -> tuple[in
     if token is not None:
         req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=WAIT) as r:
             raw = r.read()
             if "json" not in r.headers.get("Content-Type", ""):
                 return r.status, raw.decode(errors="replace")
@@ -64,9 +63,13 @@ def box_config(d: Path, mgmt_port: int, trusted: list[str], origins=()) -> Path:
     return cfg
 
 
-def start_box(cfg: Path, name="agent") -> Proc:
+def start_box(cfg: Path, mgmt_port: int, name="agent") -> Proc:
+    """Starts the agent and waits until it printed its device fingerprint (a complete line: the
+    agent prints it in several writes) and its management API listens. The fingerprint is
+    `p.fingerprint`."""
     p = Proc(["agent", "--config", cfg, "--log", "info"], cfg.parent / f"{name}.log")
-    wait_until(lambda: "device fingerprint:" in p.text() or (not p.alive() and pytest.fail(p.text())), 20, "the agent to start")
+    p.fingerprint = p.wait_line(r"^device fingerprint: (SHA256:\S+) \(", what="the agent's device fingerprint").group(1)
+    wait_until(lambda: listening(mgmt_port) or (not p.alive() and pytest.fail(p.text())), WAIT, "the management API to listen")
     return p
 
 
@@ -75,12 +78,12 @@ class Origin:
         (tmp / "devices.txt").write_text("# allowed boxes\n" + "".join(f"{fp} box{i}\n" for i, fp in enumerate(devices)))
         (tmp / "admin.token").write_text(ADMIN_TOKEN + "\n")
         self.stats = tmp / "origin-stats.json"
-        admin_port = free_port()
         self.proc, self.fp, self.port = start_origin(
             tmp, "origin", releases,
-            extra=["--devices", tmp / "devices.txt", "--admin", f"127.0.0.1:{admin_port}",
+            extra=["--devices", tmp / "devices.txt", "--admin", "127.0.0.1:0",
                    "--admin-token-file", tmp / "admin.token", "--stats-file", self.stats, *extra])
-        self.admin = f"http://127.0.0.1:{admin_port}"
+        # port 0: the origin prints the address it bound (before its certificate line)
+        self.admin = self.proc.wait_line(r"^admin API on (http://\S+)$").group(1)
         self.addr = f"127.0.0.1:{self.port}"
 
     def job(self, job_id: str) -> dict:
@@ -93,13 +96,13 @@ class Origin:
         return code == 200 and any(d["fingerprint"] == fp and d["connected"] for d in body)
 
     def pieces_sent(self, infohash: str) -> dict:
-        try:
-            return {int(k): v for k, v in json.loads(self.stats.read_text())["per_piece"].get(infohash, {}).items()}
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+        """{piece: times sent} counting everything the origin sent before this call (a snapshot
+        of its stats file taken after the call began)."""
+        doc = next_snapshot(self.stats, proc=self.proc.p)
+        return {int(k): v for k, v in doc["per_piece"].get(infohash, {}).items()}
 
 
-def push(origin: Origin, *args, timeout=180) -> subprocess.CompletedProcess:
+def push(origin: Origin, *args, timeout=300) -> subprocess.CompletedProcess:
     return subprocess.run([str(popseed_path()), "job", "push", "--origin", origin.admin, "--token", ADMIN_TOKEN, *map(str, args)],
                           capture_output=True, text=True, timeout=timeout)
 
@@ -122,10 +125,10 @@ def test_origin_push_fill_report_and_refusal(tmp_path, publishers):
     origin = Origin(tmp_path, [(good.dir, good_src), (tmp_path / "rel-bad", bad_src)], [device["fingerprint"]])
     mgmt = free_port()
     cfg = box_config(tmp_path / "box", mgmt, [trusted["text"]], [(origin.addr, origin.fp)])
-    box = start_box(cfg)
+    box = start_box(cfg, mgmt)
     try:
-        assert device["fingerprint"] in box.text(), "the agent prints the fingerprint the origin allows"
-        wait_until(lambda: origin.device_linked(device["fingerprint"]), 20, "the box to dial out to the origin")
+        assert box.fingerprint == device["fingerprint"], "the agent prints the fingerprint the origin allows"
+        wait_until(lambda: origin.device_linked(device["fingerprint"]), WAIT, "the box to dial out to the origin")
 
         r = push(origin, "--device", device["fingerprint"], "--release", good.dir, "--pin", "--deadline", "1h", "--name", "keynote",
                  "--id", "keynote-1", "--wait", "--timeout", "150s")
@@ -143,11 +146,17 @@ def test_origin_push_fill_report_and_refusal(tmp_path, publishers):
         assert "refused" in r.stderr and stranger["fingerprint"] in r.stderr, r.stderr
         (dev,) = origin.job("rogue-1")["devices"]
         assert dev["delivery"] == "refused" and stranger["fingerprint"] in dev["reason"], dev
-        code, jobs = http("GET", f"http://127.0.0.1:{mgmt}/api/jobs", STAFF_TOKEN)
-        assert code == 200
-        rogue = [j for j in jobs if j["id"] == "rogue-1"]
-        assert rogue and rogue[0]["state"] == "failed" and rogue[0]["reason"].startswith("refused: "), jobs
-        time.sleep(1)
+
+        def box_job(job_id):
+            code, jobs = http("GET", f"http://127.0.0.1:{mgmt}/api/jobs", STAFF_TOKEN)
+            assert code == 200, jobs
+            return next((j for j in jobs if j["id"] == job_id), None)
+
+        # the box's own record of the job (the origin may have heard of the refusal first)
+        final = ("failed", "expired", "cancelled", "ready")
+        rogue = wait_until(lambda: (j := box_job("rogue-1")) and j["state"] in final and j, WAIT, "the box to settle rogue-1")
+        assert rogue["state"] == "failed" and rogue["reason"].startswith("refused: "), rogue
+        # the origin's counters as of now, after the refusal: it sent nothing of that release
         assert origin.pieces_sent(bad_ih) == {}, "no piece of a refused release was fetched"
         assert not (cfg.parent / "store" / "releases" / bad_ih).exists()
         code, ready = http("GET", f"http://127.0.0.1:{mgmt}/readyz")
@@ -164,10 +173,11 @@ def test_restart_mid_job_resumes(tmp_path, publishers):
     manifest = json.loads((tmp_path / "rel" / "manifest.json").read_text())["manifest"]
     device = keypair(tmp_path / "box", "device")
     origin = Origin(tmp_path, [(tmp_path / "rel", src)], [device["fingerprint"]], extra=["--rate-limit", "6MiB"])
-    cfg = box_config(tmp_path / "box", free_port(), [trusted["text"]], [(origin.addr, origin.fp)])
-    box = start_box(cfg)
+    mgmt = free_port()
+    cfg = box_config(tmp_path / "box", mgmt, [trusted["text"]], [(origin.addr, origin.fp)])
+    box = start_box(cfg, mgmt)
     try:
-        wait_until(lambda: origin.device_linked(device["fingerprint"]), 20, "the box to dial out")
+        wait_until(lambda: origin.device_linked(device["fingerprint"]), WAIT, "the box to dial out")
         r = push(origin, "--device", device["fingerprint"], "--release", tmp_path / "rel", "--pin", "--id", "fest")
         assert r.returncode == 0, r.stderr
 
@@ -175,12 +185,13 @@ def test_restart_mid_job_resumes(tmp_path, publishers):
             rep = origin.job("fest")["devices"][0]["report"]
             return rep and rep["state"] == "filling" and 0.2 < rep["bytes_done"] / rep["bytes_total"] < 0.8 and rep
 
-        before = wait_until(progress, 60, "the job to be part-way")
+        before = wait_until(progress, WAIT, "the job to be part-way")
         box.kill(signal.SIGKILL)
         stored = present_pieces(cfg, manifest["infohash"])
-        box = start_box(cfg, "agent2")
+        assert 0 < len(stored) < manifest["piece_count"], f"{len(stored)} pieces stored at the kill: not part-way"
+        box = start_box(cfg, mgmt, "agent2")
+        box.wait_line(r"resuming unfinished jobs", what="the restarted agent to resume the job")
         wait_until(lambda: origin.job("fest")["devices"][0]["report"]["state"] == "ready", 120, "the resumed job to be ready")
-        assert "resuming unfinished jobs" in box.text()
         sent = origin.pieces_sent(manifest["infohash"])
         twice = {int(i) for i, v in sent.items() if v > 1}
         # pieces in flight at the kill may come twice, never one the store already held
@@ -199,7 +210,7 @@ def test_staff_api_needs_the_token(tmp_path, publishers):
     run("publish", src, "--key", trusted["key"], "--out", tmp_path / "rel")
     mgmt = free_port()
     cfg = box_config(tmp_path / "box", mgmt, [trusted["text"]])
-    box = start_box(cfg)
+    box = start_box(cfg, mgmt)
     base = f"http://127.0.0.1:{mgmt}"
     try:
         import base64
@@ -224,10 +235,10 @@ def test_staff_api_needs_the_token(tmp_path, publishers):
         assert code in (400, 422), err
         # the CLI goes through the same API
         r = subprocess.run([str(popseed_path()), "job", "push", "--appliance", base, "--token", STAFF_TOKEN, "--release", tmp_path / "rel", "--id", "s2"],
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and "job s2 queued" in r.stdout, r.stdout + r.stderr
         r = subprocess.run([str(popseed_path()), "job", "list", "--appliance", base, "--token", "wrong-token-000000"],
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=120)
         assert r.returncode == 1 and "401" in r.stderr, r.stderr
         assert box.alive()
     finally:
