@@ -7,16 +7,17 @@ with its own logged reason while a good libtorrent download from the same box co
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import struct
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import (
+    WAIT,
     flip_byte,
     import_libtorrent,
     lt_add,
@@ -27,7 +28,6 @@ from conftest import (
     start_seed,
     store_import,
     tree_digests,
-    wait_until,
 )
 
 MiB = 1 << 20
@@ -53,10 +53,13 @@ def request(index: int, begin: int, length: int) -> bytes:
 
 
 class Peer:
-    """A raw TCP peer with bounded reads."""
+    """A raw TCP peer with bounded reads (the bounds only end a hung test: every read waits for
+    something the box sends, or for it to close the connection). `source`: the local address
+    to connect from (the box's per-IP cap counts connections per source address)."""
 
-    def __init__(self, addr, timeout: float = 5.0):
-        self.s = socket.create_connection(addr, timeout=timeout)
+    def __init__(self, addr, timeout: float = WAIT, source: str | None = None):
+        self.timeout = timeout
+        self.s = socket.create_connection(addr, timeout=timeout, source_address=(source, 0) if source else None)
         self.buf = b""
 
     def send(self, b: bytes) -> None:
@@ -78,26 +81,26 @@ class Peer:
         body = self.read_exact(n)
         return body[0], body[1:]
 
-    def open(self, ih: bytes) -> dict:
-        """Handshakes; returns the messages before the first pause: {'bitfield': bytes|None, 'ext': bytes|None}."""
+    def open(self, ih: bytes, bitfield: bool = True) -> dict:
+        """Handshakes; returns what the box sends right after its handshake: {'ext': extension
+        handshake, 'bitfield': bytes or None}. The box sends them in one go (the extension
+        handshake since we offer extensions; a bitfield when it holds any piece), so this reads
+        exactly those, not "whatever came before a pause"."""
         self.send(handshake(ih))
         hs = self.read_exact(68)
         assert hs[:20] == b"\x13BitTorrent protocol" and hs[28:48] == ih, hs
         got = {"bitfield": None, "ext": None}
-        self.s.settimeout(0.5)
-        try:
-            while True:
-                mid, body = self.read_msg()
-                if mid == 20 and body[:1] == b"\x00":
-                    got["ext"] = body[1:]
-                elif mid == 5:
-                    got["bitfield"] = body
-        except (socket.timeout, TimeoutError):
-            pass
-        self.s.settimeout(5)
+        while got["ext"] is None or (bitfield and got["bitfield"] is None):
+            mid, body = self.read_msg()
+            if mid == 20 and body[:1] == b"\x00":
+                got["ext"] = body[1:]
+            elif mid == 5:
+                got["bitfield"] = body
+            else:
+                pytest.fail(f"message {mid} before the extension handshake and bitfield")
         return got
 
-    def wait_for(self, want: int, timeout: float = 5.0) -> list[tuple[int | None, bytes]]:
+    def wait_for(self, want: int, timeout: float = WAIT) -> list[tuple[int | None, bytes]]:
         """Reads messages until one with id `want`; returns all read."""
         seen = []
         deadline = time.monotonic() + timeout
@@ -108,14 +111,18 @@ class Peer:
                 return seen
         pytest.fail(f"no message {want} within {timeout} s: {[m[0] for m in seen]}")
 
-    def closed_within(self, timeout: float) -> bool:
-        """True if the box closes the connection within `timeout` s (EOF or reset)."""
+    def closed_by_box(self, timeout: float = WAIT) -> bool:
+        """Reads (into `buf`) until the box closes the connection (EOF or reset): True. False
+        only if it is still open after `timeout` s, a bound far above any drop this file
+        expects (they happen as soon as the box has read the offending bytes)."""
         self.s.settimeout(timeout)
         deadline = time.monotonic() + timeout
         try:
             while time.monotonic() < deadline:
-                if not self.s.recv(1 << 20):
+                chunk = self.s.recv(1 << 20)
+                if not chunk:
                     return True
+                self.buf += chunk
         except (ConnectionResetError, BrokenPipeError):
             return True
         except (socket.timeout, TimeoutError):
@@ -148,25 +155,27 @@ def full(tmp_path_factory):
 def hostile_unknown_infohash(seed, ih, piece_count):
     p = Peer(seed.peer)
     p.send(handshake(os.urandom(20)))
-    assert p.closed_within(5), "unknown infohash not dropped"
+    assert p.closed_by_box(), "unknown infohash not dropped"
     assert p.buf == b"", "nothing may be sent to a peer with an unknown infohash"
 
 
 def hostile_mse(seed, ih, piece_count):
     p = Peer(seed.peer)
-    t0 = time.monotonic()
     # An MSE/PE opening (a 96-byte DH public key) followed by more than PadA's 512 bytes + 20
     # without the req1 sync hash: the box answers MSE, so this must fail as soon as it is seen.
     p.send(bytes([0x8C]) + os.urandom(95 + 532))
-    assert p.closed_within(2), "MSE opening without a sync not dropped"
-    assert time.monotonic() - t0 < 1.0, "a broken MSE handshake must fail fast"
+    assert p.closed_by_box(), "MSE opening without a sync not dropped"
+    # "Fast" is checked by the reason, not a clock: the box dropped it for the missing sync
+    # once it had the bytes ("no req1 sync within 532 bytes"), not at its 10 s handshake
+    # timeout ("no handshake in time"), which no other peer here can reach either.
+    seed.wait_log(r"peer dropped: encrypted \(MSE/PE\) handshake failed: no req1 sync", "the MSE drop to be logged")
 
 
 def hostile_oversized(seed, ih, piece_count):
     p = Peer(seed.peer)
     p.open(ih)
     p.send(b"\xff\xff\xff\xf0")  # a 4 GiB message: must not be buffered
-    assert p.closed_within(5), "oversized length prefix not dropped"
+    assert p.closed_by_box(), "oversized length prefix not dropped"
 
 
 def unchoked(seed, ih) -> Peer:
@@ -180,13 +189,13 @@ def unchoked(seed, ih) -> Peer:
 def hostile_out_of_range(seed, ih, piece_count):
     p = unchoked(seed, ih)
     p.send(request(piece_count + 5, 0, 16384))
-    assert p.closed_within(5), "out-of-range request not dropped"
+    assert p.closed_by_box(), "out-of-range request not dropped"
 
 
 def hostile_past_end(seed, ih, piece_count):
     p = unchoked(seed, ih)
     p.send(request(0, PIECE - 100, 16384))
-    assert p.closed_within(5), "request past the end of a piece not dropped"
+    assert p.closed_by_box(), "request past the end of a piece not dropped"
 
 
 def hostile_flood(seed, ih, piece_count):
@@ -196,14 +205,14 @@ def hostile_flood(seed, ih, piece_count):
         p.send(flood)
     except (ConnectionResetError, BrokenPipeError):
         return  # dropped while we were still sending
-    assert p.closed_within(10), "request flood not dropped"
+    assert p.closed_by_box(), "request flood not dropped"
 
 
 def hostile_malformed(seed, ih, piece_count):
     p = Peer(seed.peer)
     p.open(ih)
     p.send(msg(20, b"\x00this is not bencode"))
-    assert p.closed_within(5), "malformed extension handshake not dropped"
+    assert p.closed_by_box(), "malformed extension handshake not dropped"
 
 
 HOSTILE = [hostile_unknown_infohash, hostile_mse, hostile_oversized, hostile_out_of_range,
@@ -217,6 +226,7 @@ def test_hostile_peers_are_dropped_while_a_good_download_completes(full, tmp_pat
     rel, seed, ih = full
     piece_count = next(iter(seed.releases.values()))["pieces"]
     ses = lt_session()
+    t0 = time.monotonic()  # before the download can start: `elapsed` below is at least its length
     h = lt_add(ses, seed.releases[ih.hex()]["torrent"], tmp_path)
     h.connect_peer(seed.peer)
     errors: list[str] = []
@@ -228,18 +238,17 @@ def test_hostile_peers_are_dropped_while_a_good_download_completes(full, tmp_pat
             except BaseException as e:  # noqa: BLE001 - reported below
                 errors.append(f"{f.__name__}: {e!r}")
 
-    t0 = time.monotonic()
     t = threading.Thread(target=attack)
     t.start()
     lt = import_libtorrent()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not h.status().is_seeding and time.monotonic() < deadline:
         ses.wait_for_alert(200)
         for a in ses.pop_alerts():
             if isinstance(a, (lt.file_error_alert, lt.torrent_error_alert)):
                 pytest.fail(f"libtorrent: {a.message()}")
     elapsed = time.monotonic() - t0
-    t.join(60)
+    t.join(8 * WAIT)
     assert not t.is_alive(), "hostile peers hung"
     assert not errors, errors
     st = h.status()
@@ -247,11 +256,11 @@ def test_hostile_peers_are_dropped_while_a_good_download_completes(full, tmp_pat
     ses.remove_torrent(h)
     del ses
     assert tree_digests(tmp_path / rel.src.name) == tree_digests(rel.src)
-    # 48 MiB at a 16 MiB/s per-peer cap cannot take much less than 3 s.
+    # A lower bound, which load cannot break: 48 MiB through a 16 MiB/s per-peer cap (token
+    # bucket, 4 MiB burst) takes at least 2.75 s however fast the machine is.
     assert elapsed >= 2.0, f"per-peer upload cap not applied: {elapsed:.2f} s"
-    log = seed.log_text()
-    for r in REASONS:
-        assert f"dropped: {r}" in log or r in log, f"no drop logged for {r!r}\n{log[-3000:]}"
+    for r in REASONS:  # each is logged as its connection ends, maybe just after we saw the close
+        seed.wait_log(f"peer dropped: .*{re.escape(r)}", f"the drop for {r!r} to be logged")
     # The box still serves new peers normally.
     p = Peer(seed.peer)
     got = p.open(ih)
@@ -317,13 +326,25 @@ def test_partial_release_advertises_only_present_pieces(partial):
 def test_libtorrent_gets_exactly_the_present_pieces(partial, tmp_path):
     rel, seed, ih, missing = partial
     n = seed.releases[ih.hex()]["pieces"]
-    ses = lt_session()
+    lt = import_libtorrent()
+    ses = lt_session(alert_mask=lt.alert_category.status | lt.alert_category.error | lt.alert_category.connect)
     h = lt_add(ses, seed.releases[ih.hex()]["torrent"], tmp_path)
     h.connect_peer(seed.peer)
-    wait_until(lambda: h.status().num_pieces == n - len(missing), 30, "libtorrent to get every present piece")
-    time.sleep(1.0)  # nothing more arrives
+    # "Nothing more arrives" is libtorrent's own conclusion, not a pause: it drops an upload-only
+    # peer (the box says upload_only) once that peer has nothing left it wants. The box is its
+    # only source, so from then on nothing more can arrive.
+    deadline = time.monotonic() + WAIT
+    seen = []
+    while not any("uninteresting" in m for m in seen):
+        assert time.monotonic() < deadline, f"libtorrent kept the box as an interesting peer: {seen[-5:]}"
+        ses.wait_for_alert(200)
+        for a in ses.pop_alerts():
+            if isinstance(a, (lt.file_error_alert, lt.torrent_error_alert)):
+                pytest.fail(f"libtorrent: {a.message()}")
+            if isinstance(a, lt.peer_disconnected_alert):
+                seen.append(a.message())
     st = h.status()
-    assert st.num_pieces == n - len(missing) and not st.is_seeding
+    assert st.num_pieces == n - len(missing) and not st.is_seeding, (st.num_pieces, n, missing)
     have = {i for i, b in enumerate(st.pieces) if b}
     assert have == set(range(n)) - missing
     ses.remove_torrent(h)
@@ -335,12 +356,16 @@ def test_libtorrent_gets_exactly_the_present_pieces(partial, tmp_path):
 
 def test_per_ip_cap_refuses_extra_connections(partial):
     rel, seed, ih, _ = partial
-    time.sleep(0.5)  # earlier tests' connections are gone
-    peers = [Peer(seed.peer) for _ in range(4)]
-    for p in peers:
-        p.open(ih)
-    extra = Peer(seed.peer)
-    assert extra.closed_within(3), "a 5th connection from one IP must be refused"
+    # From an address no other test used: earlier tests' connections (closed, but perhaps not
+    # yet noticed by the box) count against 127.0.0.1's cap, not this one's.
+    src = "127.0.0.66"
+    peers = []
+    for _ in range(4):  # one after another: each handshake answered means the box admitted it
+        peers.append(Peer(seed.peer, source=src))
+        peers[-1].open(ih)
+    extra = Peer(seed.peer, source=src)
+    assert extra.closed_by_box(), "a 5th connection from one IP must be refused"
+    assert extra.buf == b"", "a refused connection gets nothing"
     for p in peers:
         p.close()
-    wait_until(lambda: "refused: per_ip_cap" in seed.log_text(), 5, "the refusal to be logged")
+    seed.wait_log(r"refused: per_ip_cap", "the refusal to be logged")
