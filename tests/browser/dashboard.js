@@ -5,7 +5,8 @@
 //
 //   DASHBOARD_URL=http://127.0.0.1:8080 TOKEN=... OUT_DIR=out/test node tests/browser/dashboard.js
 //
-// Prints one JSON line with what it saw; exits non-zero on any failure.
+// Prints "first view read" once it has read the first view (the test holds the fill until then),
+// then one JSON line with what it saw; exits non-zero on any failure.
 'use strict';
 const fs = require('fs');
 const os = require('os');
@@ -26,12 +27,13 @@ async function main() {
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync'],
     viewport: { width: 1280, height: 900 },
-    timeout: 30000,
+    timeout: 120000,
   });
   const result = { external: [] };
   try {
     const page = ctx.pages()[0] || (await ctx.newPage());
-    page.setDefaultTimeout(15000);
+    // bounds for a hung browser only: this is a loaded 2-core machine
+    page.setDefaultTimeout(60000);
     page.on('request', (r) => { if (!r.url().startsWith(base) && !r.url().startsWith('data:')) result.external.push(r.url()); });
     const login = await page.goto(base + '/');
     result.withoutToken = login ? login.status() : null;
@@ -50,6 +52,8 @@ async function main() {
     result.jobs = await page.locator('#jobs tr.job').allInnerTexts();
     result.sparklines = await page.locator('svg.spark').count();
     await page.screenshot({ path: path.join(outDir, 'dashboard-first.png'), fullPage: true });
+    // tells the test it may let the fill go on (it holds the origin until this line)
+    console.log('first view read');
     // the live refresh (inline script) turns the banner green without a reload
     await page.waitForSelector('#banner.ready', { timeout: waitReadyMs });
     result.bannerLater = await page.locator('#banner .word').innerText();
