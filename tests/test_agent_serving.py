@@ -6,39 +6,56 @@ byte-identical files."""
 from __future__ import annotations
 
 import hashlib
+import re
 import signal
-import subprocess
+import threading
 import urllib.request
 
-from conftest import free_port, import_libtorrent, lt_session, make_tree, publish, tree_digests, wait_until
+from conftest import (WAIT, free_port, import_libtorrent, listening, lt_session, make_tree, publish, tree_digests,
+                      wait_until)
 from test_fetch_origin import MiB, Proc, agent_config, done_fraction, serving_sections, start_origin, status
+
+TOKEN = "staff-token-agent-serving-0123"
+
+
+def portal_requests(mgmt: int) -> float:
+    """popseed_portal_http_requests_total from the agent's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{mgmt}/metrics", timeout=WAIT) as r:
+        text = r.read().decode()
+    m = re.search(r"^popseed_portal_http_requests_total (\S+)$", text, re.M)
+    assert m, text
+    return float(m.group(1))
 
 
 def test_clients_get_a_release_while_the_box_is_still_filling(tmp_path):
     src = make_tree(tmp_path / "src" / "show", {"a.bin": 24 * MiB, "b.bin": 8 * MiB + 5, "z-last.bin": 6 * MiB + 3})
     rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB")
     ih = rel.manifest["infohash"]
-    # slow origin: the fill takes ~10 s, so the clients arrive while most pieces are missing
+    # The origin is stopped (SIGSTOP) before the box starts: the box holds nothing until both
+    # clients are there, whatever the timing; then it fills at 4 MiB/s (~10 s).
     origin, fp, port = start_origin(tmp_path, "o1", [(rel.dir, rel.src)], extra=["--rate-limit", "4MiB"])
-    peer, tracker, http, dns = free_port(), free_port(), free_port(), free_port()
-    serving = serving_sections(peer, tracker, http, dns) + "demand_timeout_secs = 60\n"
+    origin.pause()
+    peer, tracker, http, dns, mgmt = free_port(), free_port(), free_port(), free_port(), free_port()
+    serving = serving_sections(peer, tracker, http, dns) + "demand_timeout_secs = 120\n"
+    control = f"""
+[control]
+listen = "127.0.0.1:{mgmt}"
+staff_token = "{TOKEN}"
+device_key = "{tmp_path / 'device.key'}"
+"""
     cfg = agent_config(tmp_path, [(f"127.0.0.1:{port}", fp)], rel.dir)
-    cfg.write_text(cfg.read_text() + serving)
+    cfg.write_text(cfg.read_text() + control + serving)
     agent = Proc(["agent", "--config", cfg], tmp_path / "agent.log")
     try:
-        wait_until(lambda: 0.05 <= done_fraction(cfg) or not agent.alive(), 30, "the fill to start")
+        wait_until(lambda: all(listening(p) for p in (peer, http, mgmt)) or not agent.alive(), WAIT, "the box to listen")
         assert agent.alive(), agent.text()
-        assert done_fraction(cfg) < 0.5, "the clients must start while the box is still filling"
+        assert done_fraction(cfg) == 0.0
 
-        # the portal: the last file, not fetched yet, arrives through read-through fetches
+        # BitTorrent: the box's own .torrent (its tracker first) from the portal; the client
+        # connects while the box has no piece at all
         portal = f"http://127.0.0.1:{http}"
-        body = urllib.request.urlopen(f"{portal}/files/{ih}/show/z-last.bin", timeout=90).read()
-        assert hashlib.sha256(body).hexdigest() == next(f["sha256"] for f in rel.manifest["files"] if f["path"] == "z-last.bin")
-        assert done_fraction(cfg) < 1.0, "the portal download finished before the fill: read-through served it"
-
-        # BitTorrent: the box's own .torrent (its tracker first) from the portal
         torrent = tmp_path / "box.torrent"
-        torrent.write_bytes(urllib.request.urlopen(f"{portal}/torrent/{ih}.torrent", timeout=10).read())
+        torrent.write_bytes(urllib.request.urlopen(f"{portal}/torrent/{ih}.torrent", timeout=WAIT).read())
         lt = import_libtorrent()
         ses = lt_session()
         atp = lt.add_torrent_params()
@@ -46,10 +63,31 @@ def test_clients_get_a_release_while_the_box_is_still_filling(tmp_path):
         atp.save_path = str(tmp_path / "dl")
         h = ses.add_torrent(atp)
         h.connect_peer(("127.0.0.1", peer))
-        wait_until(lambda: h.status().is_seeding, 120, "libtorrent to get every piece from the filling box")
+        wait_until(lambda: h.status().num_peers > 0, WAIT, "libtorrent to connect to the box")
+
+        # the portal: the last file, asked for while not one piece of it is on the box, arrives
+        # through read-through fetches once the origin runs again
+        seen = portal_requests(mgmt)
+        got: dict = {}
+
+        def download():
+            try:
+                got["body"] = urllib.request.urlopen(f"{portal}/files/{ih}/show/z-last.bin", timeout=300).read()
+            except BaseException as e:  # noqa: BLE001 - reported below
+                got["error"] = e
+
+        t = threading.Thread(target=download)
+        t.start()
+        wait_until(lambda: portal_requests(mgmt) > seen, WAIT, "the portal to receive the download request")
+        origin.resume()
+        t.join(400)
+        assert not t.is_alive() and "error" not in got, got.get("error")
+        assert hashlib.sha256(got["body"]).hexdigest() == next(f["sha256"] for f in rel.manifest["files"] if f["path"] == "z-last.bin")
+
+        wait_until(lambda: h.status().is_seeding, 180, "libtorrent to get every piece from the filling box")
         ses.remove_torrent(h)
         assert tree_digests(tmp_path / "dl" / "show") == tree_digests(src)
-        wait_until(lambda: (status(cfg).get("releases") or [{}])[0].get("complete"), 60, "the fill to complete")
+        wait_until(lambda: (status(cfg).get("releases") or [{}])[0].get("complete"), WAIT, "the fill to complete")
     finally:
         agent.kill(signal.SIGTERM)
         origin.kill(signal.SIGTERM)
