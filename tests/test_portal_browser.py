@@ -32,7 +32,7 @@ def test_phone_browser_opens_portal_acknowledges_and_downloads(tmp_path):
             ["node", str(BROWSER_DIR / "portal.js")],
             env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PORTAL_PORT": str(p.http_port),
                  "OUT_DIR": str(OUT), "DOWNLOAD_DIR": str(dl)},
-            capture_output=True, text=True, timeout=120,
+            capture_output=True, text=True, timeout=300,  # a bound for a hung browser only
         )
         assert proc.returncode == 0, f"browser script failed:\n{proc.stderr[-4000:]}\n{proc.stdout[-2000:]}"
         r = json.loads(proc.stdout.strip().splitlines()[-1])

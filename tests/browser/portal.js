@@ -33,12 +33,13 @@ async function main() {
     hasTouch: true,
     userAgent: 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148',
     acceptDownloads: true,
-    timeout: 30000,
+    timeout: 120000,
   });
   const result = {};
   try {
     const page = ctx.pages()[0] || (await ctx.newPage());
-    page.setDefaultTimeout(15000);
+    // bounds for a hung browser only: this is a loaded 2-core machine
+    page.setDefaultTimeout(60000);
     const resp = await page.goto('http://captive.apple.com/hotspot-detect.html');
     result.landed = page.url();
     result.status = resp ? resp.status() : null;
