@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (WAIT, flip_byte, free_port, make_tree, next_snapshot, popseed_path, publish, settled_origin_stats,
-                      wait_for_line, wait_until)
+from conftest import (WAIT, flip_byte, free_port, listening, make_tree, next_snapshot, popseed_path, publish,
+                      settled_origin_stats, wait_for_line, wait_until)
 
 MiB = 1 << 20
 
@@ -31,7 +31,9 @@ class Proc:
     def __init__(self, args, log: Path, prefix=()):
         self.log = log
         self.fh = open(log, "wb")
-        self.p = subprocess.Popen([*prefix, str(popseed_path()), *map(str, args)], stdout=self.fh, stderr=subprocess.STDOUT)
+        # NO_COLOR: plain log lines (no ANSI escapes between a field's name and its value)
+        self.p = subprocess.Popen([*prefix, str(popseed_path()), *map(str, args)], stdout=self.fh, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "NO_COLOR": "1", "RUST_BACKTRACE": "1"})
         self.paused = False
 
     def text(self) -> str:
@@ -81,6 +83,27 @@ def start_origin(tmp: Path, name: str, releases, extra=(), prefix=(), listen_ip=
     return p, fp, port
 
 
+def agent_ports(agent: Proc, mgmt: bool = False, serving: bool = False) -> dict:
+    """The ports a running agent bound, from its info log (run it with `--log info` or more):
+    give it port 0 for each (`serving_sections()` does) and nothing is released and re-bound.
+    Returns {"mgmt": ...} with `mgmt`, {"peer", "tracker", "http", "dns": ...} with `serving`;
+    waits until each of those listens."""
+    ports = {}
+    if serving:
+        m = agent.wait_line(r"swarm started peers=127\.0\.0\.1:(\d+) tracker=Some\(127\.0\.0\.1:(\d+)\)",
+                            what="the agent's swarm addresses")
+        ports.update(peer=int(m.group(1)), tracker=int(m.group(2)))
+        m = agent.wait_line(r"portal serving http=127\.0\.0\.1:(\d+) dns=127\.0\.0\.1:(\d+)", what="the agent's portal addresses")
+        ports.update(http=int(m.group(1)), dns=int(m.group(2)))
+    if mgmt:
+        m = agent.wait_line(r"management address: .* addr=127\.0\.0\.1:(\d+)", what="the agent's management address")
+        ports["mgmt"] = int(m.group(1))
+    tcp = [v for k, v in ports.items() if k != "dns"]
+    wait_until(lambda: all(listening(p) for p in tcp) or (not agent.alive() and pytest.fail(agent.text())), WAIT,
+               f"the agent to listen on {ports}")
+    return ports
+
+
 def agent_config(tmp: Path, origins, release_dir: Path, extra: str = "", name="agent") -> Path:
     lines = ['status_file = "status.json"', "[store]", 'dir = "store"', 'min_free = "64MiB"', "[fetch]", 'web_seed_after = "1s"',
              'backoff_max = "1s"', extra, ""]
@@ -94,8 +117,9 @@ def agent_config(tmp: Path, origins, release_dir: Path, extra: str = "", name="a
     return cfg
 
 
-def serving_sections(peer: int, tracker: int, http: int, dns: int) -> str:
-    """[swarm] and [portal] sections of agent.toml on loopback ports."""
+def serving_sections(peer: int = 0, tracker: int = 0, http: int = 0, dns: int = 0) -> str:
+    """[swarm] and [portal] sections of agent.toml on loopback ports (default 0: the agent picks
+    free ports and logs them, see `agent_ports`)."""
     return f"""
 [swarm]
 listen = "127.0.0.1:{peer}"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import WAIT, Publisher, free_port, listening, make_tree, next_snapshot, popseed_path, publish, run, wait_until
-from test_fetch_origin import Proc, present_pieces, start_origin, store_files_match
+from conftest import WAIT, Publisher, make_tree, next_snapshot, popseed_path, publish, run, wait_until
+from test_fetch_origin import Proc, agent_ports, present_pieces, start_origin, store_files_match
 
 MiB = 1 << 20
 ADMIN_TOKEN = "origin-admin-token-0123456789"
@@ -50,11 +50,12 @@ def http(method: str, url: str, token: str | None = None, body=None) -> tuple[in
             return e.code, raw.decode(errors="replace")
 
 
-def box_config(d: Path, mgmt_port: int, trusted: list[str], origins=()) -> Path:
+def box_config(d: Path, trusted: list[str], origins=()) -> Path:
+    """agent.toml of a box; its management API on port 0 (`start_box` reads the port it got)."""
     d.mkdir(parents=True, exist_ok=True)
     lines = [f"trusted_keys = {json.dumps(trusted)}", "[store]", 'dir = "store"', 'min_free = "64MiB"',
              "[fetch]", 'backoff_max = "1s"',
-             "[control]", f'listen = "127.0.0.1:{mgmt_port}"', f'staff_token = "{STAFF_TOKEN}"',
+             "[control]", 'listen = "127.0.0.1:0"', f'staff_token = "{STAFF_TOKEN}"',
              'device_key = "device.key"', f'device_name = "{d.name}"', ""]
     for i, (addr, fp) in enumerate(origins):
         lines += ["[[origins]]", f'name = "o{i}"', f'address = "{addr}"', f'fingerprint = "{fp}"', ""]
@@ -63,13 +64,20 @@ def box_config(d: Path, mgmt_port: int, trusted: list[str], origins=()) -> Path:
     return cfg
 
 
-def start_box(cfg: Path, mgmt_port: int, name="agent") -> Proc:
-    """Starts the agent and waits until it printed its device fingerprint (a complete line: the
-    agent prints it in several writes) and its management API listens. The fingerprint is
-    `p.fingerprint`."""
+# The agent reports its device fingerprint twice: "device fingerprint: FP (NAME)" on stderr, which
+# it writes in several pieces (so a log line from another thread can land between them and break
+# that line), and in its "device identity" log line (one write). Either will do.
+FINGERPRINT_LINE = (r"^device fingerprint: (SHA256:\S+) \("
+                    r"|device identity.*?fingerprint(?:\x1b\[[0-9;]*m)*=(?:\x1b\[[0-9;]*m)*(SHA256:[^\s\x1b]+)")
+
+
+def start_box(cfg: Path, name="agent") -> Proc:
+    """Starts the agent and waits until it reported its device fingerprint (`p.fingerprint`; a
+    complete line) and its management API listens (`p.mgmt`, the URL)."""
     p = Proc(["agent", "--config", cfg, "--log", "info"], cfg.parent / f"{name}.log")
-    p.fingerprint = p.wait_line(r"^device fingerprint: (SHA256:\S+) \(", what="the agent's device fingerprint").group(1)
-    wait_until(lambda: listening(mgmt_port) or (not p.alive() and pytest.fail(p.text())), WAIT, "the management API to listen")
+    m = p.wait_line(FINGERPRINT_LINE, what="the agent's device fingerprint")
+    p.fingerprint = m.group(1) or m.group(2)
+    p.mgmt = f"http://127.0.0.1:{agent_ports(p, mgmt=True)['mgmt']}"
     return p
 
 
@@ -123,9 +131,8 @@ def test_origin_push_fill_report_and_refusal(tmp_path, publishers):
 
     device = keypair(tmp_path / "box", "device")
     origin = Origin(tmp_path, [(good.dir, good_src), (tmp_path / "rel-bad", bad_src)], [device["fingerprint"]])
-    mgmt = free_port()
-    cfg = box_config(tmp_path / "box", mgmt, [trusted["text"]], [(origin.addr, origin.fp)])
-    box = start_box(cfg, mgmt)
+    cfg = box_config(tmp_path / "box", [trusted["text"]], [(origin.addr, origin.fp)])
+    box = start_box(cfg)
     try:
         assert box.fingerprint == device["fingerprint"], "the agent prints the fingerprint the origin allows"
         wait_until(lambda: origin.device_linked(device["fingerprint"]), WAIT, "the box to dial out to the origin")
@@ -148,7 +155,7 @@ def test_origin_push_fill_report_and_refusal(tmp_path, publishers):
         assert dev["delivery"] == "refused" and stranger["fingerprint"] in dev["reason"], dev
 
         def box_job(job_id):
-            code, jobs = http("GET", f"http://127.0.0.1:{mgmt}/api/jobs", STAFF_TOKEN)
+            code, jobs = http("GET", f"{box.mgmt}/api/jobs", STAFF_TOKEN)
             assert code == 200, jobs
             return next((j for j in jobs if j["id"] == job_id), None)
 
@@ -159,7 +166,7 @@ def test_origin_push_fill_report_and_refusal(tmp_path, publishers):
         # the origin's counters as of now, after the refusal: it sent nothing of that release
         assert origin.pieces_sent(bad_ih) == {}, "no piece of a refused release was fetched"
         assert not (cfg.parent / "store" / "releases" / bad_ih).exists()
-        code, ready = http("GET", f"http://127.0.0.1:{mgmt}/readyz")
+        code, ready = http("GET", f"{box.mgmt}/readyz")
         assert code == 200 and "keynote" in ready, ready
     finally:
         box.kill(signal.SIGTERM)
@@ -173,9 +180,8 @@ def test_restart_mid_job_resumes(tmp_path, publishers):
     manifest = json.loads((tmp_path / "rel" / "manifest.json").read_text())["manifest"]
     device = keypair(tmp_path / "box", "device")
     origin = Origin(tmp_path, [(tmp_path / "rel", src)], [device["fingerprint"]], extra=["--rate-limit", "6MiB"])
-    mgmt = free_port()
-    cfg = box_config(tmp_path / "box", mgmt, [trusted["text"]], [(origin.addr, origin.fp)])
-    box = start_box(cfg, mgmt)
+    cfg = box_config(tmp_path / "box", [trusted["text"]], [(origin.addr, origin.fp)])
+    box = start_box(cfg)
     try:
         wait_until(lambda: origin.device_linked(device["fingerprint"]), WAIT, "the box to dial out")
         r = push(origin, "--device", device["fingerprint"], "--release", tmp_path / "rel", "--pin", "--id", "fest")
@@ -189,7 +195,7 @@ def test_restart_mid_job_resumes(tmp_path, publishers):
         box.kill(signal.SIGKILL)
         stored = present_pieces(cfg, manifest["infohash"])
         assert 0 < len(stored) < manifest["piece_count"], f"{len(stored)} pieces stored at the kill: not part-way"
-        box = start_box(cfg, mgmt, "agent2")
+        box = start_box(cfg, "agent2")
         box.wait_line(r"resuming unfinished jobs", what="the restarted agent to resume the job")
         wait_until(lambda: origin.job("fest")["devices"][0]["report"]["state"] == "ready", 120, "the resumed job to be ready")
         sent = origin.pieces_sent(manifest["infohash"])
@@ -208,10 +214,9 @@ def test_staff_api_needs_the_token(tmp_path, publishers):
     trusted, _ = publishers
     src = make_tree(tmp_path / "src" / "small", {"x.bin": 1 * MiB})
     run("publish", src, "--key", trusted["key"], "--out", tmp_path / "rel")
-    mgmt = free_port()
-    cfg = box_config(tmp_path / "box", mgmt, [trusted["text"]])
-    box = start_box(cfg, mgmt)
-    base = f"http://127.0.0.1:{mgmt}"
+    cfg = box_config(tmp_path / "box", [trusted["text"]])
+    box = start_box(cfg)
+    base = box.mgmt
     try:
         import base64
         spec = {"id": "s1", "release": {"kind": "inline",

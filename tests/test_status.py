@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, WAIT, complete_lines, free_port, listening, make_tree, publish, run, store_with, wait_for_line, wait_until
-from test_fetch_origin import MiB, Proc, serving_sections, start_origin
+from conftest import REPO, WAIT, complete_lines, free_port, make_tree, publish, run, store_with, wait_for_line, wait_until
+from test_fetch_origin import MiB, Proc, agent_ports, serving_sections, start_origin
 
 TOKEN = "staff-token-for-tests-0123"
 BROWSER_DIR = REPO / "tests" / "browser"
@@ -85,7 +85,6 @@ def test_status_metrics_dashboard_and_cli(tmp_path):
     # the browser's included: nothing can arrive before then, however slowly Chromium starts.
     origin, fp, oport = start_origin(tmp_path, "o1", [(rel.dir, rel.src)], extra=["--rate-limit", "1MiB"])
     origin.pause()
-    mport, peer, tracker, http, dns = free_port(), free_port(), free_port(), free_port(), free_port()
     d = tmp_path / "agent"
     d.mkdir()
     cfg = d / "agent.toml"
@@ -102,14 +101,15 @@ fingerprint = "{fp}"
 [[releases]]
 dir = "{rel.dir}"
 pin = true
-{control_section(mport, tmp_path)}
-{serving_sections(peer, tracker, http, dns)}
-""")
+{control_section(0, tmp_path)}
+{serving_sections()}
+""")  # port 0 everywhere: the agent logs the ports it bound
     t_agent = time.monotonic()
-    agent = Proc(["agent", "--config", cfg], tmp_path / "agent.log")
-    base = f"http://127.0.0.1:{mport}"
+    agent = Proc(["agent", "--config", cfg, "--log", "info"], tmp_path / "agent.log")
     try:
-        wait_until(lambda: (not agent.alive() and pytest.fail(agent.text())) or listening(mport), WAIT, "the management address")
+        ports = agent_ports(agent, mgmt=True, serving=True)
+        http = ports["http"]
+        base = f"http://127.0.0.1:{ports['mgmt']}"
         assert http_get(f"{base}/healthz") == (200, "ok\n")
 
         # not ready while the pinned release fills, and everything says why (once the agent has
@@ -227,7 +227,6 @@ def _http_from(source: str, port: int, method: str, path: str, body: bytes | Non
 def test_no_client_address_in_logs_or_metrics(tmp_path):
     store, rel = store_with(tmp_path, {"talk.mp4": 600_000, "deck.pdf": 40_000}, "Privacy Talks")
     ih = rel.manifest["infohash"]
-    mport, peer, tracker, http, dns = free_port(), free_port(), free_port(), free_port(), free_port()
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f"""
 [store]
@@ -235,13 +234,13 @@ dir = "{store}"
 min_free = "0"
 [[releases]]
 dir = "{rel.dir}"
-{control_section(mport, tmp_path)}
-{serving_sections(peer, tracker, http, dns)}
-""")
+{control_section(0, tmp_path)}
+{serving_sections()}
+""")  # port 0 everywhere: the agent logs the ports it bound
     agent = Proc(["--log", "debug", "agent", "--config", cfg], tmp_path / "agent.log")
     try:
-        wait_until(lambda: (not agent.alive() and pytest.fail(agent.text())) or (listening(mport) and listening(http)),
-                   WAIT, "the agent to listen")
+        ports = agent_ports(agent, mgmt=True, serving=True)
+        mport, peer, tracker, http, dns = (ports[k] for k in ("mgmt", "peer", "tracker", "http", "dns"))
         # portal: probe, catalog, acknowledge, download, a missing file
         src = CLIENTS["portal"]
         assert _http_from(src, http, "GET", "/hotspot-detect.html", headers={"Host": "captive.apple.com"}) in (200, 302)
