@@ -31,7 +31,7 @@ from typing import Mapping
 
 import pytest
 
-from conftest import REPO, free_port, keygen, make_tree, popseed_path, publish, wait_until
+from conftest import REPO, complete_lines, free_port, keygen, make_tree, next_snapshot, popseed_path, publish, wait_for_line, wait_until
 
 GUEST_IP = "10.42.0.1"
 HOST_IP = "10.42.0.2"
@@ -348,10 +348,16 @@ class Guest:
                      "driver": "virtio-blk-pci", "drive": f"plug{n}", "id": f"plugdev{n}", "bus": "hotplug0"}})
 
     def console_text(self) -> str:
+        """The serial console so far, possibly ending in a half-written line (the guest writes it
+        a character at a time): look for lines with `console_lines` or `wait_console`."""
         try:
             return self.console.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def console_lines(self) -> list[str]:
+        """The complete lines of this boot's serial console."""
+        return complete_lines(self.console_text)
 
     def tail(self, n: int = 60) -> str:
         lines = [ln for ln in self.console_text().splitlines() if "POPSEED-TEST" in ln or "popseed" in ln.lower()]
@@ -361,21 +367,15 @@ class Guest:
         return self.proc is not None and self.proc.poll() is None
 
     def wait_console(self, pattern: str, timeout: float, what: str) -> re.Match:
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = rx.search(self.console_text())
-            if m:
-                return m
-            if not self.alive():
-                pytest.fail(f"QEMU exited ({self.proc.returncode}) while waiting for {what}\n{self.tail()}", pytrace=False)
-            time.sleep(1)
-        pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} on the serial console\n{self.tail()}", pytrace=False)
+        """Waits for a complete console line matching `pattern` (a half-written line could match
+        with a value cut short, e.g. `primary=rootfs.`)."""
+        return wait_for_line(self.console_text, pattern, timeout, f"{what} on the serial console", proc=self.proc,
+                             context=self.tail, interval=1)
 
     def reports(self) -> list[dict]:
-        """Every `POPSEED-TEST key=value ...` line of this boot, parsed, oldest first."""
+        """Every complete `POPSEED-TEST key=value ...` line of this boot, parsed, oldest first."""
         out = []
-        for line in self.console_text().splitlines():
+        for line in self.console_lines():
             if "POPSEED-TEST " in line:
                 out.append(dict(kv.split("=", 1) for kv in line.split("POPSEED-TEST ", 1)[1].split() if "=" in kv))
         return out
@@ -434,7 +434,7 @@ def update_disk(bundle: Path, out: Path) -> Path:
     return out
 
 
-def http_get(port: int, path: str, host: str = GUEST_IP, timeout: float = 10.0, headers: dict | None = None) -> tuple[int, bytes]:
+def http_get(port: int, path: str, host: str = GUEST_IP, timeout: float = 30.0, headers: dict | None = None) -> tuple[int, bytes]:
     """A plain HTTP/1.0 GET through the forwarded port (any status; OSError when nothing answers)."""
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
@@ -465,26 +465,32 @@ STAFF_TOKEN = "image-test-staff-token-0123456789"
 
 
 class Origin:
-    """`popseed origin` on 127.0.0.1 with a stats file (per-piece serve counters)."""
+    """`popseed origin` on 127.0.0.1 (port 0: it prints the port it bound) with a stats file
+    (per-piece serve counters)."""
 
-    def __init__(self, tmp: Path, release, port: int):
+    def __init__(self, tmp: Path, release):
         self.stats = tmp / "origin-stats.json"
         self.log = tmp / "origin.log"
-        self.port = port
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
-                [str(popseed_path()), "origin", "--listen", f"127.0.0.1:{port}", "--self-signed", "--write-cert",
+                [str(popseed_path()), "origin", "--listen", "127.0.0.1:0", "--self-signed", "--write-cert",
                  str(tmp / "origin-cert"), "--release", f"{release.dir}={release.src}", "--stats-file", str(self.stats)],
                 stdout=log, stderr=subprocess.STDOUT)
-        m = wait_until(lambda: re.search(r"certificate sha256 ([0-9a-f]{64})", self.log.read_text()), 30, "the origin to start")
-        self.fingerprint = m.group(1)
+        # stdout lines: "origin listening on ADDR (...)", then "certificate sha256 FP"
+        self.fingerprint = wait_for_line(self.log, r"^certificate sha256 ([0-9a-f]{64})$", 120, "the origin to start",
+                                         proc=self.proc).group(1)
+        self.port = int(wait_for_line(self.log, r"^origin listening on 127\.0\.0\.1:(\d+) ", proc=self.proc).group(1))
 
-    def piece_counts(self, infohash: str) -> dict[int, int]:
-        """How often the origin served each piece of a release."""
-        try:
-            s = json.loads(self.stats.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {}
+    def piece_counts(self, infohash: str, fresh: bool = False) -> dict[int, int]:
+        """How often the origin served each piece of a release: as of its last stats file, or
+        with `fresh`, counting everything it sent before the call (a snapshot taken after)."""
+        if fresh:
+            s = next_snapshot(self.stats, proc=self.proc)
+        else:
+            try:
+                s = json.loads(self.stats.read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                return {}
         return {int(i): int(n) for i, n in (s.get("per_piece") or {}).get(infohash, {}).items()}
 
     def pieces_served(self, infohash: str) -> set[int]:
@@ -592,7 +598,7 @@ def provisioned_box(tmp: Path) -> tuple[Guest, Origin, object]:
     `tmp`; stopped at exit if no test takes it."""
     if not _BOX:
         rel = small_release(tmp)
-        origin = Origin(tmp, rel, free_port())
+        origin = Origin(tmp, rel)
         guest = Guest(session_image(), tmp / "box")
         _BOX.update(guest=guest, origin=origin, release=rel)
         try:

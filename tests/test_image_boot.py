@@ -72,7 +72,7 @@ def test_bad_provisioning_file_falls_back_to_setup_page(image, guest, tmp_path):
                         firstboot_mode="setup")
     assert vals["agent-user"] == "popseed", vals
     # The console lists the errors with their lines.
-    guest.wait_console(r"popseed\.toml:\d+(:\d+)?: ", 30, "a provisioning error with its line on the console")
+    guest.wait_console(r"popseed\.toml:\d+(:\d+)?: ", 180, "a provisioning error with its line on the console")
     # The setup page answers on the portal port (and management port) with the errors.
     status, body, secs = guest.wait_http("/", BOOT_TIMEOUT)
     print(f"\nboot-to-setup-page: {secs:.1f} s")
@@ -123,7 +123,7 @@ def _provisioned_boot(guest: Guest, rel, origin: Origin) -> None:
     assert "Image test hall" in text or status in (302, 303, 307), f"portal page without the venue name:\n{text[:2000]}"
 
     # DNS answers every name with the portal address (hostfwd udp -> guest 53).
-    answers = wait_until(lambda: dig(guest.dns_port, "connectivitycheck.gstatic.com"), 60, "a DNS answer from the box")
+    answers = wait_until(lambda: dig(guest.dns_port, "connectivitycheck.gstatic.com"), 180, "a DNS answer from the box")
     assert answers == [GUEST_IP], answers
 
     # The box read the provisioning file: it fills the release from the origin on the host, and
