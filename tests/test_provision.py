@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, free_port, popseed_path, run, wait_until
+from conftest import REPO, WAIT, free_port, popseed_path, run, wait_until
 
 # An interface that does not exist, so hostapd never starts a real AP here.
 AP_IF = "pstest0"
@@ -141,13 +141,13 @@ def nft_check(conf: Path) -> subprocess.CompletedProcess:
     cmd = [nft, "-c", "-f", str(conf)]
     if shutil.which("unshare"):
         cmd = ["unshare", "--net", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
 def hostapd_parse(conf: Path) -> str:
     """hostapd's config parser's verdict: its output up to the (expected) interface failure."""
     hostapd = shutil.which("hostapd") or "/usr/sbin/hostapd"
-    proc = subprocess.run([hostapd, "-dd", str(conf)], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([hostapd, "-dd", str(conf)], capture_output=True, text=True, timeout=120)
     return proc.stdout + proc.stderr
 
 
@@ -246,7 +246,7 @@ def line_of(text: str, needle: str) -> int:
 def http(url: str, data: dict | None = None) -> tuple[int, str]:
     body = urllib.parse.urlencode(data).encode() if data is not None else None
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=10) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=WAIT) as r:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
@@ -292,20 +292,26 @@ def test_bad_file_gives_setup_mode_and_the_setup_page_fixes_it(box):
     text = text.replace('dns_listen = "0.0.0.0:5300"', f'dns_listen = "127.0.0.1:{dns_port}"')
     assert f"127.0.0.1:{mgmt}" in text, "the management address of the bad file is kept"
     agent_toml.write_text(text)
-    p = subprocess.Popen(
-        [str(popseed_path()), "agent", "--config", str(agent_toml), "--setup-from", str(out / "status.json")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    # output to a file: pipes nobody reads would block the agent once they fill up
+    log = box / "setup-agent.log"
+    with open(log, "wb") as logf:
+        p = subprocess.Popen(
+            [str(popseed_path()), "agent", "--config", str(agent_toml), "--setup-from", str(out / "status.json")],
+            stdout=logf, stderr=subprocess.STDOUT,
+        )
     try:
         base = f"http://127.0.0.1:{mgmt}"
 
-        def up():
+        def up(url):
+            if p.poll() is not None:
+                pytest.fail(f"the agent exited ({p.returncode}):\n{log.read_text(errors='replace')}", pytrace=False)
             try:
-                return http(base + "/")[0] == 200
+                return http(url)[0] == 200
             except OSError:
                 return False
 
-        wait_until(up, 15, "the setup page answers")
+        wait_until(lambda: up(base + "/") and up(f"http://127.0.0.1:{portal_port}/"), WAIT,
+                   "the setup page to answer on the management and portal addresses")
         code, page = http(base + "/")
         for key, line in want.items():
             assert f"popseed.toml:{line}:" in page and key in page, page
@@ -332,9 +338,10 @@ def test_bad_file_gives_setup_mode_and_the_setup_page_fixes_it(box):
     finally:
         p.terminate()
         try:
-            p.wait(timeout=10)
+            p.wait(timeout=WAIT)
         except subprocess.TimeoutExpired:
             p.kill()
+            p.wait()
 
     # and the next boot is a normal one
     proc = firstboot(box, "--no-format")
