@@ -574,8 +574,9 @@ def start_seed(store: str | os.PathLike, workdir: str | os.PathLike, *extra: Any
     if "--lsd" not in flags:
         args += ["--no-lsd"]
     args += [str(e) for e in extra if str(e) != "--lsd"]
-    with open(log, "wb") as logf, open(out_path, "wb") as outf:
-        proc = subprocess.Popen([*(prefix or []), *args], stdout=outf, stderr=logf)
+    with open(log, "wb") as logf, open(out_path, "wb") as outf:  # NO_COLOR: plain log lines
+        proc = subprocess.Popen([*(prefix or []), *args], stdout=outf, stderr=logf,
+                                env={**os.environ, "NO_COLOR": "1", "RUST_BACKTRACE": "1"})
     wait_for_line(out_path, r"^seeding", timeout, "popseed seed's start-up report", proc=proc,
                   context=lambda: _output_text(out_path) + "\n--- log ---\n" + _output_text(log)[-4000:])
     out = complete_lines(out_path)
