@@ -2,7 +2,8 @@
 # The whole popseed test suite, on a Debian bookworm machine with the Rust toolchain:
 #   bash scripts/test.sh
 # 1. installs the Debian packages the real-client tests need (only when missing),
-# 2. checks formatting and lints (cargo fmt --check, cargo clippy -D warnings),
+# 2. checks formatting, lints and the crate layers (cargo fmt --check, cargo clippy -D warnings,
+#    scripts/check-layers.py),
 # 3. builds $CARGO_TARGET_DIR/release/popseed (default target/),
 # 4. runs the Rust tests (cargo test --workspace --release),
 # 5. runs the black-box tests with Debian's /usr/bin/python3 (the pyenv python cannot import
@@ -57,6 +58,8 @@ say "cargo fmt --all -- --check"
 cargo fmt --all -- --check || { echo "test.sh: the tree is not formatted (run cargo fmt --all)" >&2; exit 1; }
 say "cargo clippy --workspace --all-targets --release -- -D warnings"
 cargo clippy --workspace --all-targets --release -- -D warnings
+say "crate layers (scripts/check-layers.py)"
+python3 scripts/check-layers.py
 
 # ---------------------------------------------------------------- build
 target="${CARGO_TARGET_DIR:-$repo/target}"

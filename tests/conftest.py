@@ -80,7 +80,7 @@ def popseed_path() -> Path:
     )
     if proc.returncode != 0:
         raise RuntimeError(f"cargo build --release -p popseed failed:\n{proc.stdout[-4000:]}")
-    return REPO / "target" / "release" / "popseed"
+    return Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "release" / "popseed"
 
 
 def _fmt(proc: subprocess.CompletedProcess) -> str:

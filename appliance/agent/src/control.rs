@@ -1,17 +1,18 @@
 //! The agent's control side: the device identity, the prewarm job manager (jobs in the
-//! store's sled database) and one outbound device link per configured origin.
+//! store's `jobs` record table) and one outbound device link per configured origin.
 
 use std::sync::Arc;
 
 use popseed_control::uplink::{self, DeviceHello};
 use popseed_control::{DeviceIdentity, JobManager};
-use popseed_fetch::{Fetcher, OriginSpec};
+use popseed_fetch::Fetcher;
+use popseed_origin::OriginSpec;
 use popseed_release::PublicKey;
 use popseed_store::Store;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ControlSection;
 use crate::run::AgentError;
+use popseed_config::ControlSection;
 
 pub struct Control {
     pub device: Arc<DeviceIdentity>,
@@ -29,8 +30,8 @@ impl popseed_status::JobsView for JobsForStatus {
             .list()
             .into_iter()
             .map(|j| popseed_status::JobSummary {
-                infohash: j.infohash.clone().unwrap_or_default(),
-                state: j.state.as_str().to_owned(),
+                infohash: j.infohash,
+                state: j.state,
                 source: j.source.label(),
                 pinned: j.pin,
                 id: j.id,
@@ -67,17 +68,15 @@ pub fn start(
     trusted: Vec<PublicKey>,
     shutdown: CancellationToken,
 ) -> Result<Control, AgentError> {
-    let token = c.token().map_err(|e| AgentError::Other(e.to_string()))?;
-    let device = Arc::new(DeviceIdentity::load_or_create(&c.device_key).map_err(|e| AgentError::Other(e.to_string()))?);
+    let token = c.token().map_err(AgentError::Token)?;
+    let device = Arc::new(DeviceIdentity::load_or_create(&c.device_key).map_err(AgentError::Control)?);
     let fp = device.fingerprint();
     let device_name = c
         .device_name
         .clone()
         .unwrap_or_else(|| format!("popseed-{}", fp.trim_start_matches("SHA256:").chars().take(6).collect::<String>()));
-    eprintln!("device fingerprint: {fp} ({device_name})");
     tracing::info!(fingerprint = %fp, name = %device_name, "device identity");
-    let jobs = JobManager::open(store, fetcher, trusted, origins.clone())
-        .map_err(|e| AgentError::Other(format!("jobs: {e}")))?;
+    let jobs = JobManager::open(store, fetcher, trusted, origins.clone()).map_err(AgentError::Control)?;
     tokio::spawn(jobs.clone().run(shutdown.clone()));
     for o in origins {
         tokio::spawn(uplink::run(

@@ -1,36 +1,59 @@
-//! Running the agent: open the store, admit the configured releases (signature checked against
-//! the trusted keys), start the fetcher, and report progress (status file, log lines).
+//! Starting the agent: open the store, admit the configured releases (signature checked against
+//! the trusted keys), start the fetcher, and wire the serving components to it through their
+//! ports: the fetcher is the read-through of the portal and the swarm, and status reads every
+//! component through its views ([`crate::views`]).
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use popseed_fetch::{FetchConfig, Fetcher, OriginSpec, Snapshot};
-use popseed_origin::Trust;
+use popseed_config::{AgentConfig, ConfigError};
+use popseed_core::{chain, ReadThrough};
+use popseed_fetch::{FetchConfig, Fetcher, Snapshot};
+use popseed_origin::{OriginSpec, Trust, DEFAULT_SERVER_NAME};
 use popseed_release::{PublicKey, VerifiedRelease};
 use popseed_store::{AddOptions, Capacity, Store, StoreConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::AgentConfig;
+use crate::views::{FillForStatus, PortalForStatus, SwarmForStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("store {dir}: {err}")]
-    Store { dir: std::path::PathBuf, err: popseed_store::StoreError },
-    #[error("release {dir}: {err}")]
-    Release { dir: std::path::PathBuf, err: String },
-    #[error("{0}")]
-    Other(String),
+    #[error("store {dir}")]
+    Store {
+        dir: PathBuf,
+        #[source]
+        err: popseed_store::StoreError,
+    },
+    #[error("opening the store {dir}: the task stopped")]
+    StoreTask {
+        dir: PathBuf,
+        #[source]
+        err: tokio::task::JoinError,
+    },
+    #[error("release {dir}")]
+    Release {
+        dir: PathBuf,
+        #[source]
+        err: popseed_release::ReleaseError,
+    },
+    #[error("staff token")]
+    Token(#[source] ConfigError),
+    #[error("jobs and device links")]
+    Control(#[source] popseed_control::ControlError),
+    #[error("swarm")]
+    Swarm(#[source] popseed_swarm::SwarmError),
+    #[error("portal")]
+    Portal(#[source] popseed_portal::PortalError),
+    #[error("management address")]
+    Status(#[source] popseed_status::StatusError),
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RunOptions {
-    /// Stop once every configured release is complete (demo, tests).
-    pub exit_when_complete: bool,
-    /// Print a progress line every second.
-    pub progress_lines: bool,
-}
+/// How often the status file (`status_file` in agent.toml) is rewritten.
+const STATUS_FILE_INTERVAL: Duration = Duration::from_millis(250);
 
-/// The running parts, for the components that embed the agent (control, demo).
+/// The running parts, for the binary (progress, exit when complete) and the demo.
 pub struct Agent {
     pub store: Arc<Store>,
     pub fetcher: Arc<Fetcher>,
@@ -41,11 +64,37 @@ pub struct Agent {
     pub control: Option<crate::control::Control>,
     /// Health, metrics and the dashboard on the management address (with `[control]`).
     pub status: Option<popseed_status::StatusServer>,
+    /// `status_file` of agent.toml, rewritten while the agent runs and once more at stop.
+    status_file: Option<PathBuf>,
+}
+
+/// Where the agent's listeners ended up (ports given as 0 are bound by the system).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BoundAddrs {
+    pub management: Option<SocketAddr>,
+    pub peers: Option<SocketAddr>,
+    pub tracker: Option<SocketAddr>,
+    pub portal_http: Option<SocketAddr>,
+    pub portal_dns: Option<SocketAddr>,
 }
 
 impl Agent {
-    /// Stops the serving components (the fetcher stops with the shutdown token).
+    pub fn addrs(&self) -> BoundAddrs {
+        BoundAddrs {
+            management: self.status.as_ref().map(|s| s.local_addr()),
+            peers: self.swarm.as_ref().map(|s| s.peer_addr()),
+            tracker: self.swarm.as_ref().and_then(|s| s.tracker_addr()),
+            portal_http: self.portal.as_ref().map(|p| p.http_addr),
+            portal_dns: self.portal.as_ref().map(|p| p.dns_udp_addr),
+        }
+    }
+
+    /// Stops the serving components (the fetcher stops with the shutdown token) and writes
+    /// the status file one last time.
     pub async fn stop(self) {
+        if let Some(p) = &self.status_file {
+            write_status(p, &self.fetcher.snapshot());
+        }
         if let Some(s) = self.status {
             s.stop().await;
         }
@@ -58,128 +107,84 @@ impl Agent {
     }
 }
 
-fn human(n: f64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n;
-    let mut u = 0;
-    while v >= 1024.0 && u < U.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", U[u])
-}
-
-/// One line per release: what a person watching the fill wants to see.
-pub fn progress_line(s: &Snapshot) -> String {
-    let mut parts = Vec::new();
-    for r in &s.releases {
-        let mut p = format!(
-            "{}: {}/{} pieces, {} of {}",
-            r.name,
-            r.pieces_done,
-            r.piece_count,
-            human(r.bytes_done as f64),
-            human(r.total_bytes as f64)
-        );
-        if r.critical_pieces > 0 {
-            p.push_str(&format!(", critical {}/{}", r.critical_done, r.critical_pieces));
-            if let Some(ms) = r.first_critical_ms {
-                p.push_str(&format!(" (first after {ms} ms)"));
-            }
-        }
-        if r.complete {
-            p.push_str(", complete");
-            if let Some(ms) = r.fill_ms {
-                p.push_str(&format!(" in {:.1}s", ms as f64 / 1000.0));
-            }
-        }
-        parts.push(p);
-    }
-    let eta = match s.eta_secs {
-        Some(e) if e > 0.0 => format!(", ETA {e:.0}s"),
-        _ => String::new(),
-    };
-    let origins: Vec<String> = s
-        .origins
-        .iter()
-        .filter(|o| o.bytes > 0 || o.connected || o.dropped)
-        .map(|o| format!("{} {}{}", o.name, human(o.bytes as f64), if o.dropped { " (dropped)" } else { "" }))
-        .collect();
-    format!(
-        "{} | {}/s{} | from {}",
-        parts.join("; "),
-        human(s.rate),
-        eta,
-        if origins.is_empty() { "-".into() } else { origins.join(", ") }
-    )
-}
-
-/// Opens the store, admits releases and starts the fetcher (running until `shutdown`).
-pub async fn start(cfg: &AgentConfig, shutdown: CancellationToken) -> Result<Agent, AgentError> {
-    popseed_origin::tls::warm_up();
-    let store_cfg = StoreConfig {
-        dir: cfg.store.dir.clone(),
-        capacity: Capacity { budget: cfg.store.budget.map(|s| s.0), min_free: cfg.store.min_free.0 },
-    };
-    let dir = cfg.store.dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(store_cfg))
-        .await
-        .map_err(|e| AgentError::Other(e.to_string()))?
-        .map_err(|err| AgentError::Store { dir: dir.clone(), err })?;
-    let store = Arc::new(store);
-    let trusted: Vec<PublicKey> = cfg.trusted_keys.iter().filter_map(|k| PublicKey::from_text(k).ok()).collect();
-    let mut releases = Vec::new();
-    for r in &cfg.releases {
-        let release = VerifiedRelease::load(&r.dir, if trusted.is_empty() { None } else { Some(&trusted) })
-            .map_err(|e| AgentError::Release { dir: r.dir.clone(), err: e.to_string() })?;
-        store
-            .add_release(&release, AddOptions { pin: r.pin, ttl_seconds: None })
-            .map_err(|err| AgentError::Store { dir: dir.clone(), err })?;
-        releases.push(Arc::new(release));
-    }
-    let origins: Vec<OriginSpec> = cfg
-        .origins
+/// The origins of agent.toml as the fetcher and the device links dial them.
+pub fn origin_specs(cfg: &AgentConfig) -> Vec<OriginSpec> {
+    cfg.origins
         .iter()
         .enumerate()
         .map(|(i, o)| OriginSpec {
             name: o.name.clone().unwrap_or_else(|| format!("origin{} {}", i + 1, o.address)),
             addr: o.address,
-            server_name: o.server_name.clone().unwrap_or_else(|| popseed_origin::client::DEFAULT_SERVER_NAME.into()),
+            server_name: o.server_name.clone().unwrap_or_else(|| DEFAULT_SERVER_NAME.into()),
             trust: match (&o.fingerprint, &o.ca) {
                 (Some(fp), _) => Trust::Fingerprint(fp.clone()),
                 (None, Some(ca)) => Trust::Ca(ca.clone()),
                 (None, None) => Trust::Fingerprint(String::new()),
             },
         })
-        .collect();
+        .collect()
+}
+
+/// The fetcher's settings from `[fetch]`, defaults where a key is absent.
+pub fn fetch_config(cfg: &AgentConfig) -> FetchConfig {
     let d = FetchConfig::default();
     let f = &cfg.fetch;
-    let fetch_cfg = FetchConfig {
+    FetchConfig {
         streams_per_origin: f.streams_per_origin.unwrap_or(d.streams_per_origin),
-        request_bytes: f.request_bytes.map(|s| s.0).unwrap_or(d.request_bytes),
-        rate_limit: f.rate_limit.map(|s| s.0),
+        request_bytes: f.request_bytes.map(|s| s.get()).unwrap_or(d.request_bytes),
+        rate_limit: f.rate_limit.map(|s| s.get()),
         connect_timeout: f.connect_timeout.map(|x| x.0).unwrap_or(d.connect_timeout),
         backoff_max: f.backoff_max.map(|x| x.0).unwrap_or(d.backoff_max),
         web_seed_after: f.web_seed_after.map(|x| x.0).unwrap_or(d.web_seed_after),
         web_seed_parallel: d.web_seed_parallel,
+    }
+}
+
+/// Opens the store, admits releases, starts the fetcher and the configured serving components
+/// (all running until `shutdown`).
+pub async fn start(cfg: &AgentConfig, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+    popseed_origin::tls::warm_up();
+    let store_cfg = StoreConfig {
+        dir: cfg.store.dir.clone(),
+        capacity: Capacity { budget: cfg.store.budget.map(|s| s.get()), min_free: cfg.store.min_free.get() },
     };
-    let fetcher = Fetcher::new(store.clone(), origins.clone(), fetch_cfg);
-    fetcher.attach_read_through();
+    let dir = cfg.store.dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(store_cfg))
+        .await
+        .map_err(|err| AgentError::StoreTask { dir: dir.clone(), err })?
+        .map_err(|err| AgentError::Store { dir: dir.clone(), err })?;
+    let store = Arc::new(store);
+    // agent.toml is checked on load: every trusted key parses
+    let trusted: Vec<PublicKey> = cfg.trusted_keys.iter().filter_map(|k| PublicKey::from_text(k).ok()).collect();
+    let mut releases = Vec::new();
+    for r in &cfg.releases {
+        let release = VerifiedRelease::load(&r.dir, if trusted.is_empty() { None } else { Some(&trusted) })
+            .map_err(|err| AgentError::Release { dir: r.dir.clone(), err })?;
+        store
+            .add_release(&release, AddOptions { pin: r.pin, ttl_seconds: None })
+            .map_err(|err| AgentError::Store { dir: dir.clone(), err })?;
+        releases.push(Arc::new(release));
+    }
+    let origins = origin_specs(cfg);
+    let fetcher = Fetcher::new(store.clone(), origins.clone(), fetch_config(cfg));
     for r in &releases {
         fetcher.add_release(r.clone()).map_err(|err| AgentError::Store { dir: dir.clone(), err })?;
     }
     tokio::spawn(fetcher.clone().run(shutdown.clone()));
+    if let Some(p) = &cfg.status_file {
+        tokio::spawn(status_file_loop(p.clone(), fetcher.clone(), shutdown.clone()));
+    }
     let control = match &cfg.control {
-        Some(c) => {
-            Some(crate::control::start(c, store.clone(), fetcher.clone(), origins, trusted.clone(), shutdown.clone())?)
-        }
+        Some(c) => Some(crate::control::start(c, store.clone(), fetcher.clone(), origins, trusted, shutdown.clone())?),
         None => None,
     };
+    // the port through which the portal and the swarm ask for missing pieces
+    let read_through: Arc<dyn ReadThrough> = fetcher.clone();
     let swarm = match &cfg.swarm {
         Some(sc) => Some(
-            popseed_swarm::Swarm::start(store.clone(), sc.clone(), shutdown.clone())
+            popseed_swarm::Swarm::start(store.clone(), read_through.clone(), sc.clone(), shutdown.clone())
                 .await
-                .map_err(|e| AgentError::Other(format!("swarm: {e}")))?,
+                .map_err(AgentError::Swarm)?,
         ),
         None => None,
     };
@@ -189,11 +194,7 @@ pub async fn start(cfg: &AgentConfig, shutdown: CancellationToken) -> Result<Age
             if pc.tracker_url.is_none() {
                 pc.tracker_url = swarm.as_ref().and_then(|s| s.tracker_url());
             }
-            Some(
-                popseed_portal::Portal::start(store.clone(), pc)
-                    .await
-                    .map_err(|e| AgentError::Other(format!("portal: {e}")))?,
-            )
+            Some(popseed_portal::Portal::start(store.clone(), read_through, pc).await.map_err(AgentError::Portal)?)
         }
         None => None,
     };
@@ -201,12 +202,12 @@ pub async fn start(cfg: &AgentConfig, shutdown: CancellationToken) -> Result<Age
         Some(c) => Some(start_status(c, &store, &fetcher, swarm.as_ref(), portal.as_ref(), control.as_ref()).await?),
         None => None,
     };
-    Ok(Agent { store, fetcher, releases, swarm, portal, control, status })
+    Ok(Agent { store, fetcher, releases, swarm, portal, control, status, status_file: cfg.status_file.clone() })
 }
 
 /// Starts the status server (health, readiness, metrics, dashboard) on `[control] listen`.
 async fn start_status(
-    c: &crate::config::ControlSection,
+    c: &popseed_config::ControlSection,
     store: &Arc<Store>,
     fetcher: &Arc<Fetcher>,
     swarm: Option<&popseed_swarm::Swarm>,
@@ -218,7 +219,7 @@ async fn start_status(
         match PublicKey::load(&pub_key) {
             Ok(k) => Some(k.fingerprint()),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the device public key");
+                tracing::warn!(error = %chain(&e), "cannot read the device public key");
                 None
             }
         }
@@ -233,63 +234,42 @@ async fn start_status(
     });
     let cfg = popseed_status::StatusConfig {
         listen: c.listen,
-        token: c.token().map_err(|e| AgentError::Other(e.to_string()))?,
+        token: c.token().map_err(AgentError::Token)?,
         device: popseed_status::DeviceInfo { name, fingerprint, venue: c.venue.clone() },
     };
     let sources = popseed_status::Sources {
         store: store.clone(),
-        fetcher: fetcher.clone(),
-        swarm: swarm.map(|s| s.stats().clone()),
-        portal: portal.map(|p| p.stats.clone()),
+        fill: Arc::new(FillForStatus(fetcher.clone())),
+        swarm: swarm.map(|s| Arc::new(SwarmForStatus(s.stats().clone())) as Arc<dyn popseed_status::SwarmView>),
+        portal: portal.map(|p| Arc::new(PortalForStatus(p.stats.clone())) as Arc<dyn popseed_status::PortalView>),
         jobs: match control {
             Some(k) => k.jobs_view(),
             None => Arc::new(popseed_status::NoJobs),
         },
     };
     let staff_api = control.map(|k| k.staff_router()).unwrap_or_default();
-    popseed_status::StatusServer::start(cfg, sources, staff_api).await.map_err(|e| AgentError::Other(e.to_string()))
+    popseed_status::StatusServer::start(cfg, sources, staff_api).await.map_err(AgentError::Status)
 }
 
-fn write_status(path: &std::path::Path, s: &Snapshot) {
+/// Rewrites the status file with the fill's progress until `shutdown`.
+async fn status_file_loop(path: PathBuf, fetcher: Arc<Fetcher>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(STATUS_FILE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => write_status(&path, &fetcher.snapshot()),
+        }
+    }
+}
+
+/// Writes the progress snapshot as JSON, atomically (temp file, rename).
+pub fn write_status(path: &Path, s: &Snapshot) {
     let tmp = path.with_extension("tmp");
     let ok = serde_json::to_vec_pretty(s)
         .map_err(std::io::Error::other)
         .and_then(|b| std::fs::write(&tmp, b))
         .and_then(|_| std::fs::rename(&tmp, path));
     if let Err(e) = ok {
-        tracing::warn!(path = %path.display(), error = %e, "cannot write the status file");
+        tracing::warn!(path = %path.display(), error = %popseed_core::chain(&e), "cannot write the status file");
     }
-}
-
-/// Runs the agent until `shutdown` (or completion, with `exit_when_complete`).
-pub async fn run(cfg: AgentConfig, opts: RunOptions, shutdown: CancellationToken) -> Result<(), AgentError> {
-    let agent = start(&cfg, shutdown.child_token()).await?;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut n = 0u64;
-    let fetcher = agent.fetcher.clone();
-    let complete = fetcher.wait_complete();
-    tokio::pin!(complete);
-    let mut completed = false;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-            // with exit_when_complete, leave at completion, not at the next tick
-            _ = &mut complete, if opts.exit_when_complete && !completed => completed = true,
-        }
-        n += 1;
-        let snap = agent.fetcher.snapshot();
-        if let Some(p) = &cfg.status_file {
-            write_status(p, &snap);
-        }
-        if opts.progress_lines && (n.is_multiple_of(4) || snap.complete) {
-            eprintln!("{}", progress_line(&snap));
-        }
-        if opts.exit_when_complete && snap.complete {
-            break;
-        }
-    }
-    shutdown.cancel();
-    agent.stop().await;
-    Ok(())
 }

@@ -60,7 +60,7 @@ fn error(status: StatusCode, e: &ControlError) -> Response {
         ControlError::BadJob(_) => "invalid",
         _ => "internal",
     };
-    (status, Json(json!({"error": kind, "reason": e.to_string()}))).into_response()
+    (status, Json(json!({"error": kind, "reason": popseed_core::chain(e).to_string()}))).into_response()
 }
 
 /// The staff API routes (mounted under the management address; the caller adds auth with

@@ -1,40 +1,40 @@
-//! The job book: every prewarm job the box knows, persisted in the store's sled database (tree
-//! `jobs`, id -> JSON record), and [`plan`], the pure function that orders jobs (priority, then
+//! The job book: every prewarm job the box knows, persisted in a record table the store owns
+//! (`jobs`, id -> JSON record), and [`plan`], the pure function that orders jobs (priority, then
 //! earliest deadline, then age) and derives each one's state, ETA and deadline risk from the
-//! store's progress and the fill rate. No I/O besides sled; unit-tested.
+//! store's progress and the fill rate. No I/O besides the record table; unit-tested.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+use popseed_core::{ByteSize, InfoHash};
+use popseed_store::RecordTable;
 
 use crate::error::ControlError;
 use crate::job::{JobRecord, JobState};
 
 pub struct JobBook {
-    tree: Option<sled::Tree>,
+    table: Option<RecordTable>,
     jobs: BTreeMap<String, JobRecord>,
 }
 
 impl JobBook {
     /// Loads every job from `tree`. A record that does not parse is logged and kept on disk
     /// untouched (nothing is lost), but not loaded.
-    pub fn open(tree: sled::Tree) -> Result<JobBook, ControlError> {
+    pub fn open(table: RecordTable) -> Result<JobBook, ControlError> {
         let mut jobs = BTreeMap::new();
-        for kv in tree.iter() {
-            let (k, v) = kv?;
+        for (k, v) in table.entries()? {
             match serde_json::from_slice::<JobRecord>(&v) {
                 Ok(j) => {
                     jobs.insert(j.id.clone(), j);
                 }
-                Err(e) => {
-                    tracing::warn!(key = %String::from_utf8_lossy(&k), error = %e, "unreadable job record; skipped")
-                }
+                Err(e) => tracing::warn!(key = %k, error = %popseed_core::chain(&e), "unreadable job record; skipped"),
             }
         }
-        Ok(JobBook { tree: Some(tree), jobs })
+        Ok(JobBook { table: Some(table), jobs })
     }
 
     /// A book that persists nothing (tests).
     pub fn in_memory() -> JobBook {
-        JobBook { tree: None, jobs: BTreeMap::new() }
+        JobBook { table: None, jobs: BTreeMap::new() }
     }
 
     pub fn get(&self, id: &str) -> Option<&JobRecord> {
@@ -50,10 +50,8 @@ impl JobBook {
 
     /// Stores a job durably (flushed before returning).
     pub fn put(&mut self, job: JobRecord) -> Result<(), ControlError> {
-        if let Some(t) = &self.tree {
-            let bytes = serde_json::to_vec(&job).map_err(|e| ControlError::Internal(e.to_string()))?;
-            t.insert(job.id.as_bytes(), bytes)?;
-            t.flush()?;
+        if let Some(t) = &self.table {
+            t.put(&job.id, &serde_json::to_vec(&job).map_err(ControlError::Encode)?)?;
         }
         self.jobs.insert(job.id.clone(), job);
         Ok(())
@@ -65,27 +63,25 @@ impl JobBook {
 
     /// Persists the given jobs as they are now.
     pub fn persist(&mut self, ids: &[String]) -> Result<(), ControlError> {
-        let Some(t) = &self.tree else { return Ok(()) };
+        let Some(t) = &self.table else { return Ok(()) };
+        let mut records = Vec::new();
         for id in ids {
             if let Some(j) = self.jobs.get(id) {
-                let bytes = serde_json::to_vec(j).map_err(|e| ControlError::Internal(e.to_string()))?;
-                t.insert(id.as_bytes(), bytes)?;
+                records.push((id.as_str(), serde_json::to_vec(j).map_err(ControlError::Encode)?));
             }
         }
-        if !ids.is_empty() {
-            t.flush()?;
-        }
+        t.put_many(records.iter().map(|(k, v)| (*k, v.as_slice())))?;
         Ok(())
     }
 
     /// Infohashes of the jobs that still fill, in fill order.
-    pub fn fill_order(&self) -> Vec<String> {
+    pub fn fill_order(&self) -> Vec<InfoHash> {
         let mut seen = HashSet::new();
         ordered(self.jobs.values())
             .into_iter()
             .filter(|j| matches!(j.state, JobState::Queued | JobState::Filling))
-            .filter_map(|j| j.infohash.clone())
-            .filter(|ih| seen.insert(ih.clone()))
+            .filter_map(|j| j.infohash)
+            .filter(|ih| seen.insert(*ih))
             .collect()
     }
 }
@@ -111,10 +107,6 @@ pub struct Progress {
     pub total: u64,
 }
 
-fn human_rate(bps: f64) -> String {
-    format!("{:.1} MiB/s", bps / (1024.0 * 1024.0))
-}
-
 fn human_secs(s: f64) -> String {
     if s < 90.0 {
         format!("{s:.0} s")
@@ -126,15 +118,15 @@ fn human_secs(s: f64) -> String {
 }
 
 /// Recomputes every live job's state, progress, ETA and deadline risk. `progress` is keyed by
-/// infohash (hex) and holds the releases the store has; `rate` is the fill's bytes per second.
+/// infohash and holds the releases the store has; `rate` is the fill's bytes per second.
 /// Jobs are filled one after another in [`ordered`] order, so a job's ETA counts the bytes of
 /// the jobs ahead of it. Returns the ids whose state, reason or risk changed (to persist and
 /// report).
-pub fn plan(book: &mut JobBook, progress: &HashMap<String, Progress>, rate: f64, now: u64) -> Vec<String> {
+pub fn plan(book: &mut JobBook, progress: &HashMap<InfoHash, Progress>, rate: f64, now: u64) -> Vec<String> {
     let order: Vec<String> = ordered(book.jobs.values()).into_iter().map(|j| j.id.clone()).collect();
     let mut changed = Vec::new();
     let mut ahead_bytes = 0u64;
-    let mut counted: HashSet<String> = HashSet::new();
+    let mut counted: HashSet<InfoHash> = HashSet::new();
     let mut filling_seen = false;
     for id in order {
         let Some(j) = book.jobs.get_mut(&id) else { continue };
@@ -153,7 +145,7 @@ pub fn plan(book: &mut JobBook, progress: &HashMap<String, Progress>, rate: f64,
                 continue;
             }
         }
-        let Some(ih) = j.infohash.clone() else {
+        let Some(ih) = j.infohash else {
             // still asking the origins for the release: the manager keeps its reason
             continue;
         };
@@ -195,7 +187,7 @@ pub fn plan(book: &mut JobBook, progress: &HashMap<String, Progress>, rate: f64,
                 (true, Some(d), Some(e)) => Some(format!(
                     "at risk: needs about {} at {}, deadline {}",
                     human_secs(e),
-                    human_rate(rate),
+                    ByteSize::human_rate(rate),
                     if d > now { format!("in {}", human_secs((d - now) as f64)) } else { "passed".into() }
                 )),
                 (true, _, None) => Some("at risk: no data is arriving from any origin".into()),
@@ -216,11 +208,16 @@ mod tests {
     use super::*;
     use crate::job::JobSource;
 
+    /// A distinct infohash per label.
+    fn ih(label: &str) -> InfoHash {
+        InfoHash([label.as_bytes()[0]; 20])
+    }
+
     fn job(id: &str, ih: &str, priority: i32, deadline: Option<u64>, created: u64) -> JobRecord {
         JobRecord {
             id: id.into(),
             name: id.into(),
-            infohash: Some(ih.into()),
+            infohash: Some(self::ih(ih)),
             source: JobSource::Staff,
             pending: None,
             deadline,
@@ -239,8 +236,8 @@ mod tests {
         }
     }
 
-    fn prog(pairs: &[(&str, u64, u64)]) -> HashMap<String, Progress> {
-        pairs.iter().map(|(ih, d, t)| (ih.to_string(), Progress { done: *d, total: *t })).collect()
+    fn prog(pairs: &[(&str, u64, u64)]) -> HashMap<InfoHash, Progress> {
+        pairs.iter().map(|(l, d, t)| (ih(l), Progress { done: *d, total: *t })).collect()
     }
 
     #[test]
@@ -250,7 +247,7 @@ mod tests {
         b.put(job("early", "b", 0, Some(1000), 2)).unwrap();
         b.put(job("none", "c", 0, None, 0)).unwrap();
         b.put(job("urgent", "d", 5, Some(9000), 3)).unwrap();
-        assert_eq!(b.fill_order(), vec!["d", "b", "a", "c"]);
+        assert_eq!(b.fill_order(), vec![ih("d"), ih("b"), ih("a"), ih("c")]);
     }
 
     #[test]
@@ -319,14 +316,14 @@ mod tests {
     #[test]
     fn jobs_survive_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let mut b = JobBook::open(db.open_tree("jobs").unwrap()).unwrap();
+        let store = popseed_store::Store::open(popseed_store::StoreConfig::new(dir.path())).unwrap();
+        let mut b = JobBook::open(store.records("jobs").unwrap()).unwrap();
         b.put(job("x", "a", 3, Some(7), 1)).unwrap();
-        db.open_tree("jobs").unwrap().insert("junk", &b"not json"[..]).unwrap();
+        store.records("jobs").unwrap().put("junk", b"not json").unwrap();
         drop(b);
-        let b = JobBook::open(db.open_tree("jobs").unwrap()).unwrap();
+        let b = JobBook::open(store.records("jobs").unwrap()).unwrap();
         assert_eq!(b.get("x").unwrap().priority, 3);
         assert_eq!(b.list().len(), 1);
-        assert!(db.open_tree("jobs").unwrap().get("junk").unwrap().is_some(), "unreadable records are kept");
+        assert!(store.records("jobs").unwrap().get("junk").unwrap().is_some(), "unreadable records are kept");
     }
 }

@@ -10,7 +10,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use popseed_origin::proto::code;
+use popseed_core::chain;
+use popseed_origin::connect::refuse;
 use popseed_origin::ControlAcceptor;
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
@@ -297,13 +298,13 @@ impl ControlHub {
             .and_then(|c| c.first().cloned())
         {
             None => {
-                conn.close(code::REFUSED.into(), b"a device certificate is required");
+                refuse(&conn, "a device certificate is required");
                 return;
             }
             Some(cert) => match cert_fingerprint(&cert) {
                 Ok(fp) => fp,
                 Err(e) => {
-                    conn.close(code::REFUSED.into(), e.to_string().as_bytes());
+                    refuse(&conn, &chain(&e).to_string());
                     return;
                 }
             },
@@ -316,7 +317,7 @@ impl ControlHub {
             d.refused = Some("not on this origin's allow-list".into());
             drop(st);
             self.bump();
-            conn.close(code::REFUSED.into(), b"device not on this origin's allow-list");
+            refuse(&conn, "device not on this origin's allow-list");
             return;
         }
         {
@@ -328,7 +329,7 @@ impl ControlHub {
         self.bump();
         tracing::info!(device = %fp, "device linked");
         if let Err(e) = self.clone().device_session(&conn, &fp).await {
-            tracing::info!(device = %fp, error = %e, "device link ended");
+            tracing::info!(device = %fp, error = %chain(&e), "device link ended");
         }
         {
             let mut st = self.lock();
@@ -341,11 +342,9 @@ impl ControlHub {
     }
 
     async fn device_session(self: Arc<Self>, conn: &quinn::Connection, fp: &str) -> Result<(), ControlError> {
-        let link_err = |e: &dyn std::fmt::Display| ControlError::Link(e.to_string());
-        let (_send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
+        let (_send, mut recv) = tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
             .await
-            .map_err(|_| ControlError::Link("no hello within 10 s".into()))?
-            .map_err(|e| link_err(&e))?;
+            .map_err(|_| ControlError::Timeout("no hello within 10 s"))??;
         // reports from the device
         let me = self.clone();
         let dev = fp.to_owned();
@@ -363,7 +362,7 @@ impl ControlHub {
                         Ok(Some(m)) => me.device_msg(&dev, m),
                         Ok(None) => break,
                         Err(e) => {
-                            tracing::warn!(device = %dev, error = %e, "bad message from device");
+                            tracing::warn!(device = %dev, error = %popseed_core::chain(&e), "bad message from device");
                             return;
                         }
                     }
@@ -383,7 +382,7 @@ impl ControlHub {
                 }
             }
             tokio::select! {
-                e = conn.closed() => break Err(link_err(&e)),
+                e = conn.closed() => break Err(ControlError::Connection(e)),
                 c = changes.changed() => if c.is_err() { break Ok(()) },
                 _ = retry.tick() => {}
             }
@@ -423,20 +422,25 @@ impl ControlHub {
 }
 
 fn log_push_failure(e: &ControlError) {
-    tracing::debug!(error = %e, "push failed; retried on the next change or link");
+    tracing::debug!(error = %chain(e), "push failed; retried on the next change or link");
 }
+
+/// How long a new device link may take to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a device may take to answer a pushed command.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest reply read from a device.
+const MAX_REPLY: usize = 1 << 20;
 
 /// Sends one command on a new stream and reads the reply.
 async fn push(conn: &quinn::Connection, msg: &OriginMsg) -> Result<Reply, ControlError> {
-    let link_err = |e: &dyn std::fmt::Display| ControlError::Link(e.to_string());
-    let (mut tx, mut rx) = conn.open_bi().await.map_err(|e| link_err(&e))?;
-    tx.write_all(&link::encode(msg)).await.map_err(|e| link_err(&e))?;
+    let (mut tx, mut rx) = conn.open_bi().await?;
+    tx.write_all(&link::encode(msg)).await?;
     let _ = tx.finish();
-    let buf = tokio::time::timeout(Duration::from_secs(30), rx.read_to_end(1 << 20))
+    let buf = tokio::time::timeout(REPLY_TIMEOUT, rx.read_to_end(MAX_REPLY))
         .await
-        .map_err(|_| ControlError::Link("no reply within 30 s".into()))?
-        .map_err(|e| link_err(&e))?;
-    link::decode_one::<Reply>(&buf).map_err(|e| link_err(&e))
+        .map_err(|_| ControlError::Timeout("no reply within 30 s"))??;
+    Ok(link::decode_one::<Reply>(&buf)?)
 }
 
 /// Hands an origin's device-link connections to a hub.

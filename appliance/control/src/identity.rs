@@ -21,16 +21,16 @@ pub struct DeviceIdentity {
 impl DeviceIdentity {
     /// Loads the device key, or makes one (and its `.pub`) when the file does not exist.
     pub fn load_or_create(path: &Path) -> Result<DeviceIdentity, ControlError> {
-        let bad = |reason: String| ControlError::DeviceKey { path: path.to_path_buf(), reason };
+        let bad = |source| ControlError::DeviceKey { path: path.to_path_buf(), source };
         if !path.exists() {
             let base = match path.extension() {
                 Some(e) if e == "key" => path.with_extension(""),
-                _ => return Err(bad("the device key file name must end in .key".into())),
+                _ => return Err(ControlError::DeviceKeyName { path: path.to_path_buf() }),
             };
-            popseed_release::keys::keygen(&base).map_err(|e| bad(e.to_string()))?;
+            popseed_release::keys::keygen(&base).map_err(bad)?;
             tracing::info!(path = %path.display(), "made a new device key");
         }
-        let secret = SecretKey::load(path).map_err(|e| bad(e.to_string()))?;
+        let secret = SecretKey::load(path).map_err(bad)?;
         let public = secret.public();
         Ok(DeviceIdentity { secret, public, path: path.to_path_buf() })
     }
@@ -46,9 +46,8 @@ impl DeviceIdentity {
             .secret
             .0
             .to_pkcs8_der()
-            .map_err(|e| ControlError::DeviceKey { path: self.path.clone(), reason: e.to_string() })?;
-        Identity::for_key(der.as_bytes(), "popseed-device")
-            .map_err(|e| ControlError::DeviceKey { path: self.path.clone(), reason: e.to_string() })
+            .map_err(|source| ControlError::DeviceKeyEncode { path: self.path.clone(), source })?;
+        Identity::for_key(der.as_bytes(), "popseed-device").map_err(ControlError::DeviceCert)
     }
 }
 
@@ -56,20 +55,19 @@ impl DeviceIdentity {
 /// `SHA256:...`. Other key types are refused (devices use ed25519).
 pub fn cert_fingerprint(cert: &CertificateDer<'_>) -> Result<String, ControlError> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
-        .map_err(|e| ControlError::Link(format!("client certificate: {e}")))?;
+        .map_err(|_| ControlError::BadClientCert("not an X.509 certificate"))?;
     let spki = parsed.public_key();
     // id-Ed25519, RFC 8410
     if spki.algorithm.algorithm.to_id_string() != "1.3.101.112" {
-        return Err(ControlError::Link("client certificate key is not ed25519".into()));
+        return Err(ControlError::BadClientCert("the key is not ed25519"));
     }
     let raw: [u8; 32] = spki
         .subject_public_key
         .data
         .as_ref()
         .try_into()
-        .map_err(|_| ControlError::Link("client certificate key is not 32 bytes".into()))?;
-    let vk = ed25519_dalek::VerifyingKey::from_bytes(&raw)
-        .map_err(|e| ControlError::Link(format!("client certificate key: {e}")))?;
+        .map_err(|_| ControlError::BadClientCert("the key is not 32 bytes"))?;
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&raw).map_err(ControlError::ClientCertKey)?;
     Ok(PublicKey(vk).fingerprint())
 }
 

@@ -2,6 +2,7 @@
 //! how urgent, pin, ttl), the record the box keeps (state and why), and the report an origin
 //! sees. Plain data, serialized as JSON in sled and on the wire.
 
+use popseed_core::InfoHash;
 use serde::{Deserialize, Serialize};
 
 /// Where the job's release comes from.
@@ -10,8 +11,8 @@ use serde::{Deserialize, Serialize};
 pub enum ReleaseSource {
     /// The signed manifest and the .torrent themselves, base64.
     Inline { manifest_b64: String, torrent_b64: String },
-    /// Ask the box's origins for the release with this infohash (hex).
-    Origin { infohash: String },
+    /// Ask the box's origins for the release with this infohash.
+    Origin { infohash: InfoHash },
 }
 
 /// A prewarm job as submitted.
@@ -38,43 +39,7 @@ pub struct JobSpec {
     pub ttl_seconds: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Queued,
-    Filling,
-    Ready,
-    Failed,
-    Expired,
-    Cancelled,
-}
-
-impl JobState {
-    pub const ALL: [JobState; 6] = [
-        JobState::Queued,
-        JobState::Filling,
-        JobState::Ready,
-        JobState::Failed,
-        JobState::Expired,
-        JobState::Cancelled,
-    ];
-
-    /// No further change happens to a job in this state.
-    pub fn is_final(self) -> bool {
-        matches!(self, JobState::Failed | JobState::Expired | JobState::Cancelled)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Filling => "filling",
-            JobState::Ready => "ready",
-            JobState::Failed => "failed",
-            JobState::Expired => "expired",
-            JobState::Cancelled => "cancelled",
-        }
-    }
-}
+pub use popseed_core::JobState;
 
 /// Who submitted a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,8 +66,8 @@ impl JobSource {
 pub struct JobRecord {
     pub id: String,
     pub name: String,
-    /// Hex; None while the release is being asked from an origin.
-    pub infohash: Option<String>,
+    /// None while the release is being asked from an origin.
+    pub infohash: Option<InfoHash>,
     pub source: JobSource,
     /// Set for jobs whose release must still be asked from the origins.
     #[serde(default)]

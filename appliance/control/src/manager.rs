@@ -2,7 +2,8 @@
 //! the box was provisioned with before anything is fetched; refusals are recorded), adds their
 //! releases to the store and the fetcher, asks origins for releases named only by infohash,
 //! orders the fill by [`crate::book::ordered`], and once a second re-plans states from the
-//! store's progress. Jobs persist in the store's sled database, so a restarted agent resumes.
+//! store's progress. Jobs persist in the store's `jobs` record table, so a restarted agent
+//! resumes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,7 +11,9 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use popseed_fetch::{Fetcher, OriginSpec};
+use popseed_core::{chain, Backoff, InfoHash};
+use popseed_fetch::Fetcher;
+use popseed_origin::{OriginSpec, DEFAULT_CONNECT_TIMEOUT};
 use popseed_release::{PublicKey, VerifiedRelease};
 use popseed_store::{AddOptions, Store};
 use tokio::sync::watch;
@@ -49,11 +52,11 @@ impl JobManager {
         trusted: Vec<PublicKey>,
         origins: Vec<OriginSpec>,
     ) -> Result<Arc<Self>, ControlError> {
-        let book = JobBook::open(store.tree("jobs")?)?;
+        let book = JobBook::open(store.records(JOBS_TABLE)?)?;
         let mut resumed = 0;
         for j in book.list() {
             if matches!(j.state, JobState::Queued | JobState::Filling) {
-                if let Some(ih) = j.infohash.as_deref().and_then(parse_ih) {
+                if let Some(ih) = j.infohash {
                     if let Ok(r) = store.release(&ih) {
                         fetcher.add_release(r)?;
                         resumed += 1;
@@ -136,15 +139,13 @@ impl JobManager {
                 }
             }
             ReleaseSource::Origin { infohash } => {
-                if parse_ih(infohash).is_none() {
-                    Err(Admit::Refused(format!("infohash {infohash:?} is not 40 hex digits")))
-                } else if self.origins.is_empty() {
+                if self.origins.is_empty() {
                     Err(Admit::Failed("the box has no origin to ask for the release".into()))
                 } else {
                     rec.pending = Some(spec.release.clone());
                     rec.reason = Some("asking the origins for the release".into());
                     if rec.name.is_empty() {
-                        rec.name = infohash.clone();
+                        rec.name = infohash.to_string();
                     }
                     Ok(())
                 }
@@ -180,18 +181,18 @@ impl JobManager {
     /// Verifies and stores the release of a job.
     fn admit(&self, rec: &mut JobRecord, manifest: &[u8], torrent: &[u8]) -> Result<(), Admit> {
         let trusted = if self.trusted.is_empty() { None } else { Some(&self.trusted[..]) };
-        let release =
-            VerifiedRelease::from_bytes(manifest, torrent, trusted).map_err(|e| Admit::Refused(e.to_string()))?;
+        let release = VerifiedRelease::from_bytes(manifest, torrent, trusted)
+            .map_err(|e| Admit::Refused(chain(&e).to_string()))?;
         let ih = release.infohash();
         self.store
             .add_release(&release, AddOptions { pin: rec.pin, ttl_seconds: rec.ttl_seconds })
-            .map_err(|e| Admit::Failed(format!("the store cannot take the release: {e}")))?;
-        let release = self.store.release(&ih).map_err(|e| Admit::Failed(e.to_string()))?;
-        self.fetcher.add_release(release.clone()).map_err(|e| Admit::Failed(e.to_string()))?;
-        if rec.name.is_empty() || rec.name == hex::encode(ih) {
+            .map_err(|e| Admit::Failed(format!("the store cannot take the release: {}", chain(&e))))?;
+        let release = self.store.release(&ih).map_err(|e| Admit::Failed(chain(&e).to_string()))?;
+        self.fetcher.add_release(release.clone()).map_err(|e| Admit::Failed(chain(&e).to_string()))?;
+        if rec.name.is_empty() || rec.name == ih.to_string() {
             rec.name = format!("{} {}", release.manifest.name, release.manifest.version).trim().to_owned();
         }
-        rec.infohash = Some(hex::encode(ih));
+        rec.infohash = Some(ih);
         rec.bytes_total = release.layout().total_length;
         rec.pending = None;
         rec.reason = None;
@@ -201,14 +202,13 @@ impl JobManager {
     /// Asks the origins for a job's release until one answers, the job ends, or the release
     /// is refused.
     async fn resolve(self: Arc<Self>, id: String) {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new(RESOLVE_RETRY_FIRST, RESOLVE_RETRY_MAX);
         loop {
             let Some(job) = self.get(&id) else { return };
-            let Some(ReleaseSource::Origin { infohash }) = job.pending.clone() else { return };
+            let Some(ReleaseSource::Origin { infohash: ih }) = job.pending.clone() else { return };
             if job.state.is_final() {
                 return;
             }
-            let Some(ih) = parse_ih(&infohash) else { return };
             let mut last_err = String::new();
             for o in &self.origins {
                 match fetch_release(o, ih).await {
@@ -233,13 +233,13 @@ impl JobManager {
                         }
                         rec.updated = now();
                         if let Err(e) = book.put(rec) {
-                            tracing::error!(job = %id, error = %e, "cannot record the job");
+                            tracing::error!(job = %id, error = %chain(&e), "cannot record the job");
                         }
                         drop(book);
                         self.replan();
                         return;
                     }
-                    Err(e) => last_err = format!("{}: {e}", o.name),
+                    Err(e) => last_err = format!("{}: {}", o.name, chain(&e)),
                 }
             }
             {
@@ -255,8 +255,7 @@ impl JobManager {
                 }
             }
             self.bump();
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
@@ -284,30 +283,29 @@ impl JobManager {
 
     /// After a job ended: stop filling and unpin its release unless another live job holds it.
     fn release_hold(&self, book: &JobBook, ended: &JobRecord) {
-        let Some(ih_hex) = &ended.infohash else { return };
-        let Some(ih) = parse_ih(ih_hex) else { return };
+        let Some(ih) = ended.infohash else { return };
         let others: Vec<JobRecord> = book
             .list()
             .into_iter()
-            .filter(|o| o.id != ended.id && !o.state.is_final() && o.infohash.as_ref() == Some(ih_hex))
+            .filter(|o| o.id != ended.id && !o.state.is_final() && o.infohash == Some(ih))
             .collect();
         if !others.iter().any(|o| o.state != JobState::Ready) && ended.state == JobState::Cancelled {
             self.fetcher.remove_release(&ih);
         }
         if ended.pin && !others.iter().any(|o| o.pin) {
             if let Err(e) = self.store.set_pinned(&ih, false) {
-                tracing::warn!(error = %e, "cannot unpin a release");
+                tracing::warn!(error = %chain(&e), "cannot unpin a release");
             }
         }
     }
 
     /// Re-plans every job from the store's progress and the fill rate (called every second).
     pub fn replan(&self) {
-        let progress: HashMap<String, Progress> = self
+        let progress: HashMap<InfoHash, Progress> = self
             .store
             .releases()
             .into_iter()
-            .map(|r| (hex::encode(r.infohash), Progress { done: r.bytes_present, total: r.total_size }))
+            .map(|r| (r.infohash, Progress { done: r.bytes_present, total: r.total_size }))
             .collect();
         let rate = self.fetcher.snapshot().rate;
         let mut book = lock(&self.book);
@@ -322,9 +320,9 @@ impl JobManager {
             }
         }
         if let Err(e) = book.persist(&changed) {
-            tracing::error!(error = %e, "cannot persist job states");
+            tracing::error!(error = %chain(&e), "cannot persist job states");
         }
-        let order: Vec<[u8; 20]> = book.fill_order().iter().filter_map(|h| parse_ih(h)).collect();
+        let order: Vec<InfoHash> = book.fill_order();
         let after: Vec<(u64, u64)> = book.list().iter().map(|j| (j.bytes_done, j.updated)).collect();
         drop(book);
         self.fetcher.set_release_order(&order);
@@ -381,17 +379,17 @@ enum Admit {
     Failed(String),
 }
 
-pub(crate) fn parse_ih(s: &str) -> Option<[u8; 20]> {
-    hex::decode(s).ok().and_then(|b| <[u8; 20]>::try_from(b).ok())
-}
+/// The record table jobs live in.
+const JOBS_TABLE: &str = "jobs";
+/// First wait before asking the origins again for a job's release; it doubles up to the max.
+const RESOLVE_RETRY_FIRST: Duration = Duration::from_secs(1);
+const RESOLVE_RETRY_MAX: Duration = Duration::from_secs(30);
 
 async fn fetch_release(
     o: &OriginSpec,
-    ih: [u8; 20],
+    ih: InfoHash,
 ) -> Result<(bytes::Bytes, bytes::Bytes), popseed_origin::OriginError> {
-    let cfg = popseed_origin::tls::client_config(&o.trust)?;
-    let ep = popseed_origin::client::client_endpoint(o.addr)?;
-    let c = popseed_origin::OriginClient::connect(&ep, o.addr, &o.server_name, cfg, Duration::from_secs(5)).await?;
+    let c = popseed_origin::connect(o, DEFAULT_CONNECT_TIMEOUT).await?;
     let r = c.get_release(ih).await;
     c.close();
     r

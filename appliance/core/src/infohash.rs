@@ -69,7 +69,7 @@ impl fmt::Display for InfoHash {
         let mut buf = [0u8; 40];
         // cannot fail: the buffer is exactly twice the input
         hex::encode_to_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
-        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+        f.pad(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
     }
 }
 

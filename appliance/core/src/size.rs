@@ -71,7 +71,7 @@ impl From<u64> for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&Self::human(self.0 as f64))
+        f.pad(&Self::human(self.0 as f64))
     }
 }
 

@@ -1,13 +1,24 @@
-//! Typed errors of the fetcher.
+//! Typed errors of the fetcher's sources (the web seed); origin and store errors keep their
+//! own types as sources.
+
+use popseed_core::PieceIndex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error(transparent)]
+    #[error("origin")]
     Origin(#[from] popseed_origin::OriginError),
-    #[error(transparent)]
+    #[error("store")]
     Store(#[from] popseed_store::StoreError),
-    #[error("web seed: {0}")]
-    WebSeed(String),
-    #[error("no origin and no web seed can serve release {0}")]
-    NoSource(String),
+    #[error("web seed has no piece {0} in this release")]
+    NoSuchPiece(PieceIndex),
+    #[error("web seed {url}")]
+    WebSeedRequest {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("web seed {url}: HTTP {status}")]
+    WebSeedStatus { url: String, status: u16 },
+    #[error("web seed {url}: short or oversized answer for bytes {first}-{last}")]
+    WebSeedLength { url: String, first: u64, last: u64 },
 }

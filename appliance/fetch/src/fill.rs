@@ -3,15 +3,13 @@
 //! glue to the store (verified puts) and the scheduler (what next, what failed).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use popseed_origin::client::{client_endpoint, OriginClient};
+use popseed_core::{chain, Backoff, InfoHash, PieceIndex, RateLimiter, ReadThrough};
 use popseed_origin::proto::Status;
-use popseed_origin::rate::RateLimiter;
-use popseed_origin::{tls, Trust};
+use popseed_origin::{OriginClient, OriginConnector, OriginSpec};
 use popseed_release::VerifiedRelease;
 use popseed_store::{Put, Store, StoreError};
 use tokio::sync::Notify;
@@ -26,17 +24,11 @@ const STORE_BATCH_MAX: usize = 16;
 /// Longest a received piece waits in memory for the rest of its batch.
 const STORE_BATCH_WAIT: Duration = Duration::from_millis(100);
 
+/// First delay before dialling an origin again; it doubles up to `backoff_max`.
+const RECONNECT_FIRST: Duration = Duration::from_millis(250);
+
 /// Scheduler id of the web seed pseudo-origin.
 const WEB_SEED: OriginId = usize::MAX;
-
-/// An origin seed to pull from.
-#[derive(Debug, Clone)]
-pub struct OriginSpec {
-    pub name: String,
-    pub addr: SocketAddr,
-    pub server_name: String,
-    pub trust: Trust,
-}
 
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
@@ -74,7 +66,7 @@ pub struct Fetcher {
     origins: Vec<OriginSpec>,
     cfg: FetchConfig,
     sched: Mutex<Scheduler>,
-    releases: Mutex<HashMap<[u8; 20], Arc<VerifiedRelease>>>,
+    releases: Mutex<HashMap<InfoHash, Arc<VerifiedRelease>>>,
     tracker: Mutex<Tracker>,
     limiter: Option<RateLimiter>,
     work: Notify,
@@ -118,16 +110,6 @@ impl Fetcher {
         })
     }
 
-    /// Makes the store's read-through requests (swarm, portal) top-priority fetches here.
-    pub fn attach_read_through(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        self.store.set_demand_handler(Arc::new(move |ih: &[u8; 20], pieces: &[u32]| {
-            if let Some(f) = weak.upgrade() {
-                f.demand(ih, pieces);
-            }
-        }));
-    }
-
     /// Adds a release (already in the store) to the fill. Pieces present are not fetched again.
     pub fn add_release(&self, release: Arc<VerifiedRelease>) -> Result<(), StoreError> {
         let ih = release.infohash();
@@ -137,7 +119,7 @@ impl Fetcher {
         let present_bytes: u64 = bitfield.iter_set().map(|i| layout.piece_size(i).unwrap_or(0) as u64).sum();
         lock(&self.sched).add_release(ih, layout.piece_count(), &critical, |i| bitfield.get(i));
         lock(&self.tracker).add_release(ReleaseProgress {
-            infohash: hex::encode(ih),
+            infohash: ih,
             name: release.manifest.name.clone(),
             piece_count: layout.piece_count(),
             pieces_done: bitfield.count(),
@@ -156,7 +138,7 @@ impl Fetcher {
     }
 
     /// Stops filling a release (a cancelled job). Pieces in flight still land in the store.
-    pub fn remove_release(&self, ih: &[u8; 20]) {
+    pub fn remove_release(&self, ih: &InfoHash) {
         lock(&self.sched).remove_release(ih);
         lock(&self.releases).remove(ih);
         lock(&self.tracker).remove_release(ih);
@@ -164,14 +146,20 @@ impl Fetcher {
     }
 
     /// Fills releases in this order (the jobs' order); others follow in the order added.
-    pub fn set_release_order(&self, order: &[[u8; 20]]) {
+    pub fn set_release_order(&self, order: &[InfoHash]) {
         lock(&self.sched).set_order(order);
     }
 
-    /// Top-priority fetch of missing pieces (read-through).
-    pub fn demand(&self, ih: &[u8; 20], pieces: &[u32]) {
-        lock(&self.sched).demand(ih, pieces);
+    /// Top-priority fetch of missing pieces (read-through). False when this fill does not
+    /// hold the release (nothing would fetch them).
+    pub fn demand(&self, ih: &InfoHash, pieces: &[PieceIndex]) -> bool {
+        if !lock(&self.releases).contains_key(ih) {
+            return false;
+        }
+        let pieces: Vec<u32> = pieces.iter().map(|p| p.get()).collect();
+        lock(&self.sched).demand(ih, &pieces);
         self.work.notify_waiters();
+        true
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -217,44 +205,37 @@ impl Fetcher {
 
     async fn origin_task(self: Arc<Self>, id: OriginId, shutdown: CancellationToken) {
         let spec = self.origins[id].clone();
-        let cfg = match tls::client_config(&spec.trust) {
+        let connector = match OriginConnector::pieces(spec.clone(), self.cfg.connect_timeout) {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(origin = %spec.name, error = %e, "origin TLS settings are unusable");
-                self.record_error(id, e.to_string());
+                tracing::error!(origin = %spec.name, error = %chain(&e), "origin TLS settings are unusable");
+                self.record_error(id, chain(&e).to_string());
                 return;
             }
         };
-        let endpoint = match client_endpoint(spec.addr) {
-            Ok(e) => e,
-            Err(e) => {
-                self.record_error(id, e.to_string());
-                return;
-            }
-        };
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = Backoff::new(RECONNECT_FIRST, self.cfg.backoff_max);
         loop {
             if shutdown.is_cancelled() || lock(&self.sched).is_dropped(id) {
                 return;
             }
             let client = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                c = OriginClient::connect(&endpoint, spec.addr, &spec.server_name, cfg.clone(), self.cfg.connect_timeout) => c,
+                c = connector.connect() => c,
             };
             let client = match client {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::info!(origin = %spec.name, error = %e, retry_in = ?backoff, "origin unreachable");
-                    self.record_error(id, e.to_string());
+                    let delay = backoff.next_delay();
+                    tracing::info!(origin = %spec.name, error = %chain(&e), retry_in = ?delay, "origin unreachable");
+                    self.record_error(id, chain(&e).to_string());
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(delay) => {}
                     }
-                    backoff = (backoff * 2).min(self.cfg.backoff_max);
                     continue;
                 }
             };
-            backoff = Duration::from_millis(250);
+            backoff.reset();
             tracing::info!(origin = %spec.name, addr = %spec.addr, "connected to origin");
             self.connected.fetch_add(1, Ordering::SeqCst);
             *lock(&self.last_connected) = Some(Instant::now());
@@ -299,7 +280,7 @@ impl Fetcher {
         ended
     }
 
-    fn batch_size(&self, ih: &[u8; 20]) -> usize {
+    fn batch_size(&self, ih: &InfoHash) -> usize {
         let pl = lock(&self.releases).get(ih).map(|r| r.layout().piece_length as u64).unwrap_or(1 << 20);
         (self.cfg.request_bytes / pl).clamp(1, popseed_origin::proto::MAX_BATCH as u64) as usize
     }
@@ -434,10 +415,10 @@ impl Fetcher {
                             }
                         }
                         Ok(None) => break Ok(()),
-                        Err(e) => break Err(Ended::Lost(e.to_string())),
+                        Err(e) => break Err(Ended::Lost(chain(&e).to_string())),
                     }
                 },
-                Err(e) => Err(Ended::Lost(e.to_string())),
+                Err(e) => Err(Ended::Lost(chain(&e).to_string())),
             };
             // pieces received before the stream failed are still good to keep
             if !arrived.is_empty() {
@@ -478,7 +459,7 @@ impl Fetcher {
         let store = self.store.clone();
         let indices: Vec<u32> = pieces.iter().map(|p| p.0).collect();
         let joined = tokio::task::spawn_blocking(move || {
-            let refs: Vec<(u32, &[u8])> = pieces.iter().map(|(i, d)| (*i, &d[..])).collect();
+            let refs: Vec<(PieceIndex, &[u8])> = pieces.iter().map(|(i, d)| (PieceIndex(*i), &d[..])).collect();
             let put = store.put_pieces(&ih, &refs);
             (put, pieces)
         })
@@ -501,7 +482,7 @@ impl Fetcher {
                 StoreOutcome::Ok
             }
             Err(e) if !matches!(e, StoreError::HashMismatch { .. } | StoreError::WrongLength { .. }) => {
-                self.not_stored(&ih, &indices, origin, e.to_string()).await;
+                self.not_stored(&ih, &indices, origin, chain(&e).to_string()).await;
                 StoreOutcome::Ok
             }
             Err(_) => {
@@ -517,14 +498,14 @@ impl Fetcher {
         }
     }
 
-    fn piece_stored(&self, ih: &[u8; 20], index: u32, len: u64, origin: OriginId) {
+    fn piece_stored(&self, ih: &InfoHash, index: u32, len: u64, origin: OriginId) {
         let (first, critical) = {
             let mut s = lock(&self.sched);
             (s.done(ih, index), s.is_critical(ih, index))
         };
         // a copy stored twice (an origin given up on and another) counts once
         if first {
-            lock(&self.tracker).stored(&hex::encode(ih), index, len, critical, origin);
+            lock(&self.tracker).stored(ih, index, len, critical, origin);
         }
     }
 
@@ -538,9 +519,13 @@ impl Fetcher {
         let ih = release.infohash();
         let store = self.store.clone();
         let len = data.len() as u64;
-        let put = tokio::task::spawn_blocking(move || store.put_piece(&ih, index, &data))
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Corrupt(format!("put task failed: {e}"))));
+        let put = match tokio::task::spawn_blocking(move || store.put_piece(&ih, PieceIndex(index), &data)).await {
+            Ok(put) => put,
+            Err(e) => {
+                self.not_stored(&ih, &[index], origin, format!("put task failed: {e}")).await;
+                return StoreOutcome::Ok;
+            }
+        };
         match put {
             Ok(Put::Stored) | Ok(Put::AlreadyPresent) => {
                 self.piece_stored(&ih, index, len, origin);
@@ -549,7 +534,7 @@ impl Fetcher {
             }
             Ok(Put::InProgress) => StoreOutcome::Ok,
             Err(StoreError::HashMismatch { .. }) | Err(StoreError::WrongLength { .. }) => {
-                tracing::warn!(release = %hex::encode(ih), index, origin, "piece failed its hash check; discarded");
+                tracing::warn!(release = %ih, index, origin, "piece failed its hash check; discarded");
                 lock(&self.tracker).origin(origin).hash_failures += 1;
                 let drop = lock(&self.sched).hash_failed(&ih, index, origin);
                 self.work.notify_waiters();
@@ -560,7 +545,7 @@ impl Fetcher {
                 }
             }
             Err(e) => {
-                self.not_stored(&ih, &[index], origin, e.to_string()).await;
+                self.not_stored(&ih, &[index], origin, chain(&e).to_string()).await;
                 StoreOutcome::Ok
             }
         }
@@ -568,8 +553,8 @@ impl Fetcher {
 
     /// Pieces the store could not take for a reason other than their data (e.g. store full):
     /// they go back to the queue after a pause, so a full disk does not spin the fill.
-    async fn not_stored(&self, ih: &[u8; 20], pieces: &[u32], origin: OriginId, error: String) {
-        tracing::warn!(release = %hex::encode(ih), ?pieces, %error, "could not store pieces");
+    async fn not_stored(&self, ih: &InfoHash, pieces: &[u32], origin: OriginId, error: String) {
+        tracing::warn!(release = %ih, ?pieces, %error, "could not store pieces");
         self.record_error(origin, error);
         {
             let mut s = lock(&self.sched);
@@ -597,7 +582,7 @@ impl Fetcher {
         {
             Ok(c) => c,
             Err(e) => {
-                tracing::error!(error = %e, "cannot build the web seed HTTP client");
+                tracing::error!(error = %popseed_core::chain(&e), "cannot build the web seed HTTP client");
                 return;
             }
         };
@@ -639,7 +624,7 @@ impl Fetcher {
                                 me.store_piece(&release, a.index, bytes::Bytes::from(data), WEB_SEED).await;
                                 return;
                             }
-                            Err(e) => last_err = Some(e.to_string()),
+                            Err(e) => last_err = Some(chain(&e).to_string()),
                         }
                     }
                     if let Some(e) = last_err {
@@ -654,6 +639,13 @@ impl Fetcher {
     }
 }
 
+/// The read-through port: what the portal and the swarm ask for becomes a top-priority fetch.
+impl ReadThrough for Fetcher {
+    fn request(&self, release: &InfoHash, pieces: &[PieceIndex]) -> bool {
+        self.demand(release, pieces)
+    }
+}
+
 /// A stream worker's batch being stored in the background (one at a time).
 #[derive(Default)]
 struct PendingStore {
@@ -663,7 +655,7 @@ struct PendingStore {
 struct StoreTask {
     handle: tokio::task::JoinHandle<StoreOutcome>,
     fetcher: Arc<Fetcher>,
-    infohash: [u8; 20],
+    infohash: InfoHash,
     indices: Vec<u32>,
     origin: OriginId,
 }
@@ -703,4 +695,32 @@ impl PendingStore {
 enum StoreOutcome {
     Ok,
     DropOrigin,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use popseed_release::{publish, PublishOptions, SecretKey};
+    use popseed_store::{AddOptions, StoreConfig};
+
+    #[test]
+    fn read_through_takes_pieces_of_releases_it_fills_and_refuses_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("a.bin"), vec![7u8; 100_000]).unwrap();
+        let opts = PublishOptions { piece_size: Some(16384), ..Default::default() };
+        let rel = publish(&src, &SecretKey::generate(), &dir.path().join("rel"), &opts).unwrap();
+        let store = Arc::new(Store::open(StoreConfig::new(dir.path().join("store"))).unwrap());
+        store.add_release(&rel, AddOptions::default()).unwrap();
+        let fetcher = Fetcher::new(store.clone(), vec![], FetchConfig::default());
+        let port: Arc<dyn ReadThrough> = fetcher.clone();
+        let ih = rel.infohash();
+        assert!(!port.request(&ih, &[PieceIndex(3)]), "a release this fill does not hold: refused at once");
+        fetcher.add_release(Arc::new(rel)).unwrap();
+        assert!(port.request(&ih, &[PieceIndex(3)]));
+        let next = lock(&fetcher.sched).next_batch(WEB_SEED, 1);
+        assert_eq!((next[0].infohash, next[0].index), (ih, 3), "the requested piece goes first");
+        assert!(!port.request(&InfoHash([9; 20]), &[PieceIndex(0)]));
+    }
 }

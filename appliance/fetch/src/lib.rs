@@ -13,5 +13,5 @@ pub mod scheduler;
 pub mod webseed;
 
 pub use error::FetchError;
-pub use fill::{FetchConfig, Fetcher, OriginSpec};
+pub use fill::{FetchConfig, Fetcher};
 pub use progress::Snapshot;

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use popseed_core::InfoHash;
 use serde::Serialize;
 
 /// Counters per origin (or the web seed).
@@ -21,7 +22,7 @@ pub struct OriginProgress {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReleaseProgress {
-    pub infohash: String,
+    pub infohash: InfoHash,
     pub name: String,
     pub piece_count: u32,
     pub pieces_done: u32,
@@ -72,16 +73,15 @@ impl Tracker {
         }
     }
 
-    pub fn remove_release(&mut self, ih: &[u8; 20]) {
-        let hex = hex::encode(ih);
-        self.releases.retain(|(r, _)| r.infohash != hex);
+    pub fn remove_release(&mut self, ih: &InfoHash) {
+        self.releases.retain(|(r, _)| r.infohash != *ih);
     }
 
     pub fn origin(&mut self, id: usize) -> &mut OriginProgress {
         self.origins.entry(id).or_default()
     }
 
-    pub fn stored(&mut self, ih: &str, index: u32, bytes: u64, critical: bool, origin: usize) {
+    pub fn stored(&mut self, ih: &InfoHash, index: u32, bytes: u64, critical: bool, origin: usize) {
         let now = Instant::now();
         self.bytes_fetched += bytes;
         self.window.push_back((now, bytes));
@@ -91,7 +91,7 @@ impl Tracker {
         let o = self.origin(origin);
         o.pieces += 1;
         o.bytes += bytes;
-        if let Some((r, started)) = self.releases.iter_mut().find(|(r, _)| r.infohash == ih) {
+        if let Some((r, started)) = self.releases.iter_mut().find(|(r, _)| r.infohash == *ih) {
             r.pieces_done += 1;
             r.bytes_done += bytes;
             r.arrival.push(index);

@@ -10,6 +10,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use popseed_core::InfoHash;
+
 /// Hash failures after which an origin is dropped.
 pub const MAX_BAD_PIECES: u32 = 3;
 
@@ -41,7 +43,7 @@ enum Piece {
 }
 
 struct ReleasePlan {
-    infohash: [u8; 20],
+    infohash: InfoHash,
     pieces: Vec<Piece>,
     critical: HashSet<u32>,
     plan: Vec<u32>,
@@ -57,7 +59,7 @@ struct ReleasePlan {
 /// One piece to fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Assignment {
-    pub infohash: [u8; 20],
+    pub infohash: InfoHash,
     pub index: u32,
     pub priority: i32,
 }
@@ -83,7 +85,7 @@ impl Scheduler {
     /// the store already holds piece i (those are never fetched again).
     pub fn add_release(
         &mut self,
-        infohash: [u8; 20],
+        infohash: InfoHash,
         piece_count: u32,
         critical: &[u32],
         present: impl Fn(u32) -> bool,
@@ -114,18 +116,18 @@ impl Scheduler {
         });
     }
 
-    pub fn remove_release(&mut self, infohash: &[u8; 20]) {
+    pub fn remove_release(&mut self, infohash: &InfoHash) {
         self.releases.retain(|r| &r.infohash != infohash);
     }
 
     /// Serves releases in this order; releases not named keep their relative order after them.
-    pub fn set_order(&mut self, order: &[[u8; 20]]) {
-        let rank = |ih: &[u8; 20]| order.iter().position(|o| o == ih).unwrap_or(usize::MAX);
+    pub fn set_order(&mut self, order: &[InfoHash]) {
+        let rank = |ih: &InfoHash| order.iter().position(|o| o == ih).unwrap_or(usize::MAX);
         // stable: unnamed releases keep the order they were added in
         self.releases.sort_by_key(|r| rank(&r.infohash));
     }
 
-    fn release(&mut self, ih: &[u8; 20]) -> Option<&mut ReleasePlan> {
+    fn release(&mut self, ih: &InfoHash) -> Option<&mut ReleasePlan> {
         self.releases.iter_mut().find(|r| &r.infohash == ih)
     }
 
@@ -138,7 +140,7 @@ impl Scheduler {
     }
 
     /// Moves requested pieces to the front (read-through). Unknown releases are ignored.
-    pub fn demand(&mut self, ih: &[u8; 20], indices: &[u32]) {
+    pub fn demand(&mut self, ih: &InfoHash, indices: &[u32]) {
         if let Some(r) = self.release(ih) {
             for &i in indices.iter().rev() {
                 if r.pieces.get(i as usize) == Some(&Piece::Missing) && !r.demand.contains(&i) {
@@ -227,7 +229,7 @@ impl Scheduler {
 
     /// The piece is now present in the store. Returns true the first time (a copy stored twice,
     /// e.g. from an origin that was given up on and another, counts once).
-    pub fn done(&mut self, ih: &[u8; 20], index: u32) -> bool {
+    pub fn done(&mut self, ih: &InfoHash, index: u32) -> bool {
         if let Some(r) = self.release(ih) {
             if let Some(p) = r.pieces.get_mut(index as usize) {
                 if *p != Piece::Present {
@@ -244,7 +246,7 @@ impl Scheduler {
     }
 
     /// The piece did not arrive (connection lost, origin lacks it): fetch it again, from anyone.
-    pub fn failed(&mut self, ih: &[u8; 20], index: u32) {
+    pub fn failed(&mut self, ih: &InfoHash, index: u32) {
         if let Some(r) = self.release(ih) {
             if let Some(p @ Piece::InFlight(_)) = r.pieces.get_mut(index as usize) {
                 *p = Piece::Missing;
@@ -255,7 +257,7 @@ impl Scheduler {
 
     /// `origin` sent bytes for the piece that failed the hash check. Returns true when the
     /// origin has now sent too many bad pieces and is dropped.
-    pub fn hash_failed(&mut self, ih: &[u8; 20], index: u32, origin: OriginId) -> bool {
+    pub fn hash_failed(&mut self, ih: &InfoHash, index: u32, origin: OriginId) -> bool {
         if let Some(r) = self.release(ih) {
             r.bad_from.entry(index).or_default().push(origin);
         }
@@ -270,7 +272,7 @@ impl Scheduler {
     }
 
     /// `origin` does not have the piece: ask the others.
-    pub fn unavailable(&mut self, ih: &[u8; 20], index: u32, origin: OriginId) {
+    pub fn unavailable(&mut self, ih: &InfoHash, index: u32, origin: OriginId) {
         if let Some(r) = self.release(ih) {
             r.bad_from.entry(index).or_default().push(origin);
         }
@@ -290,18 +292,18 @@ impl Scheduler {
     }
 
     /// Pieces of a release not yet handed to any origin (the rest of the plan and the retries).
-    pub fn unassigned(&self, ih: &[u8; 20]) -> usize {
+    pub fn unassigned(&self, ih: &InfoHash) -> usize {
         self.releases
             .iter()
             .find(|r| &r.infohash == ih)
             .map_or(0, |r| r.plan.len().saturating_sub(r.cursor) + r.retry.len())
     }
 
-    pub fn missing(&self, ih: &[u8; 20]) -> Option<u32> {
+    pub fn missing(&self, ih: &InfoHash) -> Option<u32> {
         self.releases.iter().find(|r| &r.infohash == ih).map(|r| r.missing)
     }
 
-    pub fn is_critical(&self, ih: &[u8; 20], index: u32) -> bool {
+    pub fn is_critical(&self, ih: &InfoHash, index: u32) -> bool {
         self.releases.iter().any(|r| &r.infohash == ih && r.critical.contains(&index))
     }
 
@@ -320,7 +322,7 @@ impl Scheduler {
 mod tests {
     use super::*;
 
-    const IH: [u8; 20] = [1; 20];
+    const IH: InfoHash = InfoHash([1; 20]);
 
     fn indices(a: &[Assignment]) -> Vec<u32> {
         a.iter().map(|a| a.index).collect()
@@ -398,15 +400,19 @@ mod tests {
     fn job_order_and_demand_across_releases() {
         let mut s = Scheduler::new();
         s.add_origin(0);
-        s.add_release([1; 20], 4, &[], |_| false);
-        s.add_release([2; 20], 4, &[], |_| false);
-        assert_eq!(s.next_batch(0, 1)[0].infohash, [1; 20], "added first, served first");
-        s.set_order(&[[2; 20]]);
-        assert_eq!(s.next_batch(0, 1)[0].infohash, [2; 20], "the job order wins");
-        s.demand(&[1; 20], &[3]);
+        s.add_release(InfoHash([1; 20]), 4, &[], |_| false);
+        s.add_release(InfoHash([2; 20]), 4, &[], |_| false);
+        assert_eq!(s.next_batch(0, 1)[0].infohash, InfoHash([1; 20]), "added first, served first");
+        s.set_order(&[InfoHash([2; 20])]);
+        assert_eq!(s.next_batch(0, 1)[0].infohash, InfoHash([2; 20]), "the job order wins");
+        s.demand(&InfoHash([1; 20]), &[3]);
         let b = s.next_batch(0, 4);
-        assert_eq!((b[0].infohash, b[0].index, b[0].priority), ([1; 20], 3, PRIORITY_DEMAND), "demand jumps releases");
-        assert!(b.iter().all(|a| a.infohash == [1; 20]), "a batch holds one release");
+        assert_eq!(
+            (b[0].infohash, b[0].index, b[0].priority),
+            (InfoHash([1; 20]), 3, PRIORITY_DEMAND),
+            "demand jumps releases"
+        );
+        assert!(b.iter().all(|a| a.infohash == InfoHash([1; 20])), "a batch holds one release");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! BEP 19 web seed fallback: a piece fetched with plain HTTP Range requests against the release's
 //! files on any static file server (`url-list` entries of the .torrent).
 
+use popseed_core::PieceIndex;
 use popseed_release::VerifiedRelease;
 
 use crate::error::FetchError;
@@ -51,7 +52,7 @@ pub async fn fetch_piece(
     index: u32,
 ) -> Result<Vec<u8>, FetchError> {
     let layout = release.layout();
-    let size = layout.piece_size(index).ok_or_else(|| FetchError::WebSeed(format!("no piece {index}")))?;
+    let size = layout.piece_size(index).ok_or(FetchError::NoSuchPiece(PieceIndex(index)))?;
     let mut out = Vec::with_capacity(size as usize);
     for seg in layout.piece_segments(index) {
         let url = file_url(base, release, seg.file);
@@ -61,10 +62,10 @@ pub async fn fetch_piece(
             .header(reqwest::header::RANGE, format!("bytes={}-{}", seg.file_offset, last))
             .send()
             .await
-            .map_err(|e| FetchError::WebSeed(format!("{url}: {e}")))?;
+            .map_err(|source| FetchError::WebSeedRequest { url: url.clone(), source })?;
         let status = resp.status().as_u16();
         if status != 206 && status != 200 {
-            return Err(FetchError::WebSeed(format!("{url}: HTTP {status}")));
+            return Err(FetchError::WebSeedStatus { url, status });
         }
         // 206: exactly the range. 200 (a server that ignores Range, like python's http.server):
         // skip to the range and stop reading once it is complete.
@@ -72,7 +73,9 @@ pub async fn fetch_piece(
         let mut seen = 0u64;
         let mut got = Vec::with_capacity(want as usize);
         while (got.len() as u64) < want {
-            let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::WebSeed(format!("{url}: {e}")))? else {
+            let Some(chunk) =
+                resp.chunk().await.map_err(|source| FetchError::WebSeedRequest { url: url.clone(), source })?
+            else {
                 break;
             };
             let start = skip.saturating_sub(seen).min(chunk.len() as u64) as usize;
@@ -81,10 +84,7 @@ pub async fn fetch_piece(
             got.extend_from_slice(&chunk[start..start + take]);
         }
         if got.len() as u64 != want || (status == 206 && resp.chunk().await.ok().flatten().is_some()) {
-            return Err(FetchError::WebSeed(format!(
-                "{url}: short or oversized answer for bytes {}-{last}",
-                seg.file_offset
-            )));
+            return Err(FetchError::WebSeedLength { url, first: seg.file_offset, last });
         }
         let data = &got[..];
         out.extend_from_slice(data);

@@ -66,11 +66,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("client") => {
             let addr = args[2].parse()?;
             tls::warm_up();
-            let cfg = tls::client_config(&Trust::Fingerprint(args[3].clone()))?;
+            let spec = popseed_origin::OriginSpec {
+                name: "ceiling".into(),
+                addr,
+                server_name: "localhost".into(),
+                trust: Trust::Fingerprint(args[3].clone()),
+            };
             let total: u64 = args[4].parse()?;
             let streams: u64 = args[5].parse()?;
-            let ep = popseed_origin::client::client_endpoint(addr)?;
-            let conn = ep.connect_with(cfg, addr, "localhost")?.await?;
+            // the same connect sequence (TLS settings, endpoint) as the fetcher's
+            let connector = popseed_origin::OriginConnector::pieces(spec, popseed_origin::DEFAULT_CONNECT_TIMEOUT)?;
+            let conn = connector.connect_raw().await?;
             let conn = Arc::new(conn);
             let t = Instant::now();
             let mut set = tokio::task::JoinSet::new();
@@ -95,7 +101,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let secs = t.elapsed().as_secs_f64();
             println!("MiB/s {:.1} bytes {got} secs {secs:.3}", got as f64 / (1 << 20) as f64 / secs);
             conn.close(0u32.into(), b"done");
-            ep.wait_idle().await;
+            connector.wait_idle().await;
         }
         _ => eprintln!("usage: quic_ceiling server ADDR [FILE] | client ADDR FINGERPRINT BYTES STREAMS"),
     }

@@ -1,28 +1,16 @@
-//! The appliance's side of popseed/1: one QUIC connection to an origin, one stream per request.
+//! The appliance's side of popseed/1: one QUIC connection to an origin (dialled by
+//! [`crate::OriginConnector`]), one stream per request. Framing and reply parsing are in
+//! [`crate::proto`]; this is the async shell around them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Deserialize;
+use popseed_core::{InfoHash, RateLimiter};
 
 use crate::bufpool::BufPool;
 use crate::error::OriginError;
-use crate::proto::{self, PieceReply, PiecesParser, Request, Status};
-use crate::rate::RateLimiter;
-
-/// Server name sent in the TLS handshake when none is configured (pinned certificates do not
-/// check it).
-pub const DEFAULT_SERVER_NAME: &str = "popseed-origin";
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct CatalogEntry {
-    pub infohash: String,
-    pub name: String,
-    pub version: String,
-    pub total_size: u64,
-}
+use crate::proto::{self, CatalogEntry, PieceReply, PiecesParser, ReleaseReply, Request};
 
 /// Bytes of piece buffers a connection keeps for reuse (about what its streams hold in flight).
 const PIECE_BUFFERS_KEPT: usize = 64 << 20;
@@ -33,29 +21,9 @@ pub struct OriginClient {
     buffers: Arc<BufPool>,
 }
 
-/// A client endpoint for `addr`'s address family.
-pub fn client_endpoint(addr: SocketAddr) -> Result<quinn::Endpoint, OriginError> {
-    let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }
-        .map_err(|_| OriginError::Tls("bad bind address".into()))?;
-    quinn::Endpoint::client(bind).map_err(|e| OriginError::Bind { addr: bind, err: e })
-}
-
 impl OriginClient {
-    pub async fn connect(
-        endpoint: &quinn::Endpoint,
-        addr: SocketAddr,
-        server_name: &str,
-        cfg: quinn::ClientConfig,
-        timeout: Duration,
-    ) -> Result<Self, OriginError> {
-        let connecting = endpoint
-            .connect_with(cfg, addr, server_name)
-            .map_err(|e| OriginError::Connect { addr, reason: e.to_string() })?;
-        let conn = tokio::time::timeout(timeout, connecting)
-            .await
-            .map_err(|_| OriginError::Connect { addr, reason: format!("no answer within {timeout:?}") })?
-            .map_err(|e| OriginError::Connect { addr, reason: e.to_string() })?;
-        Ok(OriginClient { conn, buffers: BufPool::new(PIECE_BUFFERS_KEPT) })
+    pub(crate) fn new(conn: quinn::Connection) -> Self {
+        OriginClient { conn, buffers: BufPool::new(PIECE_BUFFERS_KEPT) }
     }
 
     pub fn remote(&self) -> SocketAddr {
@@ -75,7 +43,7 @@ impl OriginClient {
     /// than that are protocol errors). Pieces are yielded as each one completes.
     pub async fn request_pieces(
         &self,
-        infohash: [u8; 20],
+        infohash: InfoHash,
         priority: i32,
         indices: &[u32],
         max_len: u32,
@@ -93,24 +61,15 @@ impl OriginClient {
     }
 
     /// Fetches a release's manifest.json and .torrent bytes.
-    pub async fn get_release(&self, infohash: [u8; 20]) -> Result<(Bytes, Bytes), OriginError> {
+    pub async fn get_release(&self, infohash: InfoHash) -> Result<(Bytes, Bytes), OriginError> {
         let (mut send, mut recv) = self.conn.open_bi().await?;
         send.write_all(&Request::GetRelease { infohash }.encode()).await?;
         let _ = send.finish();
         let buf = recv.read_to_end(2 * proto::MAX_META as usize + 9).await?;
-        if buf.len() < 9 {
-            return Err(proto::ProtoError::UnexpectedEnd.into());
+        match proto::parse_release_reply(Bytes::from(buf))? {
+            ReleaseReply::Found { manifest, torrent } => Ok((manifest, torrent)),
+            ReleaseReply::NotServed(status) => Err(OriginError::NotServed { infohash, status }),
         }
-        if buf[0] != Status::Ok as u8 {
-            return Err(OriginError::UnknownRelease(hex::encode(infohash)));
-        }
-        let ml = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-        let tl = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) as usize;
-        if buf.len() != 9 + ml + tl {
-            return Err(proto::ProtoError::UnexpectedEnd.into());
-        }
-        let b = Bytes::from(buf);
-        Ok((b.slice(9..9 + ml), b.slice(9 + ml..)))
     }
 
     /// The origin's catalog.
@@ -119,10 +78,7 @@ impl OriginClient {
         send.write_all(&Request::List.encode()).await?;
         let _ = send.finish();
         let buf = recv.read_to_end(proto::MAX_META as usize + 5).await?;
-        if buf.len() < 5 || buf[0] != Status::Ok as u8 {
-            return Err(proto::ProtoError::UnexpectedEnd.into());
-        }
-        serde_json::from_slice(&buf[5..]).map_err(|e| OriginError::Stream(format!("catalog: {e}")))
+        Ok(proto::parse_list_reply(&buf)?)
     }
 }
 

@@ -103,7 +103,7 @@ fn install_handler() -> bool {
                 true
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot install the SIGBUS handler; serving pieces with pread");
+                tracing::warn!(error = %popseed_core::chain(&e), "cannot install the SIGBUS handler; serving pieces with pread");
                 false
             }
         }
@@ -139,7 +139,7 @@ impl Mapping {
         let map = match unsafe { memmap2::MmapOptions::new().len(len).map(file) } {
             Ok(m) => m,
             Err(e) => {
-                tracing::debug!(error = %e, "cannot map a release file; reading it with pread");
+                tracing::debug!(error = %popseed_core::chain(&e), "cannot map a release file; reading it with pread");
                 TAKEN.lock().unwrap_or_else(|p| p.into_inner())[slot] = false;
                 return None;
             }

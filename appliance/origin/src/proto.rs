@@ -19,6 +19,8 @@
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use popseed_core::InfoHash;
+use serde::{Deserialize, Serialize};
 
 use crate::bufpool::BufPool;
 
@@ -76,9 +78,27 @@ impl Status {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    GetPieces { infohash: [u8; 20], priority: i32, indices: Vec<u32> },
-    GetRelease { infohash: [u8; 20] },
+    GetPieces { infohash: InfoHash, priority: i32, indices: Vec<u32> },
+    GetRelease { infohash: InfoHash },
     List,
+}
+
+/// One release in a LIST reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    pub infohash: InfoHash,
+    pub name: String,
+    pub version: String,
+    pub total_size: u64,
+}
+
+/// A GET_RELEASE reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReleaseReply {
+    /// The release's `manifest.json` and `.torrent`.
+    Found { manifest: Bytes, torrent: Bytes },
+    /// The origin answered with this status instead.
+    NotServed(Status),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +123,10 @@ pub enum ProtoError {
     WrongIndex { expected: u32, got: u32 },
     #[error("stream ended in the middle of a response")]
     UnexpectedEnd,
+    #[error("{0} bytes after the end of the response")]
+    TrailingReply(usize),
+    #[error("catalog is not valid JSON (line {line}, column {column})")]
+    Catalog { line: usize, column: usize },
 }
 
 impl Request {
@@ -112,7 +136,7 @@ impl Request {
         match self {
             Request::GetPieces { infohash, priority, indices } => {
                 b.put_u8(1);
-                b.put_slice(infohash);
+                b.put_slice(infohash.as_bytes());
                 b.put_i32(*priority);
                 b.put_u16(indices.len() as u16);
                 for i in indices {
@@ -121,7 +145,7 @@ impl Request {
             }
             Request::GetRelease { infohash } => {
                 b.put_u8(2);
-                b.put_slice(infohash);
+                b.put_slice(infohash.as_bytes());
             }
             Request::List => b.put_u8(3),
         }
@@ -151,6 +175,7 @@ impl Request {
                 need(buf, 26, "GET_PIECES header")?;
                 let mut ih = [0u8; 20];
                 buf.copy_to_slice(&mut ih);
+                let ih = InfoHash(ih);
                 let priority = buf.get_i32();
                 let n = buf.get_u16() as usize;
                 if n == 0 || n > MAX_BATCH {
@@ -164,7 +189,7 @@ impl Request {
                 need(buf, 20, "GET_RELEASE")?;
                 let mut ih = [0u8; 20];
                 buf.copy_to_slice(&mut ih);
-                Request::GetRelease { infohash: ih }
+                Request::GetRelease { infohash: InfoHash(ih) }
             }
             3 => Request::List,
             k => return Err(ProtoError::UnknownKind(k)),
@@ -200,6 +225,52 @@ pub fn list_header(status: Status, len: u32) -> [u8; 5] {
     h[0] = status as u8;
     h[1..5].copy_from_slice(&len.to_be_bytes());
     h
+}
+
+/// Parses a whole GET_RELEASE reply (the client reads the stream to its end first, at most
+/// `2 * MAX_META + 9` bytes).
+pub fn parse_release_reply(buf: Bytes) -> Result<ReleaseReply, ProtoError> {
+    let Some(head) = buf.get(..9) else { return Err(ProtoError::UnexpectedEnd) };
+    let status = Status::from_u8(head[0]).ok_or(ProtoError::BadStatus(head[0]))?;
+    let ml = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+    let tl = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+    for l in [ml, tl] {
+        if l > MAX_META {
+            return Err(ProtoError::TooLong(l));
+        }
+    }
+    let want = 9 + ml as usize + tl as usize;
+    if buf.len() < want {
+        return Err(ProtoError::UnexpectedEnd);
+    }
+    if buf.len() > want {
+        return Err(ProtoError::TrailingReply(buf.len() - want));
+    }
+    if status != Status::Ok {
+        return Ok(ReleaseReply::NotServed(status));
+    }
+    let split = 9 + ml as usize;
+    Ok(ReleaseReply::Found { manifest: buf.slice(9..split), torrent: buf.slice(split..) })
+}
+
+/// Parses a whole LIST reply into the catalog.
+pub fn parse_list_reply(buf: &[u8]) -> Result<Vec<CatalogEntry>, ProtoError> {
+    let Some(head) = buf.get(..5) else { return Err(ProtoError::UnexpectedEnd) };
+    let status = Status::from_u8(head[0]).ok_or(ProtoError::BadStatus(head[0]))?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+    if len > MAX_META {
+        return Err(ProtoError::TooLong(len));
+    }
+    let body = &buf[5..];
+    match body.len().cmp(&(len as usize)) {
+        std::cmp::Ordering::Less => return Err(ProtoError::UnexpectedEnd),
+        std::cmp::Ordering::Greater => return Err(ProtoError::TrailingReply(body.len() - len as usize)),
+        std::cmp::Ordering::Equal => {}
+    }
+    if status != Status::Ok {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(body).map_err(|e| ProtoError::Catalog { line: e.line(), column: e.column() })
 }
 
 /// One piece of a GET_PIECES response.
@@ -317,14 +388,14 @@ mod tests {
     #[test]
     fn request_roundtrip_and_rejects() {
         let reqs = [
-            Request::GetPieces { infohash: [7; 20], priority: -3, indices: vec![0, 5, u32::MAX] },
-            Request::GetRelease { infohash: [1; 20] },
+            Request::GetPieces { infohash: InfoHash([7; 20]), priority: -3, indices: vec![0, 5, u32::MAX] },
+            Request::GetRelease { infohash: InfoHash([1; 20]) },
             Request::List,
         ];
         for r in reqs {
             assert_eq!(Request::decode(&r.encode()).unwrap(), r);
         }
-        let good = Request::GetPieces { infohash: [7; 20], priority: 0, indices: vec![1] }.encode();
+        let good = Request::GetPieces { infohash: InfoHash([7; 20]), priority: 0, indices: vec![1] }.encode();
         for cut in 0..good.len() {
             assert!(Request::decode(&good[..cut]).is_err(), "cut at {cut}");
         }
@@ -392,5 +463,38 @@ mod tests {
         let mut p = PiecesParser::new(&[1], 16);
         p.push(&response(&[(1, Status::Ok, b"abc")])[..10]).unwrap();
         assert_eq!(p.finish(), Err(ProtoError::UnexpectedEnd));
+    }
+
+    #[test]
+    fn release_and_list_replies_parse_or_fail_cleanly() {
+        let mut ok = release_header(Status::Ok, 3, 2).to_vec();
+        ok.extend_from_slice(b"mmmtt");
+        assert_eq!(
+            parse_release_reply(Bytes::from(ok.clone())).unwrap(),
+            ReleaseReply::Found { manifest: Bytes::from_static(b"mmm"), torrent: Bytes::from_static(b"tt") }
+        );
+        assert_eq!(parse_release_reply(Bytes::from(ok[..8].to_vec())), Err(ProtoError::UnexpectedEnd));
+        assert_eq!(parse_release_reply(Bytes::from(ok[..12].to_vec())), Err(ProtoError::UnexpectedEnd));
+        let mut long = ok.clone();
+        long.push(0);
+        assert_eq!(parse_release_reply(Bytes::from(long)), Err(ProtoError::TrailingReply(1)));
+        let unknown = release_header(Status::UnknownRelease, 0, 0).to_vec();
+        assert_eq!(parse_release_reply(Bytes::from(unknown)).unwrap(), ReleaseReply::NotServed(Status::UnknownRelease));
+        let huge = release_header(Status::Ok, MAX_META + 1, 0).to_vec();
+        assert_eq!(parse_release_reply(Bytes::from(huge)), Err(ProtoError::TooLong(MAX_META + 1)));
+        assert_eq!(
+            parse_release_reply(Bytes::from_static(&[9, 0, 0, 0, 0, 0, 0, 0, 0])),
+            Err(ProtoError::BadStatus(9))
+        );
+
+        let entry = CatalogEntry { infohash: InfoHash([3; 20]), name: "n".into(), version: "1".into(), total_size: 5 };
+        let json = serde_json::to_vec(&vec![entry.clone()]).unwrap();
+        let mut list = list_header(Status::Ok, json.len() as u32).to_vec();
+        list.extend_from_slice(&json);
+        assert_eq!(parse_list_reply(&list).unwrap(), vec![entry]);
+        assert_eq!(parse_list_reply(&list[..list.len() - 1]), Err(ProtoError::UnexpectedEnd));
+        let mut bad = list_header(Status::Ok, 3).to_vec();
+        bad.extend_from_slice(b"{x]");
+        assert!(matches!(parse_list_reply(&bad), Err(ProtoError::Catalog { .. })));
     }
 }

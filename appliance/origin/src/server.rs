@@ -8,14 +8,14 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use popseed_core::{InfoHash, RateLimiter};
 use popseed_release::{DataDir, VerifiedRelease};
 use serde::Serialize;
 
 use crate::bufpool::BufPool;
 use crate::error::OriginError;
 use crate::mapped::MappedFiles;
-use crate::proto::{self, code, Request, Status};
-use crate::rate::RateLimiter;
+use crate::proto::{self, code, CatalogEntry, Request, Status};
 use crate::tls::{self, Identity};
 
 /// Bytes of piece buffers kept for reuse between requests.
@@ -56,7 +56,7 @@ pub struct OriginStats {
     pub pieces_served: AtomicU64,
     pub bytes_served: AtomicU64,
     pub malformed_requests: AtomicU64,
-    per_piece: Mutex<HashMap<[u8; 20], HashMap<u32, u32>>>,
+    per_piece: Mutex<HashMap<InfoHash, HashMap<u32, u32>>>,
 }
 
 #[derive(Serialize)]
@@ -67,19 +67,14 @@ pub struct StatsSnapshot {
     pub pieces_served: u64,
     pub bytes_served: u64,
     pub malformed_requests: u64,
-    /// infohash hex -> piece index -> times sent
-    pub per_piece: HashMap<String, HashMap<u32, u32>>,
+    /// infohash -> piece index -> times sent
+    pub per_piece: HashMap<InfoHash, HashMap<u32, u32>>,
 }
 
 impl OriginStats {
     pub fn snapshot(&self) -> StatsSnapshot {
-        let per_piece = self
-            .per_piece
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(ih, m)| (hex::encode(ih), m.clone()))
-            .collect();
+        let per_piece =
+            self.per_piece.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(ih, m)| (*ih, m.clone())).collect();
         StatsSnapshot {
             connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
@@ -91,20 +86,12 @@ impl OriginStats {
         }
     }
 
-    fn served(&self, ih: &[u8; 20], index: u32, bytes: usize) {
+    fn served(&self, ih: &InfoHash, index: u32, bytes: usize) {
         self.pieces_served.fetch_add(1, Ordering::Relaxed);
         self.bytes_served.fetch_add(bytes as u64, Ordering::Relaxed);
         *self.per_piece.lock().unwrap_or_else(|p| p.into_inner()).entry(*ih).or_default().entry(index).or_insert(0) +=
             1;
     }
-}
-
-#[derive(Serialize)]
-struct CatalogEntry {
-    infohash: String,
-    name: String,
-    version: String,
-    total_size: u64,
 }
 
 /// Takes the device-link connections (ALPN `popseed-control/1`) an origin accepts; the control
@@ -122,7 +109,7 @@ struct Served {
 
 struct Shared {
     control: Option<Arc<dyn ControlAcceptor>>,
-    releases: HashMap<[u8; 20], Served>,
+    releases: HashMap<InfoHash, Served>,
     stats: Arc<OriginStats>,
     cfg: OriginConfig,
     buffers: Arc<BufPool>,
@@ -199,7 +186,7 @@ impl OriginServer {
                             serve_connection(conn, shared.clone()).await;
                         }
                     }
-                    Err(e) => tracing::debug!(error = %e, "handshake failed"),
+                    Err(e) => tracing::debug!(error = %popseed_core::chain(&e), "handshake failed"),
                 }
                 shared.stats.active_connections.fetch_sub(1, Ordering::Relaxed);
             });
@@ -222,7 +209,7 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
         let (send, recv) = match conn.accept_bi().await {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!(error = %e, "connection ended");
+                tracing::debug!(error = %popseed_core::chain(&e), "connection ended");
                 return;
             }
         };
@@ -230,7 +217,7 @@ async fn serve_connection(conn: quinn::Connection, shared: Arc<Shared>) {
         let limiter = limiter.clone();
         tokio::spawn(async move {
             if let Err(e) = serve_stream(send, recv, shared, limiter.as_deref()).await {
-                tracing::debug!(error = %e, "stream ended with an error");
+                tracing::debug!(error = %popseed_core::chain(&e), "stream ended with an error");
             }
         });
     }
@@ -251,7 +238,7 @@ async fn serve_stream(
         Ok(r) => r,
         Err(e) => {
             shared.stats.malformed_requests.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(error = %e, "malformed request; resetting the stream");
+            tracing::info!(error = %popseed_core::chain(&e), "malformed request; resetting the stream");
             let _ = send.reset(code::MALFORMED.into());
             let _ = recv.stop(code::MALFORMED.into());
             return Ok(());
@@ -263,7 +250,7 @@ async fn serve_stream(
                 .releases
                 .values()
                 .map(|r| CatalogEntry {
-                    infohash: hex::encode(r.release.infohash()),
+                    infohash: r.release.infohash(),
                     name: r.release.manifest.name.clone(),
                     version: r.release.manifest.version.clone(),
                     total_size: r.release.manifest.total_size,
@@ -320,7 +307,7 @@ async fn serve_stream(
                         shared.stats.served(&infohash, index, n);
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, index, "cannot read piece");
+                        tracing::warn!(error = %popseed_core::chain(&e), index, "cannot read piece");
                         send.write_all(&proto::piece_header(Status::Unavailable, index, 0)).await?;
                     }
                 }

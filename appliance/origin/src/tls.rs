@@ -42,7 +42,7 @@ pub struct Identity {
 impl Identity {
     /// A fresh self-signed certificate for `names` (DNS names or IP literals).
     pub fn self_signed(names: &[String]) -> Result<Identity, OriginError> {
-        let ck = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| OriginError::Tls(e.to_string()))?;
+        let ck = rcgen::generate_simple_self_signed(names.to_vec())?;
         Ok(Identity {
             chain: vec![ck.cert.der().clone()],
             key: PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into()),
@@ -54,11 +54,9 @@ impl Identity {
     /// fingerprint.
     pub fn for_key(pkcs8_der: &[u8], name: &str) -> Result<Identity, OriginError> {
         let der = rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8_der.to_vec());
-        let kp = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ED25519)
-            .map_err(|e| OriginError::Tls(format!("device key: {e}")))?;
-        let params =
-            rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| OriginError::Tls(e.to_string()))?;
-        let cert = params.self_signed(&kp).map_err(|e| OriginError::Tls(e.to_string()))?;
+        let kp = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_ED25519)?;
+        let params = rcgen::CertificateParams::new(vec![name.to_owned()])?;
+        let cert = params.self_signed(&kp)?;
         Ok(Identity { chain: vec![cert.der().clone()], key: PrivateKeyDer::Pkcs8(der) })
     }
 
@@ -67,13 +65,13 @@ impl Identity {
         let read = |p: &Path| std::fs::read(p).map_err(|e| OriginError::Io { path: p.to_path_buf(), err: e });
         let chain = rustls_pemfile::certs(&mut &read(cert)?[..])
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| OriginError::Tls(format!("{}: {e}", cert.display())))?;
+            .map_err(|err| OriginError::Io { path: cert.to_path_buf(), err })?;
         if chain.is_empty() {
-            return Err(OriginError::Tls(format!("{}: no certificate in the file", cert.display())));
+            return Err(OriginError::NoCertificate(cert.to_path_buf()));
         }
         let key = rustls_pemfile::private_key(&mut &read(key)?[..])
-            .map_err(|e| OriginError::Tls(format!("{}: {e}", key.display())))?
-            .ok_or_else(|| OriginError::Tls(format!("{}: no private key in the file", key.display())))?;
+            .map_err(|err| OriginError::Io { path: key.to_path_buf(), err })?
+            .ok_or_else(|| OriginError::NoPrivateKey(key.to_path_buf()))?;
         Ok(Identity { chain, key })
     }
 
@@ -167,13 +165,11 @@ impl ClientCertVerifier for AnyClientKey {
 /// link; clients may present a device certificate).
 pub fn server_config(id: Identity, max_bidi_streams: u32) -> Result<quinn::ServerConfig, OriginError> {
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| OriginError::Tls(e.to_string()))?
+        .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(AnyClientKey { algs: provider().signature_verification_algorithms }))
-        .with_single_cert(id.chain, id.key)
-        .map_err(|e| OriginError::Tls(e.to_string()))?;
+        .with_single_cert(id.chain, id.key)?;
     tls.alpn_protocols = vec![ALPN.to_vec(), CONTROL_ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| OriginError::Tls(e.to_string()))?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport(max_bidi_streams)));
     Ok(cfg)
@@ -233,19 +229,6 @@ impl ServerCertVerifier for PinnedCert {
     }
 }
 
-/// Parses a fingerprint written as hex, with or without `:` separators or a `sha256:` prefix.
-pub fn parse_fingerprint(s: &str) -> Result<Vec<u8>, OriginError> {
-    let clean: String = s.trim().trim_start_matches("sha256:").chars().filter(|c| *c != ':').collect();
-    match hex::decode(&clean) {
-        Ok(b) if b.len() == 32 => Ok(b),
-        _ => Err(OriginError::Tls(format!("fingerprint {s:?} is not 64 hex digits (SHA-256)"))),
-    }
-}
-
-pub fn client_config(trust: &Trust) -> Result<quinn::ClientConfig, OriginError> {
-    client_config_for(trust, ALPN, None)
-}
-
 /// A client config for `alpn`, presenting `identity` as the client certificate when given (the
 /// device link).
 pub fn client_config_for(
@@ -253,17 +236,16 @@ pub fn client_config_for(
     alpn: &[u8],
     identity: Option<Identity>,
 ) -> Result<quinn::ClientConfig, OriginError> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| OriginError::Tls(e.to_string()))?;
+    let builder =
+        rustls::ClientConfig::builder_with_provider(provider()).with_protocol_versions(&[&rustls::version::TLS13])?;
     let mut tls = match trust {
         Trust::Fingerprint(fp) => {
             let b = builder.dangerous().with_custom_certificate_verifier(Arc::new(PinnedCert {
-                sha256: parse_fingerprint(fp)?,
+                sha256: popseed_core::parse_fingerprint(fp)?.to_vec(),
                 algs: provider().signature_verification_algorithms,
             }));
             match identity {
-                Some(id) => b.with_client_auth_cert(id.chain, id.key).map_err(|e| OriginError::Tls(e.to_string()))?,
+                Some(id) => b.with_client_auth_cert(id.chain, id.key)?,
                 None => b.with_no_client_auth(),
             }
         }
@@ -271,18 +253,18 @@ pub fn client_config_for(
             let pem = std::fs::read(path).map_err(|e| OriginError::Io { path: path.clone(), err: e })?;
             let mut roots = rustls::RootCertStore::empty();
             for c in rustls_pemfile::certs(&mut &pem[..]) {
-                let c = c.map_err(|e| OriginError::Tls(format!("{}: {e}", path.display())))?;
-                roots.add(c).map_err(|e| OriginError::Tls(format!("{}: {e}", path.display())))?;
+                let c = c.map_err(|err| OriginError::Io { path: path.clone(), err })?;
+                roots.add(c)?;
             }
             let b = builder.with_root_certificates(roots);
             match identity {
-                Some(id) => b.with_client_auth_cert(id.chain, id.key).map_err(|e| OriginError::Tls(e.to_string()))?,
+                Some(id) => b.with_client_auth_cert(id.chain, id.key)?,
                 None => b.with_no_client_auth(),
             }
         }
     };
     tls.alpn_protocols = vec![alpn.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| OriginError::Tls(e.to_string()))?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport(256)));
     Ok(cfg)

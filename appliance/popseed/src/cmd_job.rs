@@ -66,7 +66,7 @@ pub struct PushArgs {
     pub release: Option<PathBuf>,
     /// Instead of --release: the box asks its origins for the release with this infohash.
     #[arg(long, value_name = "HEX")]
-    pub infohash: Option<String>,
+    pub infohash: Option<popseed_core::InfoHash>,
     /// A label for the job.
     #[arg(long)]
     pub name: Option<String>,
@@ -194,7 +194,7 @@ fn push(p: PushArgs) -> Result<()> {
             let tb = std::fs::read(&t).with_context(|| format!("reading {}", t.display()))?;
             ReleaseSource::Inline { manifest_b64: STANDARD.encode(mb), torrent_b64: STANDARD.encode(tb) }
         }
-        (None, Some(ih)) => ReleaseSource::Origin { infohash: ih.to_lowercase() },
+        (None, Some(ih)) => ReleaseSource::Origin { infohash: *ih },
         (None, None) => bail!("give --release DIR or --infohash HEX"),
     };
     let ttl_seconds = p

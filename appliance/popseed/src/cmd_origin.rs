@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use popseed_core::ByteSize;
 use popseed_origin::{Identity, OriginConfig, OriginServer, ServedRelease};
 use popseed_release::{DataDir, VerifiedRelease};
-
-use crate::fmt;
 
 #[derive(Args)]
 pub struct OriginArgs {
@@ -40,8 +39,8 @@ pub struct OriginArgs {
     #[arg(long, default_value_t = 64)]
     pub max_streams: u32,
     /// Bytes per second per connection (e.g. 20MiB).
-    #[arg(long, value_name = "BYTES", value_parser = fmt::parse_size)]
-    pub rate_limit: Option<u64>,
+    #[arg(long, value_name = "BYTES")]
+    pub rate_limit: Option<ByteSize>,
     /// Write counters as JSON to this file four times a second (pieces sent per release and index).
     #[arg(long, value_name = "FILE")]
     pub stats_file: Option<PathBuf>,
@@ -79,13 +78,13 @@ fn identity(a: &OriginArgs) -> Result<Identity> {
         if crt.exists() && key.exists() {
             return Identity::from_pem_files(&crt, &key).context("loading the saved self-signed certificate");
         }
-        let id = Identity::self_signed(&["localhost".into(), popseed_origin::client::DEFAULT_SERVER_NAME.into()])?;
+        let id = Identity::self_signed(&["localhost".into(), popseed_origin::DEFAULT_SERVER_NAME.into()])?;
         let (c, k) = id.to_pem();
         std::fs::write(&crt, c).with_context(|| format!("writing {}", crt.display()))?;
         std::fs::write(&key, k).with_context(|| format!("writing {}", key.display()))?;
         return Ok(id);
     }
-    Ok(Identity::self_signed(&["localhost".into(), popseed_origin::client::DEFAULT_SERVER_NAME.into()])?)
+    Ok(Identity::self_signed(&["localhost".into(), popseed_origin::DEFAULT_SERVER_NAME.into()])?)
 }
 
 pub fn run(a: OriginArgs) -> Result<()> {
@@ -105,7 +104,7 @@ pub fn run(a: OriginArgs) -> Result<()> {
         listen: a.listen,
         max_connections: a.max_connections,
         max_streams_per_connection: a.max_streams,
-        rate_limit: a.rate_limit,
+        rate_limit: a.rate_limit.map(ByteSize::get),
     };
     let hub = match &a.devices {
         Some(p) => {
@@ -137,7 +136,7 @@ pub fn run(a: OriginArgs) -> Result<()> {
             let app = popseed_control::api::admin_router(hub.clone(), token);
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %e, "admin API stopped");
+                    tracing::error!(error = %popseed_core::chain(&e), "admin API stopped");
                 }
             });
         }

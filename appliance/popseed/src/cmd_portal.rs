@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use popseed_core::NoReadThrough;
 use popseed_portal::{Portal, PortalConfig};
 use popseed_store::{Store, StoreConfig};
 
@@ -75,7 +76,8 @@ pub fn run(a: PortalArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let releases = store.releases().len();
-        let portal = Portal::start(Arc::new(store), cfg).await?;
+        // a store served on its own: nothing fetches what it lacks
+        let portal = Portal::start(Arc::new(store), Arc::new(NoReadThrough), cfg).await?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "portal: {}", portal.url)?;
         writeln!(out, "http: {}", portal.http_addr)?;

@@ -4,9 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use popseed_core::ByteSize;
 use popseed_release::{keys, publish as do_publish, PublicKey, PublishOptions, SecretKey, VerifiedRelease};
-
-use crate::fmt;
 
 #[derive(Args)]
 pub struct KeygenArgs {
@@ -41,8 +40,8 @@ pub struct PublishArgs {
     #[arg(long)]
     pub version: Option<String>,
     /// Piece size, a power of two from 16KiB to 64MiB (default: automatic, ~2000 pieces at most).
-    #[arg(long, value_name = "BYTES", value_parser = fmt::parse_size)]
-    pub piece_size: Option<u64>,
+    #[arg(long, value_name = "BYTES")]
+    pub piece_size: Option<ByteSize>,
     /// Bytes that must arrive first: GLOB, GLOB:LEN, GLOB:START-END or @START-END (repeatable),
     /// e.g. `*.mp4:8MiB` for the first 8 MiB of each video.
     #[arg(long, value_name = "PATTERN_OR_RANGE")]
@@ -76,7 +75,7 @@ pub fn publish(a: PublishArgs) -> Result<()> {
     let opts = PublishOptions {
         name: a.name,
         version: a.version,
-        piece_size: a.piece_size,
+        piece_size: a.piece_size.map(ByteSize::get),
         critical: a.critical,
         web_seeds: a.web_seed,
         trackers: a.tracker.clone(),
@@ -91,9 +90,9 @@ pub fn publish(a: PublishArgs) -> Result<()> {
         m.name,
         m.version,
         m.files.len(),
-        fmt::bytes(m.total_size),
+        ByteSize(m.total_size),
         m.piece_count,
-        fmt::bytes(m.piece_length as u64),
+        ByteSize(m.piece_length as u64),
         m.infohash
     );
     eprintln!(
@@ -131,7 +130,7 @@ pub fn verify(a: VerifyArgs) -> Result<()> {
             "data:      ok, {} pieces and {} files match ({})",
             r.manifest.piece_count,
             r.manifest.files.len(),
-            fmt::bytes(r.manifest.total_size)
+            ByteSize(r.manifest.total_size)
         );
     }
     Ok(())

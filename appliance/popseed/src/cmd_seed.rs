@@ -8,10 +8,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use popseed_core::{ByteSize, NoReadThrough};
 use popseed_store::{Store, StoreConfig};
 use popseed_swarm::{Shutdown, Swarm, SwarmConfig};
-
-use crate::fmt;
 
 #[derive(Args)]
 pub struct SeedArgs {
@@ -49,11 +48,11 @@ pub struct SeedArgs {
     #[arg(long, value_name = "N", default_value_t = SwarmConfig::default().upload_slots)]
     pub upload_slots: usize,
     /// Global upload cap per second (e.g. 50MiB); 0 = none.
-    #[arg(long, value_name = "BYTES", value_parser = fmt::parse_size, default_value = "0")]
-    pub upload_rate: u64,
+    #[arg(long, value_name = "BYTES", default_value = "0")]
+    pub upload_rate: ByteSize,
     /// Per-peer upload cap per second; 0 = none.
-    #[arg(long, value_name = "BYTES", value_parser = fmt::parse_size, default_value = "0")]
-    pub peer_upload_rate: u64,
+    #[arg(long, value_name = "BYTES", default_value = "0")]
+    pub peer_upload_rate: ByteSize,
     /// Idle timeout for peers, seconds.
     #[arg(long, value_name = "SECS", default_value_t = SwarmConfig::default().idle_timeout_secs)]
     pub idle_timeout: u64,
@@ -72,15 +71,16 @@ pub fn run(a: SeedArgs) -> Result<()> {
         max_peers: a.max_peers,
         max_peers_per_ip: a.max_peers_per_ip,
         upload_slots: a.upload_slots,
-        upload_rate: a.upload_rate,
-        peer_upload_rate: a.peer_upload_rate,
+        upload_rate: a.upload_rate.get(),
+        peer_upload_rate: a.peer_upload_rate.get(),
         idle_timeout_secs: a.idle_timeout,
         ..SwarmConfig::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(async move {
         let shutdown = Shutdown::new();
-        let swarm = Swarm::start(store.clone(), cfg, shutdown.clone()).await?;
+        // a store served on its own: nothing fetches what it lacks
+        let swarm = Swarm::start(store.clone(), Arc::new(NoReadThrough), cfg, shutdown.clone()).await?;
         if let Some(dir) = &a.torrents_out {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -92,7 +92,7 @@ pub fn run(a: SeedArgs) -> Result<()> {
             println!("tracker: {url}");
         }
         for r in store.releases() {
-            let ih = hex::encode(r.infohash);
+            let ih = r.infohash;
             println!("release: {ih} {}/{} {} {}", r.pieces_present, r.piece_count, r.name, r.version);
             println!("  magnet: {}", swarm.magnet(&r.infohash, &[])?);
             if let Some(dir) = &a.torrents_out {

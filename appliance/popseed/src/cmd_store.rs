@@ -5,10 +5,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use popseed_core::ByteSize;
 use popseed_release::{DataDir, PublicKey, VerifiedRelease};
 use popseed_store::{AddOptions, Capacity, ReleaseInfo, Store, StoreConfig};
-
-use crate::fmt;
 
 #[derive(Args)]
 pub struct StoreArgs {
@@ -16,11 +15,11 @@ pub struct StoreArgs {
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
     /// Most bytes of pieces the store may hold (e.g. `200GiB`); default: no budget.
-    #[arg(long, value_name = "BYTES", value_parser = fmt::parse_size)]
-    pub budget: Option<u64>,
+    #[arg(long, value_name = "BYTES")]
+    pub budget: Option<ByteSize>,
     /// Free space to leave on the filesystem.
-    #[arg(long, value_name = "BYTES", value_parser = fmt::parse_size, default_value = "256MiB")]
-    pub min_free: u64,
+    #[arg(long, value_name = "BYTES", default_value = "256MiB")]
+    pub min_free: ByteSize,
     #[command(subcommand)]
     pub command: StoreCommand,
 }
@@ -64,7 +63,7 @@ pub enum StoreCommand {
 
 fn find(store: &Store, key: &str) -> Result<ReleaseInfo> {
     let all = store.releases();
-    if let Ok(ih) = fmt::parse_infohash(key) {
+    if let Ok(ih) = key.parse::<popseed_core::InfoHash>() {
         if let Some(r) = all.iter().find(|r| r.infohash == ih) {
             return Ok(r.clone());
         }
@@ -82,9 +81,11 @@ fn when(secs: u64) -> String {
 }
 
 pub fn run(a: StoreArgs) -> Result<()> {
-    let store =
-        Store::open(StoreConfig { dir: a.dir.clone(), capacity: Capacity { budget: a.budget, min_free: a.min_free } })
-            .with_context(|| format!("opening store {}", a.dir.display()))?;
+    let store = Store::open(StoreConfig {
+        dir: a.dir.clone(),
+        capacity: Capacity { budget: a.budget.map(ByteSize::get), min_free: a.min_free.get() },
+    })
+    .with_context(|| format!("opening store {}", a.dir.display()))?;
     match a.command {
         StoreCommand::List { json } => list(&store, json),
         StoreCommand::Show { release, json } => show(&store, &find(&store, &release)?, json),
@@ -150,9 +151,9 @@ pub fn list(store: &Store, json: bool) -> Result<()> {
     println!(
         "store {}: {} used{}, {} free on disk",
         store.dir().display(),
-        fmt::bytes(usage.used),
-        usage.budget.map(|b| format!(" of {}", fmt::bytes(b))).unwrap_or_default(),
-        fmt::bytes(usage.free_on_disk)
+        ByteSize(usage.used),
+        usage.budget.map(|b| format!(" of {}", ByteSize(b))).unwrap_or_default(),
+        ByteSize(usage.free_on_disk)
     );
     if releases.is_empty() {
         println!("no releases");
@@ -165,8 +166,8 @@ pub fn list(store: &Store, json: bool) -> Result<()> {
             r.version,
             r.pieces_present,
             r.piece_count,
-            fmt::bytes(r.bytes_present),
-            fmt::bytes(r.total_size),
+            ByteSize(r.bytes_present),
+            ByteSize(r.total_size),
             if r.pinned { "  pinned" } else { "" }
         );
     }
@@ -194,8 +195,8 @@ fn show(store: &Store, info: &ReleaseInfo, json: bool) -> Result<()> {
         "pieces:    {}/{} present ({} of {})",
         info.pieces_present,
         info.piece_count,
-        fmt::bytes(info.bytes_present),
-        fmt::bytes(info.total_size)
+        ByteSize(info.bytes_present),
+        ByteSize(info.total_size)
     );
     println!("pinned:    {}", if info.pinned { "yes" } else { "no" });
     println!("added:     {}", when(info.added_at));
@@ -207,7 +208,7 @@ fn show(store: &Store, info: &ReleaseInfo, json: bool) -> Result<()> {
         let have = pieces.clone().filter(|&p| bf.get(p)).count();
         println!(
             "  {:>10}  {:>5.1}%  {}",
-            fmt::bytes(f.length),
+            ByteSize(f.length),
             if pieces.is_empty() { 100.0 } else { have as f64 * 100.0 / pieces.len() as f64 },
             f.path()
         );

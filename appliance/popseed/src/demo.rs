@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use base64::Engine;
 use clap::Args;
+use popseed_core::ByteSize;
 use popseed_release::{keys, publish, PublishOptions, SecretKey};
 use popseed_store::{Capacity, Store, StoreConfig};
 
-use crate::{cmd_store, fmt};
+use crate::cmd_store;
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -19,15 +20,15 @@ pub struct DemoArgs {
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// Cap on the demo box's download rate, so the fill can be watched (0: no cap).
-    #[arg(long, value_name = "BYTES", value_parser = fmt::parse_size, default_value = "16MiB")]
-    pub rate_limit: u64,
+    #[arg(long, value_name = "BYTES", default_value = "16MiB")]
+    pub rate_limit: ByteSize,
     /// After the fill, keep serving (BitTorrent, tracker, portal, DNS) this long, e.g. `30s`
     /// (default: until Ctrl-C).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub serve_for: Option<std::time::Duration>,
     /// Size of the sample video file.
-    #[arg(long, value_name = "BYTES", value_parser = fmt::parse_size, default_value = "48MiB")]
-    pub video_size: u64,
+    #[arg(long, value_name = "BYTES", default_value = "48MiB")]
+    pub video_size: ByteSize,
 }
 
 /// Deterministic filler bytes (xorshift64), fast enough for hundreds of MiB.
@@ -66,7 +67,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     println!("demo directory: {}", dir.display());
 
     let src = dir.join("content/venue-sample");
-    sample_content(&src, a.video_size)?;
+    sample_content(&src, a.video_size.get())?;
     let key_base = dir.join("keys/publisher");
     let key = if key_base.with_extension("key").exists() {
         SecretKey::load(&key_base.with_extension("key"))?
@@ -89,14 +90,14 @@ pub fn run(a: DemoArgs) -> Result<()> {
         "published {} {}: {} in {} pieces, {} critical pieces",
         r.manifest.name,
         r.manifest.version,
-        fmt::bytes(r.manifest.total_size),
+        ByteSize(r.manifest.total_size),
         r.manifest.piece_count,
         r.critical_pieces().len()
     );
     println!("magnet: {}", r.magnet(&[]));
 
     let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    rt.block_on(venue(&dir, &r, &src, a.rate_limit, a.serve_for))?;
+    rt.block_on(venue(&dir, &r, &src, a.rate_limit.get(), a.serve_for))?;
     let store = Store::open(StoreConfig {
         dir: dir.join("box/store"),
         capacity: Capacity { budget: None, min_free: 64 << 20 },
@@ -170,7 +171,7 @@ async fn venue(
         rate = if rate_limit > 0 { format!("rate_limit = {rate_limit}\n") } else { String::new() },
     );
     std::fs::write(box_dir.join("agent.toml"), config)?;
-    let cfg = popseed_agent::AgentConfig::load(&box_dir.join("agent.toml"))?;
+    let cfg = popseed_config::AgentConfig::load(&box_dir.join("agent.toml"))?;
     println!("box:    agent config {}, store {}", box_dir.join("agent.toml").display(), cfg.store.dir.display());
     println!("        device fingerprint {} (on the origin's allow-list)", device.fingerprint());
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -202,7 +203,7 @@ async fn venue(
             }
         }
         if !snap.releases.is_empty() {
-            println!("  {}", popseed_agent::run::progress_line(&snap));
+            println!("  {}", crate::progress::progress_line(&snap));
         }
         if job.is_some_and(|j| j.state == JobState::Ready) {
             break;

@@ -12,7 +12,7 @@ mod cmd_seed;
 mod cmd_status;
 mod cmd_store;
 mod demo;
-mod fmt;
+mod progress;
 mod signals;
 
 use std::process::ExitCode;

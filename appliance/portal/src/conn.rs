@@ -40,7 +40,7 @@ pub async fn serve(listener: TcpListener, app: Router, st: Arc<AppState>, mut sh
                 let (stream, peer) = match acc {
                     Ok(x) => x,
                     Err(e) => {
-                        tracing::debug!(error = %e, "accept failed");
+                        tracing::debug!(error = %popseed_core::chain(&e), "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }

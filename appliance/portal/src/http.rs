@@ -16,11 +16,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use percent_encoding::percent_decode_str;
+use popseed_core::{InfoHash, ReadThrough};
 use popseed_store::{Store, StoreEvent};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::ack::AckTable;
 use crate::config::{PortalConfig, Urls};
+use crate::error::PortalError;
 use crate::limits::{Refused, SlotGuard, Slots};
 use crate::page::{self, Catalog};
 use crate::probe::{self, classify};
@@ -53,6 +55,8 @@ impl SendFileExt {
 /// Shared state of the HTTP application.
 pub struct AppState {
     pub store: Arc<Store>,
+    /// Where missing pieces of a download are asked for (the fetcher).
+    pub read_through: Arc<dyn ReadThrough>,
     pub cfg: PortalConfig,
     pub urls: Urls,
     pub acks: AckTable,
@@ -64,7 +68,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<Store>, cfg: PortalConfig, urls: Urls, stats: Arc<Stats>) -> AppState {
+    pub fn new(
+        store: Arc<Store>,
+        read_through: Arc<dyn ReadThrough>,
+        cfg: PortalConfig,
+        urls: Urls,
+        stats: Arc<Stats>,
+    ) -> AppState {
         // The portal's own names, plus loopback and the listen address so the box itself (and a
         // developer running `popseed portal`) can open it; attendees never send those.
         let mut own_hosts: Vec<String> = [
@@ -82,6 +92,7 @@ impl AppState {
             own_hosts.push(probe::normalize_host(&cfg.http_listen.ip().to_string()));
         }
         AppState {
+            read_through,
             acks: AckTable::new(cfg.ack_expiry(), cfg.ack_max_clients),
             slots: Slots::new(cfg.max_downloads_per_client, cfg.max_downloads_total),
             qr: page::qr_svg(&urls.portal),
@@ -206,17 +217,8 @@ async fn not_found() -> Response {
     text(StatusCode::NOT_FOUND, "not found\n")
 }
 
-fn parse_infohash(s: &str) -> Option<[u8; 20]> {
-    if s.len() != 40 {
-        return None;
-    }
-    let mut out = [0u8; 20];
-    hex::decode_to_slice(s, &mut out).ok()?;
-    Some(out)
-}
-
 async fn torrent(State(st): State<Arc<AppState>>, axum::extract::Path(file): axum::extract::Path<String>) -> Response {
-    let Some(ih) = file.strip_suffix(".torrent").and_then(parse_infohash) else {
+    let Some(ih) = file.strip_suffix(".torrent").and_then(|h| h.parse::<InfoHash>().ok()) else {
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
     let Ok(r) = st.store.release(&ih) else { return text(StatusCode::NOT_FOUND, "no such release\n") };
@@ -232,7 +234,7 @@ async fn torrent(State(st): State<Arc<AppState>>, axum::extract::Path(file): axu
             resp
         }
         Err(e) => {
-            tracing::warn!(error = %e, "cannot re-issue torrent");
+            tracing::warn!(error = %popseed_core::chain(&e), "cannot re-issue torrent");
             text(StatusCode::INTERNAL_SERVER_ERROR, "cannot build the .torrent\n")
         }
     }
@@ -249,10 +251,10 @@ pub fn content_disposition(name: &str) -> String {
 /// Which stored file a `/files/...` path names: (infohash, file index). Path segments are
 /// percent-decoded and compared with the release's layout; nothing from the URL ever becomes a
 /// filesystem path, so `..` and friends can only fail to match.
-pub fn resolve_file(store: &Store, path: &str) -> Option<([u8; 20], usize)> {
+pub fn resolve_file(store: &Store, path: &str) -> Option<(InfoHash, usize)> {
     let rest = path.strip_prefix("/files/")?;
     let mut segs = rest.split('/');
-    let ih = parse_infohash(segs.next()?)?;
+    let ih: InfoHash = segs.next()?.parse().ok()?;
     let decoded: Vec<String> =
         segs.map(|s| percent_decode_str(s).decode_utf8().ok().map(|c| c.into_owned())).collect::<Option<_>>()?;
     let (name, comps) = decoded.split_first()?;
@@ -351,15 +353,14 @@ async fn download(State(st): State<Arc<AppState>>, req: Request) -> Response {
     if head_only || count == 0 {
         return resp;
     }
-    let opened = st
-        .store
-        .file_path(&ih, file)
-        .map_err(|e| e.to_string())
-        .and_then(|p| std::fs::File::open(&p).map_err(|e| e.to_string()));
+    let opened =
+        st.store.file_path(&ih, file).map_err(PortalError::from).and_then(|p| {
+            std::fs::File::open(&p).map_err(|source| PortalError::OpenStored { path: p.clone(), source })
+        });
     let file_handle = match opened {
         Ok(fh) => fh,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot open stored file");
+            tracing::warn!(error = %popseed_core::chain(&e), "cannot open stored file");
             return text(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n");
         }
     };
@@ -380,7 +381,7 @@ async fn download(State(st): State<Arc<AppState>>, req: Request) -> Response {
 
 /// Waits until `[start, start+len)` of the file is present: asks the fetcher (read-through) and
 /// waits for its pieces with a timeout; 503 at once when no fetcher is attached.
-async fn ensure_present(st: &AppState, ih: &[u8; 20], file: usize, start: u64, len: u64) -> Result<(), Response> {
+async fn ensure_present(st: &AppState, ih: &InfoHash, file: usize, start: u64, len: u64) -> Result<(), Response> {
     let unavailable = |msg: &'static str, retry: &'static str| {
         let mut r = text(StatusCode::SERVICE_UNAVAILABLE, msg);
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(retry));
@@ -395,7 +396,7 @@ async fn ensure_present(st: &AppState, ih: &[u8; 20], file: usize, start: u64, l
     if missing.is_empty() {
         return Ok(());
     }
-    if !st.store.demand(ih, &missing) {
+    if !st.read_through.request(ih, &missing) {
         return Err(unavailable("this part of the file is not on this box yet\n", "60"));
     }
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(st.cfg.demand_timeout_secs);
@@ -426,12 +427,5 @@ mod tests {
         assert!(!d.contains('\r') && !d.contains('\n'));
         assert!(d.starts_with("attachment; filename=\"x_y__z _.bin\""));
         assert!(HeaderValue::from_str(&d).is_ok());
-    }
-
-    #[test]
-    fn infohash_parsing() {
-        assert_eq!(parse_infohash(&"ab".repeat(20)), Some([0xab; 20]));
-        assert_eq!(parse_infohash("ab"), None);
-        assert_eq!(parse_infohash(&"zz".repeat(20)), None);
     }
 }

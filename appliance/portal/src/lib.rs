@@ -3,15 +3,13 @@
 //! state, the server-rendered catalog page with QR code, and HTTP downloads straight from the
 //! piece store (Range, ETag/If-Range, sendfile) that double as a BEP 19 web seed.
 //!
-//! Pure logic (no sockets, unit-tested): [`probe`], [`ack`], [`dnsrules`], [`range`], [`limits`],
-//! [`page`]. I/O shells: [`dns`] (UDP+TCP) and [`conn`] (HTTP/1.1 with sendfile) around the axum
-//! application in [`http`]. Start everything with [`Portal::start`] or [`run`]; see docs/portal.md.
+//! Pure logic (no sockets, unit-tested): [`probe`], [`ack`], [`range`], [`limits`], [`page`].
+//! I/O shell: [`conn`] (HTTP/1.1 with sendfile) around the axum application in [`http`]. The
+//! DNS responder is popseed-dns (shared with the setup page). Start everything with [`Portal::start`] or [`run`]; see docs/portal.md.
 
 pub mod ack;
 pub mod config;
 pub mod conn;
-pub mod dns;
-pub mod dnsrules;
 pub mod error;
 pub mod http;
 pub mod limits;
@@ -24,6 +22,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use popseed_core::ReadThrough;
 use popseed_store::Store;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
@@ -50,9 +49,8 @@ pub struct Stats {
     pub downloads_timed_out: AtomicU64,
     pub bytes_served: AtomicU64,
     pub connections_refused: AtomicU64,
-    pub dns_queries: AtomicU64,
-    pub dns_dropped: AtomicU64,
-    pub dns_rate_limited: AtomicU64,
+    /// The DNS responder's counters.
+    pub dns: Arc<popseed_dns::DnsStats>,
 }
 
 /// A running portal: its bound addresses, counters and URL.
@@ -77,8 +75,9 @@ async fn bind_dns(addr: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
 }
 
 impl Portal {
-    /// Binds the HTTP and DNS listeners and starts serving every release in `store`.
-    pub async fn start(store: Arc<Store>, cfg: PortalConfig) -> Result<Portal> {
+    /// Binds the HTTP and DNS listeners and starts serving every release in `store`; missing
+    /// pieces of a download are asked of `read_through`.
+    pub async fn start(store: Arc<Store>, read_through: Arc<dyn ReadThrough>, cfg: PortalConfig) -> Result<Portal> {
         cfg.validate()?;
         let http = TcpListener::bind(cfg.http_listen).await.map_err(|source| PortalError::Bind {
             addr: cfg.http_listen,
@@ -90,21 +89,22 @@ impl Portal {
         let (dns_udp_addr, dns_tcp_addr) = (udp.local_addr()?, tcp.local_addr()?);
         let urls = Urls::new(&cfg, http_addr.port());
         let stats = Arc::new(Stats::default());
-        let rules = dnsrules::DnsRules {
+        let rules = popseed_dns::DnsRules {
             portal_ip: cfg.portal_ip,
             box_name: cfg.box_name.trim_end_matches('.').to_ascii_lowercase(),
             lan_ip: cfg.lan_ip(),
             ttl: cfg.dns_ttl,
         };
-        let responder = Arc::new(dns::Responder::new(rules, cfg.dns_rate_per_sec, cfg.dns_burst, stats.clone()));
+        let responder =
+            Arc::new(popseed_dns::Responder::new(rules, cfg.dns_rate_per_sec, cfg.dns_burst, stats.dns.clone()));
         let url = urls.portal.clone();
-        let state = Arc::new(http::AppState::new(store, cfg, urls, stats.clone()));
+        let state = Arc::new(http::AppState::new(store, read_through, cfg, urls, stats.clone()));
         let app = http::router(state.clone());
         let (tx, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(conn::serve(http, app, state, rx.clone()));
-        tasks.spawn(dns::serve_udp(udp, responder.clone(), rx.clone()));
-        tasks.spawn(dns::serve_tcp(tcp, responder, rx));
+        tasks.spawn(popseed_dns::serve_udp(udp, responder.clone(), rx.clone()));
+        tasks.spawn(popseed_dns::serve_tcp(tcp, responder, rx));
         tracing::info!(http = %http_addr, dns = %dns_udp_addr, "portal serving");
         Ok(Portal { http_addr, dns_udp_addr, dns_tcp_addr, url, stats, shutdown: tx, tasks })
     }
@@ -117,8 +117,13 @@ impl Portal {
 }
 
 /// Runs the portal until `shutdown` completes.
-pub async fn run(store: Arc<Store>, cfg: PortalConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let portal = Portal::start(store, cfg).await?;
+pub async fn run(
+    store: Arc<Store>,
+    read_through: Arc<dyn ReadThrough>,
+    cfg: PortalConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let portal = Portal::start(store, read_through, cfg).await?;
     shutdown.await;
     portal.stop().await;
     Ok(())

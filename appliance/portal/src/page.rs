@@ -5,6 +5,7 @@
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use popseed_core::InfoHash;
 use popseed_store::Store;
 
 use crate::config::Urls;
@@ -66,8 +67,8 @@ pub struct Catalog {
 
 /// `/files/<infohash>/<torrent name>[/<path>]` for file `i`: the web seed base plus what a BEP 19
 /// client appends.
-pub fn file_href(infohash: &[u8; 20], torrent_name: &str, single_file: bool, components: &[String]) -> String {
-    let mut s = format!("/files/{}/{}", hex::encode(infohash), utf8_percent_encode(torrent_name, SEGMENT));
+pub fn file_href(infohash: &InfoHash, torrent_name: &str, single_file: bool, components: &[String]) -> String {
+    let mut s = format!("/files/{infohash}/{}", utf8_percent_encode(torrent_name, SEGMENT));
     if !single_file {
         for c in components {
             s.push('/');
@@ -108,7 +109,7 @@ impl Catalog {
                 &[urls.web_seed(&ih)],
             );
             releases.push(CatalogRelease {
-                infohash: hex::encode(ih),
+                infohash: ih.to_string(),
                 name: m.name.clone(),
                 version: m.version.clone(),
                 total_size: info.total_size,
@@ -116,7 +117,7 @@ impl Catalog {
                 fingerprint: r.publisher.fingerprint(),
                 license: m.license.clone(),
                 files,
-                torrent_href: format!("/torrent/{}.torrent", hex::encode(ih)),
+                torrent_href: format!("/torrent/{ih}.torrent"),
                 magnet,
             });
         }
@@ -300,11 +301,11 @@ mod tests {
 
     #[test]
     fn hrefs_follow_bep19_layout_and_escape_segments() {
-        let ih = [0x11; 20];
-        assert_eq!(file_href(&ih, "one.iso", true, &["one.iso".into()]), format!("/files/{}/one.iso", hex::encode(ih)));
+        let ih = InfoHash([0x11; 20]);
+        assert_eq!(file_href(&ih, "one.iso", true, &["one.iso".into()]), format!("/files/{ih}/one.iso"));
         assert_eq!(
             file_href(&ih, "My Rel", false, &["a b".into(), "c#?.txt".into()]),
-            format!("/files/{}/My%20Rel/a%20b/c%23%3F.txt", hex::encode(ih))
+            format!("/files/{ih}/My%20Rel/a%20b/c%23%3F.txt")
         );
         assert_eq!(human(512), "512 B");
         assert_eq!(human(1536), "1.5 KiB");

@@ -4,6 +4,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use popseed_core::InfoHash;
+
 /// What a `Range` header asks for, resolved against the representation's length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeOutcome {
@@ -62,8 +64,8 @@ pub fn parse_range(header: Option<&str>, len: u64) -> RangeOutcome {
 }
 
 /// The strong ETag of file `file` of release `infohash`: the bytes can never change under it.
-pub fn etag(infohash: &[u8; 20], file: usize) -> String {
-    format!("\"{}-{}\"", hex::encode(infohash), file)
+pub fn etag(infohash: &InfoHash, file: usize) -> String {
+    format!("\"{infohash}-{file}\"")
 }
 
 /// Whether a `Range` may be honoured given `If-Range` (RFC 9110 13.1.5): only when the
@@ -151,7 +153,7 @@ mod tests {
 
     #[test]
     fn if_range_with_etags_and_dates() {
-        let tag = etag(&[0xab; 20], 3);
+        let tag = etag(&InfoHash([0xab; 20]), 3);
         assert!(tag.starts_with('"') && tag.ends_with("-3\""));
         let lm = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert!(if_range_allows(None, &tag, Some(lm)));
@@ -168,7 +170,7 @@ mod tests {
 
     #[test]
     fn if_none_match() {
-        let tag = etag(&[1; 20], 0);
+        let tag = etag(&InfoHash([1; 20]), 0);
         assert!(if_none_match_hits(Some(&tag), &tag));
         assert!(if_none_match_hits(Some(&format!("\"x\", W/{tag}")), &tag));
         assert!(if_none_match_hits(Some("*"), &tag));

@@ -1,4 +1,4 @@
-//! The agent's `agent.toml` (`popseed_agent::AgentConfig`), built from a provisioning file and
+//! The agent's `agent.toml` (`popseed_config::AgentConfig`), built from a provisioning file and
 //! the box's paths, or the minimal setup-mode one. Built with toml_edit so every string is
 //! quoted correctly; each rendering is parsed back with `AgentConfig::parse` before use.
 
@@ -7,7 +7,7 @@ use std::path::Path;
 
 use toml_edit::{value, Array, ArrayOfTables, DocumentMut, Item, Table};
 
-use crate::error::{ProvisionError, Result};
+use crate::error::Result;
 use crate::net::{PORTAL_DNS_PORT, PORTAL_HTTP_PORT, SWARM_PORT, TRACKER_PORT};
 use crate::provfile::Provisioning;
 
@@ -127,8 +127,8 @@ pub fn render_setup(
 }
 
 /// Parses `text` as the agent would (`at` is where it will be written).
-pub fn check(text: &str, at: &Path) -> Result<popseed_agent::AgentConfig> {
-    popseed_agent::AgentConfig::parse(text, at).map_err(|e| ProvisionError::AgentConfig(e.to_string()))
+pub fn check(text: &str, at: &Path) -> Result<popseed_config::AgentConfig> {
+    Ok(popseed_config::AgentConfig::parse(text, at)?)
 }
 
 #[cfg(test)]

@@ -4,22 +4,48 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
-    #[error("{path}: {err}")]
-    Io { path: PathBuf, err: std::io::Error },
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        err: std::io::Error,
+    },
+    #[error("board profile {path}")]
+    ProfileToml {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
     #[error("board profile {path}: {msg}")]
-    Profile { path: PathBuf, msg: String },
+    Profile { path: PathBuf, msg: &'static str },
     #[error("no board profile with id {0:?}")]
     NoSuchBoard(String),
-    #[error("device key: {0}")]
+    #[error("device key")]
     Key(#[from] popseed_release::ReleaseError),
-    #[error("{cmd}: {msg}")]
-    Command { cmd: String, msg: String },
-    #[error("rendered agent.toml does not parse: {0}")]
-    AgentConfig(String),
-    #[error("status file {path}: {msg}")]
-    Status { path: PathBuf, msg: String },
-    #[error("setup server: {0}")]
-    Setup(String),
+    #[error("cannot run {cmd}")]
+    Spawn {
+        cmd: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{cmd}: {status}: {stderr}")]
+    Command { cmd: String, status: std::process::ExitStatus, stderr: String },
+    #[error("rendered agent.toml does not parse")]
+    AgentConfig(#[from] popseed_config::ConfigError),
+    #[error("status file {path}")]
+    Status {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("setup SSID {0:?} does not fit an SSID")]
+    SetupSsid(String),
+    #[error("setup page: listening on {addr}")]
+    SetupListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ProvisionError {

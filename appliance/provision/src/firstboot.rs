@@ -2,6 +2,7 @@
 //! key, validate popseed.toml, and render the normal or the setup-fallback configuration into
 //! `/run/popseed/`. [`render_all`] is the pure part (no I/O); [`run`] does the steps.
 
+use popseed_core::chain;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -110,8 +111,7 @@ pub fn render_all(text: std::result::Result<&str, String>, inp: RenderInput<'_>)
     let listen: SocketAddr = validation.as_ref().and_then(|v| v.management_listen).unwrap_or(DEFAULT_MANAGEMENT);
     let ssid = fallback::setup_ssid(inp.device_key);
     let addr = fallback::setup_address();
-    let ap = ApSettings::setup(&ssid, inp.profile)
-        .ok_or_else(|| ProvisionError::Setup(format!("setup SSID {ssid:?} does not fit an SSID")))?;
+    let ap = ApSettings::setup(&ssid, inp.profile).ok_or_else(|| ProvisionError::SetupSsid(ssid.clone()))?;
     let n = NetSettings {
         ap_interface: inp.profile.wifi.interface.clone(),
         portal: addr,
@@ -183,13 +183,14 @@ pub fn probe_device(dev: &Path) -> Result<DeviceState> {
         .arg("export")
         .arg(dev)
         .output()
-        .map_err(|e| ProvisionError::Command { cmd: "blkid".into(), msg: e.to_string() })?;
+        .map_err(|source| ProvisionError::Spawn { cmd: "blkid", source })?;
     match out.status.code() {
         Some(0) => Ok(DeviceState::Signature(String::from_utf8_lossy(&out.stdout).trim().replace('\n', " "))),
         Some(2) => Ok(DeviceState::Empty),
         _ => Err(ProvisionError::Command {
             cmd: format!("blkid -p {}", dev.display()),
-            msg: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         }),
     }
 }
@@ -200,11 +201,12 @@ pub fn format_device(dev: &Path) -> Result<()> {
         .args(["-F", "-q", "-L", DATA_LABEL])
         .arg(dev)
         .output()
-        .map_err(|e| ProvisionError::Command { cmd: "mkfs.ext4".into(), msg: e.to_string() })?;
+        .map_err(|source| ProvisionError::Spawn { cmd: "mkfs.ext4", source })?;
     if !out.status.success() {
         return Err(ProvisionError::Command {
             cmd: format!("mkfs.ext4 {}", dev.display()),
-            msg: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });
     }
     Ok(())
@@ -283,7 +285,7 @@ pub fn run(o: &Options) -> Result<Report> {
     let picked = match profile::pick(&o.hw_dir, &o.root, o.board.as_deref()) {
         Ok(p) => p,
         Err(e) => {
-            warnings.push(format!("{e}; detecting the board instead"));
+            warnings.push(format!("{}; detecting the board instead", chain(&e)));
             profile::pick(&o.hw_dir, &o.root, None)?
         }
     };
@@ -295,7 +297,7 @@ pub fn run(o: &Options) -> Result<Report> {
         let dev = o.data_device.clone().unwrap_or_else(|| picked.profile.storage.data_device.clone());
         match format_if_empty(&dev) {
             Ok(l) => lines.push(l),
-            Err(e) => warnings.push(format!("data device {}: {e}: not formatting", dev.display())),
+            Err(e) => warnings.push(format!("data device {}: {}: not formatting", dev.display(), chain(&e))),
         }
     }
 
@@ -307,7 +309,7 @@ pub fn run(o: &Options) -> Result<Report> {
             Some(k)
         }
         Err(e) => {
-            warnings.push(format!("device key in {}: {e}", o.state.display()));
+            warnings.push(format!("device key in {}: {}", o.state.display(), chain(&e)));
             None
         }
     };
@@ -369,7 +371,7 @@ pub fn run(o: &Options) -> Result<Report> {
         let _ = std::fs::remove_file(o.out.join("uplink.network"));
     }
     let json = serde_json::to_string_pretty(&status)
-        .map_err(|e| ProvisionError::Status { path: o.out.join("status.json"), msg: e.to_string() })?;
+        .map_err(|source| ProvisionError::Status { path: o.out.join("status.json"), source })?;
     write_atomic(&o.out, "status.json", &(json + "\n"))?;
     Ok(Report { lines, status })
 }

@@ -104,11 +104,9 @@ pub struct ButtonHw {
 
 impl HwProfile {
     pub fn parse(text: &str, path: &Path) -> Result<HwProfile> {
-        let p: HwProfile = toml::from_str(text).map_err(|e| ProvisionError::Profile {
-            path: path.to_path_buf(),
-            msg: e.to_string().trim_end().to_owned(),
-        })?;
-        let bad = |msg: &str| Err(ProvisionError::Profile { path: path.to_path_buf(), msg: msg.to_owned() });
+        let p: HwProfile = toml::from_str(text)
+            .map_err(|e| ProvisionError::ProfileToml { path: path.to_path_buf(), source: Box::new(e) })?;
+        let bad = |msg: &'static str| Err(ProvisionError::Profile { path: path.to_path_buf(), msg });
         if p.board.is_empty() || !p.board.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return bad("`board` must be a non-empty id of letters, digits, '-' and '_'");
         }
@@ -191,7 +189,7 @@ pub fn load_dir(dir: &Path) -> (Vec<HwProfile>, Vec<String>) {
             rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect()
         }
         Err(e) => {
-            warnings.push(format!("board profiles {}: {e}", dir.display()));
+            warnings.push(format!("board profiles {}: {}", dir.display(), popseed_core::chain(&e)));
             return (out, warnings);
         }
     };
@@ -199,7 +197,7 @@ pub fn load_dir(dir: &Path) -> (Vec<HwProfile>, Vec<String>) {
     for p in paths {
         match HwProfile::load(&p) {
             Ok(prof) => out.push(prof),
-            Err(e) => warnings.push(e.to_string()),
+            Err(e) => warnings.push(popseed_core::chain(&e).to_string()),
         }
     }
     (out, warnings)
@@ -342,16 +340,19 @@ mod tests {
             &profile_text("x", &[]).replace("max_clients = 40", "max_client = 40"),
             Path::new("x.toml"),
         )
-        .unwrap_err()
-        .to_string();
+        .map(|_| ())
+        .map_err(|e| popseed_core::chain(&e).to_string())
+        .unwrap_err();
         assert!(e.contains("max_client"), "{e}");
         let e = HwProfile::parse(&profile_text("x", &[]).replace("aarch64", "mips"), Path::new("x.toml"))
-            .unwrap_err()
-            .to_string();
+            .map(|_| ())
+            .map_err(|e| popseed_core::chain(&e).to_string())
+            .unwrap_err();
         assert!(e.contains("arch"), "{e}");
         let e = HwProfile::parse(&profile_text("x", &[]).replace("\"5GHz\"", "\"6GHz\""), Path::new("x.toml"))
-            .unwrap_err()
-            .to_string();
+            .map(|_| ())
+            .map_err(|e| popseed_core::chain(&e).to_string())
+            .unwrap_err();
         assert!(e.contains("6GHz"), "{e}");
     }
 

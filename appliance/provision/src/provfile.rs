@@ -397,7 +397,7 @@ pub fn validate(text: &str, profile: &HwProfile) -> Validation {
                 let parsed = if let Some(n) = item.as_integer() {
                     u64::try_from(n).ok()
                 } else if let Some(s) = item.as_str() {
-                    parse_size::Config::new().with_binary().parse_size(s).ok()
+                    s.parse::<popseed_core::ByteSize>().ok().map(popseed_core::ByteSize::get)
                 } else {
                     None
                 };
@@ -681,8 +681,8 @@ fn check_origins<'a>(c: &mut Checker<'a>, root: &Tbl<'a>) -> Option<Vec<Origin>>
                 None
             }
         });
-        let fingerprint = c.string(&tbl, "fingerprint", true).and_then(|(s, span)| {
-            match popseed_origin::tls::parse_fingerprint(&s) {
+        let fingerprint =
+            c.string(&tbl, "fingerprint", true).and_then(|(s, span)| match popseed_core::parse_fingerprint(&s) {
                 Ok(_) => Some(s),
                 Err(e) => {
                     c.err(
@@ -692,8 +692,7 @@ fn check_origins<'a>(c: &mut Checker<'a>, root: &Tbl<'a>) -> Option<Vec<Origin>>
                     );
                     None
                 }
-            }
-        });
+            });
         let server_name = c.string(&tbl, "server_name", false).map(|s| s.0);
         match (address, fingerprint) {
             (Some(address), Some(fingerprint)) => out.push(Origin { name, address, fingerprint, server_name }),

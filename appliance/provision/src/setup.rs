@@ -23,6 +23,9 @@ use crate::profile::HwProfile;
 use crate::provfile;
 use crate::status::Status;
 
+/// DNS queries per second per client the setup network's responder answers, and its burst.
+const SETUP_DNS_RATE: u32 = 50;
+const SETUP_DNS_BURST: u32 = 100;
 /// Largest accepted form body.
 pub const MAX_BODY: usize = 256 * 1024;
 
@@ -176,9 +179,8 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     for addr in listen {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| ProvisionError::Setup(format!("listening on {addr}: {e}")))?;
+        let l =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| ProvisionError::SetupListen { addr, source })?;
         tracing::info!("setup page on http://{}/", l.local_addr().unwrap_or(addr));
         let app = router(state.clone());
         let mut rx = stop_rx.clone();
@@ -194,18 +196,17 @@ pub async fn serve(
         });
     }
     if let Some((addr, portal_ip)) = dns {
-        let rules = popseed_portal::dnsrules::DnsRules {
-            portal_ip,
-            box_name: "popseed.lan".into(),
-            lan_ip: portal_ip,
-            ttl: 10,
-        };
-        let resp =
-            Arc::new(popseed_portal::dns::Responder::new(rules, 50, 100, Arc::new(popseed_portal::Stats::default())));
+        let rules = popseed_dns::DnsRules { portal_ip, box_name: "popseed.lan".into(), lan_ip: portal_ip, ttl: 10 };
+        let resp = Arc::new(popseed_dns::Responder::new(
+            rules,
+            SETUP_DNS_RATE,
+            SETUP_DNS_BURST,
+            Arc::new(popseed_dns::DnsStats::default()),
+        ));
         match (tokio::net::UdpSocket::bind(addr).await, tokio::net::TcpListener::bind(addr).await) {
             (Ok(u), Ok(t)) => {
-                tasks.spawn(popseed_portal::dns::serve_udp(u, resp.clone(), stop_rx.clone()));
-                tasks.spawn(popseed_portal::dns::serve_tcp(t, resp, stop_rx.clone()));
+                tasks.spawn(popseed_dns::serve_udp(u, resp.clone(), stop_rx.clone()));
+                tasks.spawn(popseed_dns::serve_tcp(t, resp, stop_rx.clone()));
             }
             (u, t) => {
                 // the page matters more than DNS: go on without it

@@ -37,6 +37,6 @@ pub struct Status {
 impl Status {
     pub fn load(path: &Path) -> Result<Status> {
         let text = std::fs::read_to_string(path).map_err(|e| ProvisionError::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| ProvisionError::Status { path: path.to_path_buf(), msg: e.to_string() })
+        serde_json::from_str(&text).map_err(|source| ProvisionError::Status { path: path.to_path_buf(), source })
     }
 }

@@ -34,10 +34,7 @@ fn bad(spec: &str, reason: impl Into<String>) -> ReleaseError {
 }
 
 fn size(spec: &str, s: &str) -> Result<u64> {
-    parse_size::Config::new()
-        .with_binary()
-        .parse_size(s.trim())
-        .map_err(|e| bad(spec, format!("{s:?} is not a size: {e}")))
+    s.parse::<popseed_core::ByteSize>().map(popseed_core::ByteSize::get).map_err(|e| bad(spec, e.to_string()))
 }
 
 /// Parses `START-END` or `LEN` into a half-open range (END None = to the end).

@@ -6,8 +6,12 @@ use std::path::PathBuf;
 /// Everything that can go wrong while publishing, loading or verifying a release.
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
-    #[error("{path}: {err}")]
-    Io { path: PathBuf, err: std::io::Error },
+    #[error("{path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        err: std::io::Error,
+    },
     #[error("{0}: not a directory")]
     NotADirectory(PathBuf),
     #[error("{0}: no files to publish (the directory is empty)")]
@@ -30,8 +34,12 @@ pub enum ReleaseError {
     BadCritical { spec: String, reason: String },
     #[error("critical range {0:?} matches no file")]
     CriticalMatchesNothing(String),
-    #[error("invalid duration {0:?}: {1}")]
-    BadDuration(String, String),
+    #[error("invalid duration {input:?}")]
+    BadDuration {
+        input: String,
+        #[source]
+        source: humantime::DurationError,
+    },
     #[error("invalid web seed URL {0:?}: must start with http:// or https://")]
     BadWebSeed(String),
     #[error("output directory {out} is inside the source {src}: it would be published with the release")]
@@ -39,15 +47,43 @@ pub enum ReleaseError {
     #[error("{path}: file changed while publishing (size {expected} became {actual})")]
     SourceChanged { path: PathBuf, expected: u64, actual: u64 },
 
-    #[error("{path}: not a valid key file: {reason}")]
-    BadKey { path: PathBuf, reason: String },
+    #[error("{path}: not a valid key file")]
+    KeyPem {
+        path: PathBuf,
+        #[source]
+        source: KeyPemError,
+    },
+    #[error("public key {key:?}: {problem}")]
+    BadPublicKey { key: String, problem: &'static str },
+    #[error("public key {key:?}")]
+    PublicKeyBase64 {
+        key: String,
+        #[source]
+        source: base64::DecodeError,
+    },
+    #[error("public key {key:?}")]
+    PublicKeyInvalid {
+        key: String,
+        #[source]
+        source: ed25519_dalek::SignatureError,
+    },
     #[error("{0} already exists (refusing to overwrite a key)")]
     KeyExists(PathBuf),
 
     #[error("invalid .torrent: {0}")]
     BadTorrent(String),
+    #[error("invalid .torrent")]
+    TorrentDecode(#[source] librqbit_bencode::DeserializeError),
+    #[error("cannot encode the .torrent")]
+    TorrentEncode(#[source] librqbit_bencode::SerializeError),
     #[error("invalid manifest: {0}")]
     BadManifest(String),
+    #[error("invalid manifest ({what})")]
+    ManifestJson {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("manifest signature does not verify: the manifest was modified or signed by another key")]
     BadSignature,
     #[error("manifest is signed by {actual}, expected {expected}")]
@@ -56,6 +92,15 @@ pub enum ReleaseError {
     TorrentMismatch(String),
     #[error("data does not match the release: {0}")]
     DataMismatch(String),
+}
+
+/// What was wrong with a PEM key file.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyPemError {
+    #[error("expected an ed25519 PKCS#8 private key PEM")]
+    Private(#[source] ed25519_dalek::pkcs8::Error),
+    #[error("expected an ed25519 public key PEM")]
+    Public(#[source] ed25519_dalek::pkcs8::spki::Error),
 }
 
 impl ReleaseError {

@@ -12,7 +12,7 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use crate::error::{ReleaseError, Result};
+use crate::error::{KeyPemError, ReleaseError, Result};
 
 /// A publisher's public key.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -25,17 +25,17 @@ impl PublicKey {
     }
 
     pub fn from_text(s: &str) -> Result<Self> {
+        let key = || s.chars().take(100).collect::<String>();
         let b64 = s
             .trim()
             .strip_prefix("ed25519:")
-            .ok_or_else(|| ReleaseError::BadManifest(format!("public key {s:?} lacks the 'ed25519:' prefix")))?;
-        let raw =
-            URL_SAFE_NO_PAD.decode(b64).map_err(|e| ReleaseError::BadManifest(format!("public key {s:?}: {e}")))?;
+            .ok_or_else(|| ReleaseError::BadPublicKey { key: key(), problem: "lacks the 'ed25519:' prefix" })?;
+        let raw = URL_SAFE_NO_PAD.decode(b64).map_err(|source| ReleaseError::PublicKeyBase64 { key: key(), source })?;
         let arr: [u8; 32] =
-            raw.try_into().map_err(|_| ReleaseError::BadManifest(format!("public key {s:?} is not 32 bytes")))?;
+            raw.try_into().map_err(|_| ReleaseError::BadPublicKey { key: key(), problem: "is not 32 bytes" })?;
         VerifyingKey::from_bytes(&arr)
             .map(PublicKey)
-            .map_err(|e| ReleaseError::BadManifest(format!("public key {s:?}: {e}")))
+            .map_err(|source| ReleaseError::PublicKeyInvalid { key: key(), source })
     }
 
     /// `SHA256:<base64 of sha256(raw key)>`, like OpenSSH prints.
@@ -47,11 +47,10 @@ impl PublicKey {
     pub fn load(path: &Path) -> Result<Self> {
         let text = fs::read_to_string(path).map_err(|e| ReleaseError::io(path, e))?;
         if text.trim_start().starts_with("ed25519:") {
-            return Self::from_text(&text).map_err(|e| bad_key(path, e.to_string()));
+            // the text form names its own problem (prefix, base64, length)
+            return Self::from_text(&text);
         }
-        VerifyingKey::from_public_key_pem(&text)
-            .map(PublicKey)
-            .map_err(|e| bad_key(path, format!("expected an ed25519 public key PEM: {e}")))
+        VerifyingKey::from_public_key_pem(&text).map(PublicKey).map_err(|e| pem_err(path, KeyPemError::Public(e)))
     }
 }
 
@@ -69,14 +68,12 @@ impl SecretKey {
 
     pub fn load(path: &Path) -> Result<Self> {
         let text = fs::read_to_string(path).map_err(|e| ReleaseError::io(path, e))?;
-        SigningKey::from_pkcs8_pem(&text)
-            .map(SecretKey)
-            .map_err(|e| bad_key(path, format!("expected an ed25519 PKCS#8 private key PEM: {e}")))
+        SigningKey::from_pkcs8_pem(&text).map(SecretKey).map_err(|e| pem_err(path, KeyPemError::Private(e)))
     }
 }
 
-fn bad_key(path: &Path, reason: String) -> ReleaseError {
-    ReleaseError::BadKey { path: path.to_path_buf(), reason }
+fn pem_err(path: &Path, source: KeyPemError) -> ReleaseError {
+    ReleaseError::KeyPem { path: path.to_path_buf(), source }
 }
 
 /// The two files `keygen` wrote.
@@ -99,7 +96,7 @@ pub fn keygen(base: &Path) -> Result<KeyFiles> {
         fs::create_dir_all(dir).map_err(|e| ReleaseError::io(dir, e))?;
     }
     let sk = SecretKey::generate();
-    let pem = sk.0.to_pkcs8_pem(Default::default()).map_err(|e| bad_key(&secret_path, e.to_string()))?;
+    let pem = sk.0.to_pkcs8_pem(Default::default()).map_err(|e| pem_err(&secret_path, KeyPemError::Private(e)))?;
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -109,7 +106,9 @@ pub fn keygen(base: &Path) -> Result<KeyFiles> {
     f.write_all(pem.as_bytes()).map_err(|e| ReleaseError::io(&secret_path, e))?;
     f.sync_all().map_err(|e| ReleaseError::io(&secret_path, e))?;
     let pub_pem =
-        sk.0.verifying_key().to_public_key_pem(Default::default()).map_err(|e| bad_key(&public_path, e.to_string()))?;
+        sk.0.verifying_key()
+            .to_public_key_pem(Default::default())
+            .map_err(|e| pem_err(&public_path, KeyPemError::Public(e)))?;
     fs::write(&public_path, pub_pem).map_err(|e| ReleaseError::io(&public_path, e))?;
     Ok(KeyFiles { secret: secret_path, public: public_path, key: sk.public() })
 }
@@ -145,8 +144,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.key");
         fs::write(&p, "not a key").unwrap();
-        assert!(matches!(SecretKey::load(&p), Err(ReleaseError::BadKey { .. })));
-        assert!(matches!(PublicKey::load(&p), Err(ReleaseError::BadKey { .. })));
+        assert!(matches!(SecretKey::load(&p), Err(ReleaseError::KeyPem { .. })));
+        assert!(matches!(PublicKey::load(&p), Err(ReleaseError::KeyPem { .. })));
         assert!(PublicKey::from_text("ed25519:AAAA").is_err());
     }
 }

@@ -12,6 +12,8 @@ use base64::Engine;
 use ed25519_dalek::{Signature, Signer, Verifier};
 use serde::{Deserialize, Serialize};
 
+use popseed_core::InfoHash;
+
 use crate::critical::CriticalRange;
 use crate::error::{ReleaseError, Result};
 use crate::keys::{PublicKey, SecretKey};
@@ -40,7 +42,7 @@ pub struct Manifest {
     /// `ed25519:<base64url>` of the signing key.
     pub publisher_key: String,
     /// Hex SHA-1 of the .torrent's info dictionary (BitTorrent v1 infohash).
-    pub infohash: String,
+    pub infohash: InfoHash,
     /// Hex SHA-256 of the same info dictionary: binds every piece hash without relying on SHA-1.
     pub info_sha256: String,
     /// The .torrent's top-level name (file or folder name clients use).
@@ -88,18 +90,19 @@ fn canonical(v: &serde_json::Value) -> Result<Vec<u8>> {
     }
     check(v)?;
     let mut msg = DOMAIN.to_vec();
-    serde_json::to_writer(&mut msg, v).map_err(|e| ReleaseError::BadManifest(e.to_string()))?;
+    serde_json::to_writer(&mut msg, v).map_err(|source| ReleaseError::ManifestJson { what: "encoding", source })?;
     Ok(msg)
 }
 
 /// Signs a manifest and returns the bytes of `manifest.json`.
 pub fn sign(manifest: &Manifest, key: &SecretKey) -> Result<Vec<u8>> {
-    let value = serde_json::to_value(manifest).map_err(|e| ReleaseError::BadManifest(e.to_string()))?;
+    let value =
+        serde_json::to_value(manifest).map_err(|source| ReleaseError::ManifestJson { what: "encoding", source })?;
     let sig = key.0.sign(&canonical(&value)?);
     let block =
         SignatureBlock { alg: "ed25519".into(), key: key.public().to_text(), sig: STANDARD.encode(sig.to_bytes()) };
     let mut out = serde_json::to_vec_pretty(&FileOut { manifest: &value, signature: &block })
-        .map_err(|e| ReleaseError::BadManifest(e.to_string()))?;
+        .map_err(|source| ReleaseError::ManifestJson { what: "encoding", source })?;
     out.push(b'\n');
     Ok(out)
 }
@@ -108,7 +111,7 @@ pub fn sign(manifest: &Manifest, key: &SecretKey) -> Result<Vec<u8>> {
 /// manifest with the verified signer. Checking that the signer is trusted is the caller's job.
 pub fn open(bytes: &[u8]) -> Result<(Manifest, PublicKey)> {
     let mut root: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| ReleaseError::BadManifest(format!("not JSON: {e}")))?;
+        serde_json::from_slice(bytes).map_err(|source| ReleaseError::ManifestJson { what: "not JSON", source })?;
     let value = root
         .get_mut("manifest")
         .map(serde_json::Value::take)
@@ -117,7 +120,9 @@ pub fn open(bytes: &[u8]) -> Result<(Manifest, PublicKey)> {
         .get("signature")
         .cloned()
         .ok_or_else(|| ReleaseError::BadManifest("not signed: no 'signature' object".into()))
-        .and_then(|s| serde_json::from_value(s).map_err(|e| ReleaseError::BadManifest(format!("signature: {e}"))))?;
+        .and_then(|s| {
+            serde_json::from_value(s).map_err(|source| ReleaseError::ManifestJson { what: "signature", source })
+        })?;
     if block.alg != "ed25519" {
         return Err(ReleaseError::BadManifest(format!("unsupported signature algorithm {:?}", block.alg)));
     }
@@ -128,7 +133,8 @@ pub fn open(bytes: &[u8]) -> Result<(Manifest, PublicKey)> {
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| ReleaseError::BadManifest("signature is not 64 bytes of base64".into()))?;
     key.0.verify(&canonical(&value)?, &Signature::from_bytes(&sig_bytes)).map_err(|_| ReleaseError::BadSignature)?;
-    let manifest: Manifest = serde_json::from_value(value).map_err(|e| ReleaseError::BadManifest(e.to_string()))?;
+    let manifest: Manifest =
+        serde_json::from_value(value).map_err(|source| ReleaseError::ManifestJson { what: "fields", source })?;
     if manifest.format != FORMAT {
         return Err(ReleaseError::BadManifest(format!("unknown format {:?}", manifest.format)));
     }
@@ -149,7 +155,7 @@ mod tests {
             version: "1".into(),
             created: "2026-01-01T00:00:00Z".into(),
             publisher_key: key.public().to_text(),
-            infohash: "00".repeat(20),
+            infohash: InfoHash::default(),
             info_sha256: "00".repeat(32),
             torrent_name: "demo".into(),
             piece_length: 16384,

@@ -6,6 +6,7 @@ use librqbit_bencode::raw_value::RawValue;
 use librqbit_bencode::{BencodeValue, ByteBuf, ByteBufOwned};
 use librqbit_core::torrent_metainfo::{torrent_from_bytes, TorrentMetaV1File, TorrentMetaV1Info};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use popseed_core::InfoHash;
 use serde::Serialize;
 
 use crate::error::{ReleaseError, Result};
@@ -29,7 +30,7 @@ pub struct TorrentOptions {
 /// A parsed .torrent: its infohash, the raw info dictionary and the layout it describes.
 #[derive(Debug, Clone)]
 pub struct Metainfo {
-    pub infohash: [u8; 20],
+    pub infohash: InfoHash,
     pub info_bytes: Vec<u8>,
     pub name: String,
     pub single_file: bool,
@@ -60,7 +61,7 @@ fn buf(s: &str) -> ByteBufOwned {
 }
 
 /// Bencodes the info dictionary of `layout` and returns (info bytes, infohash).
-pub fn build_info(layout: &Layout, name: &str, single_file: bool) -> Result<(Vec<u8>, [u8; 20])> {
+pub fn build_info(layout: &Layout, name: &str, single_file: bool) -> Result<(Vec<u8>, InfoHash)> {
     check_component(name)?;
     let mut pieces = Vec::with_capacity(layout.piece_hashes.len() * 20);
     for h in &layout.piece_hashes {
@@ -95,14 +96,13 @@ pub fn build_info(layout: &Layout, name: &str, single_file: bool) -> Result<(Vec
         );
     }
     let mut out = Vec::new();
-    librqbit_bencode::bencode_serialize_to_writer(&info, &mut out)
-        .map_err(|e| ReleaseError::BadTorrent(format!("cannot encode info dictionary: {e}")))?;
-    let hash = crate::hashing::piece_hash(&out);
+    librqbit_bencode::bencode_serialize_to_writer(&info, &mut out).map_err(ReleaseError::TorrentEncode)?;
+    let hash = InfoHash(crate::hashing::piece_hash(&out));
     Ok((out, hash))
 }
 
 /// Builds the whole .torrent file. Returns (torrent bytes, infohash).
-pub fn build_torrent(layout: &Layout, opts: &TorrentOptions) -> Result<(Vec<u8>, [u8; 20])> {
+pub fn build_torrent(layout: &Layout, opts: &TorrentOptions) -> Result<(Vec<u8>, InfoHash)> {
     for ws in &opts.web_seeds {
         if !(ws.starts_with("http://") || ws.starts_with("https://")) {
             return Err(ReleaseError::BadWebSeed(ws.clone()));
@@ -119,8 +119,7 @@ pub fn build_torrent(layout: &Layout, opts: &TorrentOptions) -> Result<(Vec<u8>,
         url_list: &opts.web_seeds,
     };
     let mut bytes = Vec::new();
-    librqbit_bencode::bencode_serialize_to_writer(&out, &mut bytes)
-        .map_err(|e| ReleaseError::BadTorrent(format!("cannot encode torrent: {e}")))?;
+    librqbit_bencode::bencode_serialize_to_writer(&out, &mut bytes).map_err(ReleaseError::TorrentEncode)?;
     Ok((bytes, hash))
 }
 
@@ -139,8 +138,7 @@ pub fn with_trackers(torrent: &[u8], trackers: &[Vec<String>], web_seeds: &[Stri
         url_list: &web_seeds.to_vec(),
     };
     let mut bytes = Vec::new();
-    librqbit_bencode::bencode_serialize_to_writer(&out, &mut bytes)
-        .map_err(|e| ReleaseError::BadTorrent(format!("cannot encode torrent: {e}")))?;
+    librqbit_bencode::bencode_serialize_to_writer(&out, &mut bytes).map_err(ReleaseError::TorrentEncode)?;
     Ok(bytes)
 }
 
@@ -150,7 +148,7 @@ fn utf8(b: &[u8], what: &str) -> Result<String> {
 
 /// Parses a .torrent file. Refuses unsafe paths, non-UTF-8 names and inconsistent piece counts.
 pub fn parse_torrent(bytes: &[u8]) -> Result<Metainfo> {
-    let t = torrent_from_bytes(bytes).map_err(|e| ReleaseError::BadTorrent(e.to_string()))?;
+    let t = torrent_from_bytes(bytes).map_err(ReleaseError::TorrentDecode)?;
     let info = &t.info.data;
     let name = utf8(info.name.as_ref().map(|n| n.0).unwrap_or_default(), "name")?;
     check_component(&name).map_err(|e| ReleaseError::BadTorrent(e.to_string()))?;
@@ -186,7 +184,7 @@ pub fn parse_torrent(bytes: &[u8]) -> Result<Metainfo> {
         trackers
     };
     Ok(Metainfo {
-        infohash: t.info_hash.0,
+        infohash: InfoHash(t.info_hash.0),
         info_bytes: t.info.raw_bytes.0.to_vec(),
         name,
         single_file,
@@ -213,9 +211,8 @@ fn parse_url_list(bytes: &[u8]) -> Vec<String> {
 }
 
 /// `magnet:?xt=urn:btih:<hex>&dn=<name>&tr=<tracker>...&ws=<web seed>...`
-pub fn magnet(infohash: &[u8; 20], name: &str, trackers: &[String], web_seeds: &[String]) -> String {
-    let mut m =
-        format!("magnet:?xt=urn:btih:{}&dn={}", hex::encode(infohash), utf8_percent_encode(name, NON_ALPHANUMERIC));
+pub fn magnet(infohash: &InfoHash, name: &str, trackers: &[String], web_seeds: &[String]) -> String {
+    let mut m = format!("magnet:?xt=urn:btih:{infohash}&dn={}", utf8_percent_encode(name, NON_ALPHANUMERIC));
     for t in trackers {
         m.push_str("&tr=");
         m.push_str(&utf8_percent_encode(t, NON_ALPHANUMERIC).to_string());

@@ -4,6 +4,8 @@
 
 use std::fs;
 use std::io::Write;
+
+use popseed_core::InfoHash;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -61,7 +63,7 @@ fn rfc3339(t: SystemTime) -> String {
 
 /// Parses `30d`, `12h`, `90m` and the like.
 pub fn parse_duration(s: &str) -> Result<Duration> {
-    humantime::parse_duration(s).map_err(|e| ReleaseError::BadDuration(s.to_owned(), e.to_string()))
+    humantime::parse_duration(s).map_err(|source| ReleaseError::BadDuration { input: s.to_owned(), source })
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -122,7 +124,7 @@ pub fn publish(src: &Path, key: &SecretKey, out: &Path, opts: &PublishOptions) -
             .unwrap_or_else(|| humantime::format_rfc3339_seconds(now).to_string()[..10].replace('-', ".")),
         created: rfc3339(now),
         publisher_key: key.public().to_text(),
-        infohash: hex::encode(infohash),
+        infohash,
         info_sha256: hex::encode(Sha256::digest(&info_bytes)),
         torrent_name,
         piece_length,
@@ -214,7 +216,7 @@ impl VerifiedRelease {
         &self.metainfo.layout
     }
 
-    pub fn infohash(&self) -> [u8; 20] {
+    pub fn infohash(&self) -> InfoHash {
         self.metainfo.infohash
     }
 
@@ -285,8 +287,8 @@ impl VerifiedRelease {
 
 fn check_agreement(m: &Manifest, t: &Metainfo) -> Result<()> {
     let mismatch = |what: String| Err(ReleaseError::TorrentMismatch(what));
-    if hex::encode(t.infohash) != m.infohash {
-        return mismatch(format!("infohash {} but the manifest says {}", hex::encode(t.infohash), m.infohash));
+    if t.infohash != m.infohash {
+        return mismatch(format!("infohash {} but the manifest says {}", t.infohash, m.infohash));
     }
     if hex::encode(Sha256::digest(&t.info_bytes)) != m.info_sha256 {
         return mismatch("info dictionary SHA-256 differs".into());

@@ -6,7 +6,9 @@
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use crate::report::{fmt_bytes, fmt_deadline, fmt_eta, StatusReport};
+use popseed_core::{ByteSize, JobState};
+
+use crate::report::{fmt_deadline, fmt_eta, StatusReport};
 use crate::samples::sparkline;
 
 /// Content-Security-Policy of every page here.
@@ -97,20 +99,20 @@ pub fn live(r: &StatusReport) -> Markup {
         div.grid {
             div.card {
                 h2 { "Fill in" }
-                div.big #rate-in { (fmt_bytes(r.rates.now.bytes_in)) "/s" }
+                div.big #rate-in { (ByteSize::human(r.rates.now.bytes_in)) "/s" }
                 (PreEscaped(sparkline(&in_hist, 238, 40, "bytes in per second, last two minutes")))
             }
             div.card.out {
                 h2 { "Out to peers + portal" }
-                div.big #rate-out { (fmt_bytes(r.rates.now.bytes_out())) "/s" }
+                div.big #rate-out { (ByteSize::human(r.rates.now.bytes_out())) "/s" }
                 (PreEscaped(sparkline(&out_hist, 238, 40, "bytes out per second, last two minutes")))
-                div.sub { "peers " (fmt_bytes(r.rates.now.bytes_out_peers)) "/s · portal " (fmt_bytes(r.rates.now.bytes_out_portal)) "/s" }
+                div.sub { "peers " (ByteSize::human(r.rates.now.bytes_out_peers)) "/s · portal " (ByteSize::human(r.rates.now.bytes_out_portal)) "/s" }
             }
             div.card {
                 h2 { "Store" }
-                div.big #store-used { (fmt_bytes(r.store.used as f64)) }
+                div.big #store-used { (ByteSize::human(r.store.used as f64)) }
                 div.bar { span style={ "width:" (format!("{:.1}", used_frac * 100.0)) "%" } {} }
-                div.sub { (fmt_bytes(r.store.free as f64)) " free · " (plural(r.store.releases as u64, "release")) " · " (plural(r.store.evictions, "eviction")) }
+                div.sub { (ByteSize::human(r.store.free as f64)) " free · " (plural(r.store.releases as u64, "release")) " · " (plural(r.store.evictions, "eviction")) }
             }
             div.card {
                 h2 { "Clients" }
@@ -138,13 +140,13 @@ pub fn live(r: &StatusReport) -> Markup {
                                 @if j.pinned { " " span.sub { "pinned" } }
                                 @if let Some(why) = &j.reason { div.sub { (why) } }
                             }
-                            td { (state_cell(&j.state)) }
+                            td { (state_cell(j.state.as_str())) }
                             td {
                                 div.bar { span style={ "width:" (format!("{:.1}", j.fraction() * 100.0)) "%" } {} }
-                                div.sub { (format!("{:.0}", (j.fraction() * 100.0).floor())) "% · " (fmt_bytes(j.bytes_done as f64)) " of " (fmt_bytes(j.bytes_total as f64)) }
+                                div.sub { (format!("{:.0}", (j.fraction() * 100.0).floor())) "% · " (ByteSize::human(j.bytes_done as f64)) " of " (ByteSize::human(j.bytes_total as f64)) }
                             }
                             td {
-                                @if j.state == "ready" { "done" }
+                                @if j.state == JobState::Ready { "done" }
                                 @else if let Some(e) = j.eta_secs { (fmt_eta(e)) }
                                 @else { span.muted { "—" } }
                             }
@@ -169,7 +171,7 @@ pub fn live(r: &StatusReport) -> Markup {
                         @else if o.connected { span.state.s-ready { "connected" } }
                         @else { span.state.s-queued { "not connected" } }
                         div.sub {
-                            (fmt_bytes(o.bytes as f64)) " received · " (o.hash_failures) " hash failures"
+                            (ByteSize::human(o.bytes as f64)) " received · " (o.hash_failures) " hash failures"
                             @if let Some(e) = &o.last_error { " · last error: " (e) }
                         }
                     }

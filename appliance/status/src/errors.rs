@@ -6,7 +6,6 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tracing::field::{Field, Visit};
@@ -140,7 +139,7 @@ impl<S: Subscriber> Layer<S> for ErrorLayer {
             message.push('…');
         }
         self.buf.push(ErrorEvent {
-            at: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            at: popseed_core::unix_now(),
             level: level.to_string(),
             target: event.metadata().target().to_owned(),
             message,

@@ -1,36 +1,27 @@
-//! Reading the components: [`Sources`] are the live handles (store, fetcher, swarm and portal
-//! counters, jobs); [`Gathered`] is one consistent-enough copy of what they say, from which the
-//! report and the metrics are made. Releases the agent's config fills but no job covers are
+//! Reading the components: [`Sources`] are the live handles (the store, and the views of the
+//! fill, swarm, portal and jobs); [`Gathered`] is one consistent-enough copy of what they say,
+//! from which the report and the metrics are made. Releases the agent's config fills but no job covers are
 //! shown as jobs with source `config` ([`config_jobs`], pure).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use popseed_fetch::{Fetcher, Snapshot};
+use popseed_core::JobState;
 use popseed_store::{ReleaseInfo, Store, Usage};
 
 use crate::jobs::{JobSummary, JobsView};
+use crate::views::{FillStatus, FillView, PortalCounters, PortalView, SwarmCounters, SwarmView};
 
 /// The live components the status server reads.
 #[derive(Clone)]
 pub struct Sources {
     pub store: Arc<Store>,
-    pub fetcher: Arc<Fetcher>,
-    /// The swarm's counters, when the swarm runs.
-    pub swarm: Option<Arc<popseed_swarm::Stats>>,
-    /// The portal's counters, when the portal runs.
-    pub portal: Option<Arc<popseed_portal::Stats>>,
+    pub fill: Arc<dyn FillView>,
+    /// The swarm, when it runs.
+    pub swarm: Option<Arc<dyn SwarmView>>,
+    /// The portal, when it runs.
+    pub portal: Option<Arc<dyn PortalView>>,
     pub jobs: Arc<dyn JobsView>,
-}
-
-/// Portal counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PortalCounters {
-    pub bytes_served: u64,
-    pub clients: u64,
-    pub dns_queries: u64,
-    pub http_requests: u64,
-    pub downloads: u64,
 }
 
 /// Store counters at one moment.
@@ -46,11 +37,11 @@ pub struct StoreCounters {
 #[derive(Debug, Clone)]
 pub struct Gathered {
     pub jobs: Vec<JobSummary>,
-    pub fetch: Snapshot,
+    pub fetch: FillStatus,
     pub releases: Vec<ReleaseInfo>,
     pub usage: Option<Usage>,
     pub store: StoreCounters,
-    pub swarm: Option<popseed_swarm::StatsSnapshot>,
+    pub swarm: Option<SwarmCounters>,
     pub portal: Option<PortalCounters>,
 }
 
@@ -69,12 +60,12 @@ impl Gathered {
 
 impl Sources {
     pub fn gather(&self) -> Gathered {
-        let fetch = self.fetcher.snapshot();
+        let fetch = self.fill.fill();
         let releases = self.store.releases();
         let usage = match self.store.usage() {
             Ok(u) => Some(u),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read store usage");
+                tracing::warn!(error = %popseed_core::chain(&e), "cannot read store usage");
                 None
             }
         };
@@ -85,34 +76,28 @@ impl Sources {
             evictions: s.evictions.load(Ordering::Relaxed),
             evicted_bytes: s.evicted_bytes.load(Ordering::Relaxed),
         };
-        let portal = self.portal.as_ref().map(|p| PortalCounters {
-            bytes_served: p.bytes_served.load(Ordering::Relaxed),
-            clients: p.portal_clients.load(Ordering::Relaxed),
-            dns_queries: p.dns_queries.load(Ordering::Relaxed),
-            http_requests: p.http_requests.load(Ordering::Relaxed),
-            downloads: p.downloads.load(Ordering::Relaxed),
-        });
+        let portal = self.portal.as_ref().map(|p| p.counters());
         let mut jobs = self.jobs.jobs();
         jobs.extend(config_jobs(&jobs, &fetch, &releases));
-        Gathered { jobs, fetch, releases, usage, store, swarm: self.swarm.as_ref().map(|s| s.snapshot()), portal }
+        Gathered { jobs, fetch, releases, usage, store, swarm: self.swarm.as_ref().map(|s| s.counters()), portal }
     }
 }
 
 /// Releases the fetcher fills that no job covers, as `config` jobs (pinned as the store says).
-pub fn config_jobs(jobs: &[JobSummary], fetch: &Snapshot, releases: &[ReleaseInfo]) -> Vec<JobSummary> {
+pub fn config_jobs(jobs: &[JobSummary], fetch: &FillStatus, releases: &[ReleaseInfo]) -> Vec<JobSummary> {
     fetch
         .releases
         .iter()
-        .filter(|r| !jobs.iter().any(|j| j.infohash.eq_ignore_ascii_case(&r.infohash)))
+        .filter(|r| !jobs.iter().any(|j| j.infohash == Some(r.infohash)))
         .map(|r| {
-            let info = releases.iter().find(|i| hex::encode(i.infohash) == r.infohash);
+            let info = releases.iter().find(|i| i.infohash == r.infohash);
             let remaining = r.total_bytes.saturating_sub(r.bytes_done);
-            let state = if r.complete { "ready" } else { "filling" };
+            let state = if r.complete { JobState::Ready } else { JobState::Filling };
             JobSummary {
                 id: format!("release-{}", r.infohash),
                 name: r.name.clone(),
-                infohash: r.infohash.clone(),
-                state: state.into(),
+                infohash: Some(r.infohash),
+                state,
                 reason: None,
                 pinned: info.is_some_and(|i| i.pinned),
                 priority: 0,

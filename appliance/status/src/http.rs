@@ -3,7 +3,9 @@
 //! one token layer ([`crate::auth`]); the login form.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
+
+use popseed_core::unix_now;
 
 use axum::extract::{Form, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -31,10 +33,6 @@ pub struct Shared {
     started: Instant,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 impl Shared {
     pub fn new(token: Option<&str>, device: DeviceInfo, sources: Sources, errors: Arc<RecentErrors>) -> Self {
         Shared {
@@ -49,19 +47,10 @@ impl Shared {
 
     /// Takes one rate sample (the server calls this every second).
     pub fn sample(&self) {
-        let snap = self.sources.fetcher.snapshot();
         let totals = Totals {
-            bytes_in: snap.bytes_fetched,
-            bytes_out_peers: self
-                .sources
-                .swarm
-                .as_ref()
-                .map_or(0, |s| s.bytes_uploaded.load(std::sync::atomic::Ordering::Relaxed)),
-            bytes_out_portal: self
-                .sources
-                .portal
-                .as_ref()
-                .map_or(0, |p| p.bytes_served.load(std::sync::atomic::Ordering::Relaxed)),
+            bytes_in: self.sources.fill.fill().bytes_fetched,
+            bytes_out_peers: self.sources.swarm.as_ref().map_or(0, |s| s.counters().bytes_uploaded),
+            bytes_out_portal: self.sources.portal.as_ref().map_or(0, |p| p.counters().bytes_served),
         };
         let t = self.started.elapsed().as_secs_f64();
         self.samples.lock().unwrap_or_else(|p| p.into_inner()).record(totals, t);
@@ -95,7 +84,7 @@ impl Shared {
             rates: Rates { now: rate_now, history },
             origins: g
                 .fetch
-                .origins
+                .sources
                 .iter()
                 .map(|o| OriginStatus {
                     name: o.name.clone(),

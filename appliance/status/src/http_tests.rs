@@ -1,4 +1,4 @@
-//! Route tests: the real router on a real store (tempdir) and fetcher, a fake jobs view,
+//! Route tests: the real router on a real store (tempdir), fake fill, swarm, portal and jobs views,
 //! requests through `tower::ServiceExt::oneshot` (no sockets).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,7 +9,7 @@ use axum::http::{header, Request, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use http_body_util::BodyExt;
-use popseed_fetch::{FetchConfig, Fetcher};
+use popseed_core::JobState;
 use popseed_release::{publish, PublishOptions, SecretKey, VerifiedRelease};
 use popseed_store::{AddOptions, Store, StoreConfig};
 use tower::ServiceExt;
@@ -18,6 +18,7 @@ use super::*;
 use crate::errors::{ErrorEvent, RecentErrors};
 use crate::jobs::{JobSummary, JobsView};
 use crate::report::tests::job;
+use crate::views::*;
 
 const TOKEN: &str = "staff-token-0123456789";
 
@@ -26,6 +27,31 @@ struct FakeJobs(Mutex<Vec<JobSummary>>);
 impl JobsView for FakeJobs {
     fn jobs(&self) -> Vec<JobSummary> {
         self.0.lock().unwrap().clone()
+    }
+}
+
+/// The fill of one release, nothing moving yet.
+struct FakeFill(FillStatus);
+
+impl FillView for FakeFill {
+    fn fill(&self) -> FillStatus {
+        self.0.clone()
+    }
+}
+
+struct FakePortal(PortalCounters);
+
+impl PortalView for FakePortal {
+    fn counters(&self) -> PortalCounters {
+        self.0
+    }
+}
+
+struct FakeSwarm;
+
+impl SwarmView for FakeSwarm {
+    fn counters(&self) -> SwarmCounters {
+        SwarmCounters::default()
     }
 }
 
@@ -62,17 +88,22 @@ fn fixture(token: Option<&str>) -> Fixture {
         .unwrap(),
     );
     store.add_release(&release, AddOptions { pin: true, ttl_seconds: None }).unwrap();
-    let fetcher = Fetcher::new(store.clone(), vec![], FetchConfig::default());
-    fetcher.add_release(Arc::new(release.clone())).unwrap();
+    let fill = FillStatus {
+        releases: vec![ReleaseFill {
+            infohash: release.infohash(),
+            name: release.manifest.name.clone(),
+            total_bytes: release.layout().total_length,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
     let jobs = Arc::new(FakeJobs(Mutex::new(Vec::new())));
-    let portal = Arc::new(popseed_portal::Stats::default());
-    portal.bytes_served.store(12345, Ordering::Relaxed);
-    portal.dns_queries.store(7, Ordering::Relaxed);
+    let portal = PortalCounters { bytes_served: 12345, dns_queries: 7, ..Default::default() };
     let sources = Sources {
         store: store.clone(),
-        fetcher,
-        swarm: Some(Arc::new(popseed_swarm::Stats::default())),
-        portal: Some(portal),
+        fill: Arc::new(FakeFill(fill)),
+        swarm: Some(Arc::new(FakeSwarm)),
+        portal: Some(Arc::new(FakePortal(portal))),
         jobs: jobs.clone(),
     };
     let errors = Arc::new(RecentErrors::new(10));
@@ -128,7 +159,7 @@ fn put_first_pieces(f: &Fixture, n: u32) {
     for i in 0..n {
         let mut buf = vec![0u8; l.piece_size(i).unwrap() as usize];
         file.read_exact_at(&mut buf, l.piece_offset(i)).unwrap();
-        f.store.put_piece(&f.release.infohash(), i, &buf).unwrap();
+        f.store.put_piece(&f.release.infohash(), popseed_core::PieceIndex(i), &buf).unwrap();
     }
 }
 
@@ -227,10 +258,10 @@ async fn readyz_follows_the_pinned_jobs_and_the_configured_releases() {
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body.starts_with("not ready: 0 of 1 pinned jobs ready; 'Keynote videos' 0%"), "{body}");
     // a job covering that release wins over the config entry
-    let ih = hex::encode(f.release.infohash());
-    let mut j = job("Keynote videos", "ready", true, 10, 10);
-    j.infohash = ih.clone();
-    let mut other = job("Maps", "failed", true, 0, 10);
+    let ih = f.release.infohash();
+    let mut j = job("Keynote videos", JobState::Ready, true, 10, 10);
+    j.infohash = Some(ih);
+    let mut other = job("Maps", JobState::Failed, true, 0, 10);
     other.reason = Some("signed by an unknown key".into());
     *f.jobs.0.lock().unwrap() = vec![j.clone(), other];
     let (s, _, body) = send(&f.app, get_req("/readyz")).await;

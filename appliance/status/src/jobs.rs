@@ -2,10 +2,8 @@
 //! component implements, the [`JobSummary`] it hands out (also the JSON of `/api/status`), and
 //! [`NoJobs`] for a box that runs no jobs component.
 
+use popseed_core::{InfoHash, JobState};
 use serde::{Deserialize, Serialize};
-
-/// Job states, as [`JobSummary::state`] spells them.
-pub const JOB_STATES: [&str; 6] = ["queued", "filling", "ready", "failed", "expired", "cancelled"];
 
 /// One job (or one release the agent's config asks for) as the dashboard, `/api/status`,
 /// `/readyz` and `/metrics` see it.
@@ -13,10 +11,9 @@ pub const JOB_STATES: [&str; 6] = ["queued", "filling", "ready", "failed", "expi
 pub struct JobSummary {
     pub id: String,
     pub name: String,
-    /// Release infohash, 40 hex digits.
-    pub infohash: String,
-    /// One of [`JOB_STATES`].
-    pub state: String,
+    /// None while the box is still asking its origins for the release.
+    pub infohash: Option<InfoHash>,
+    pub state: JobState,
     /// Why the job is in its state (a failure or refusal reason, "cannot meet its deadline"...).
     pub reason: Option<String>,
     pub pinned: bool,
@@ -45,7 +42,7 @@ impl JobSummary {
 
     /// Counts towards readiness: pinned and not cancelled or expired.
     pub fn counts_for_readiness(&self) -> bool {
-        self.pinned && !matches!(self.state.as_str(), "cancelled" | "expired")
+        self.pinned && self.state.is_live()
     }
 }
 

@@ -5,7 +5,8 @@
 //! * `GET /` (the operator dashboard), `GET /api/status` (JSON) and the staff API routes handed
 //!   in as `extra`: behind the staff token (bearer header or the dashboard's session cookie).
 //!
-//! Modules: [`jobs`] (the view of prewarm jobs), [`gather`] (reading the components),
+//! Modules: [`views`] and [`jobs`] (the ports the agent implements over the fetcher, swarm,
+//! portal and jobs), [`gather`] (reading them),
 //! [`report`] (the status and the readiness rule, pure), [`metrics`], [`samples`] (rates and
 //! sparklines, pure), [`errors`] (the recent-errors tracing layer), [`auth`], [`dashboard`]
 //! (maud pages), [`http`] (the axum application). See docs/operator-guide.md.
@@ -19,6 +20,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod report;
 pub mod samples;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,10 +33,13 @@ use tokio_util::sync::CancellationToken;
 pub use gather::Sources;
 pub use jobs::{JobSummary, JobsView, NoJobs};
 pub use report::{DeviceInfo, StatusReport};
+pub use views::{
+    FillStatus, FillView, NoFill, PortalCounters, PortalView, ReleaseFill, SourceFill, SwarmCounters, SwarmView,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    #[error("cannot listen on the management address {addr}: {source}")]
+    #[error("cannot listen on the management address {addr}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }
 
@@ -68,7 +73,7 @@ impl StatusServer {
         let serve = tokio::spawn(async move {
             let r = axum::serve(listener, app).with_graceful_shutdown(async move { sd.cancelled().await }).await;
             if let Err(e) = r {
-                tracing::error!(error = %e, "management server failed");
+                tracing::error!(error = %popseed_core::chain(&e), "management server failed");
             }
         });
         let sd = shutdown.clone();

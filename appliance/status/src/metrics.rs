@@ -10,7 +10,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::gather::Gathered;
-use crate::jobs::JOB_STATES;
+use popseed_core::JobState;
 
 /// The content type of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -78,8 +78,8 @@ impl Collector for Scrape {
         gauge(&mut e, "ready", "1 when every pinned job is ready (what /readyz says)", None, self.ready as u64)?;
 
         // fill: in from origins and web seeds
-        let o = &g.fetch.origins;
-        let by_origin = |f: fn(&popseed_fetch::progress::OriginProgress) -> u64| -> Vec<(String, u64)> {
+        let o = &g.fetch.sources;
+        let by_origin = |f: fn(&crate::views::SourceFill) -> u64| -> Vec<(String, u64)> {
             o.iter().map(|x| (x.name.clone(), f(x))).collect()
         };
         counters(
@@ -161,9 +161,9 @@ impl Collector for Scrape {
         counter(&mut e, "store_evicted", "Bytes freed by evictions", Some(Unit::Bytes), g.store.evicted_bytes)?;
 
         // jobs
-        let states: Vec<(String, f64)> = JOB_STATES
+        let states: Vec<(String, f64)> = JobState::ALL
             .iter()
-            .map(|s| ((*s).to_owned(), g.jobs.iter().filter(|j| j.state == *s).count() as f64))
+            .map(|s| (s.to_string(), g.jobs.iter().filter(|j| j.state == *s).count() as f64))
             .collect();
         gauges(&mut e, "jobs", "Jobs per state", None, "state", &states)?;
 

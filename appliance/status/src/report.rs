@@ -2,8 +2,7 @@
 //! show, built from plain inputs (no I/O), with the readiness rule and the one-line reason an
 //! event team reads ("2 of 3 pinned jobs ready; 'Keynote videos' 61%, ETA 4 min, ...").
 
-use std::time::{Duration, UNIX_EPOCH};
-
+use popseed_core::{ByteSize, JobState};
 use serde::{Deserialize, Serialize};
 
 use crate::errors::ErrorEvent;
@@ -92,8 +91,7 @@ pub fn fmt_eta(secs: f64) -> String {
 
 /// A deadline as `09:00 UTC`, or `2026-11-23 09:00 UTC` when it is not today.
 pub fn fmt_deadline(deadline: u64, now: u64) -> String {
-    let iso = |t: u64| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t)).to_string();
-    let d = iso(deadline); // 2026-11-23T09:00:00Z
+    let d = popseed_core::clock::rfc3339(deadline); // 2026-11-23T09:00:00Z
     let (date, rest) = d.split_once('T').unwrap_or((&d, ""));
     let hm = rest.get(..5).unwrap_or(rest);
     if deadline / 86_400 == now / 86_400 {
@@ -103,27 +101,11 @@ pub fn fmt_deadline(deadline: u64, now: u64) -> String {
     }
 }
 
-/// 1.5 GiB style byte counts.
-pub fn fmt_bytes(n: f64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n.max(0.0);
-    let mut u = 0;
-    while v >= 1024.0 && u < U.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{v:.0} B")
-    } else {
-        format!("{v:.1} {}", U[u])
-    }
-}
-
 /// One job in a reason line: `'Keynote videos' 61%, ETA 4 min, at risk: deadline 09:00 UTC`.
 pub fn job_phrase(j: &JobSummary, now: u64) -> String {
     let mut s = format!("'{}'", j.name);
-    match j.state.as_str() {
-        "failed" => {
+    match j.state {
+        JobState::Failed => {
             s.push_str(" failed");
             if let Some(r) = &j.reason {
                 s.push_str(": ");
@@ -131,8 +113,8 @@ pub fn job_phrase(j: &JobSummary, now: u64) -> String {
             }
             return s;
         }
-        "queued" => s.push_str(" queued"),
-        "ready" => s.push_str(" ready"),
+        JobState::Queued => s.push_str(" queued"),
+        JobState::Ready => s.push_str(" ready"),
         _ => {
             s.push_str(&format!(" {}%", (j.fraction() * 100.0).floor() as u64));
             s.push_str(&match j.eta_secs {
@@ -159,7 +141,7 @@ pub fn readiness(jobs: &[JobSummary], now: u64) -> Readiness {
     if pinned.is_empty() {
         return Readiness { ready: true, reason: "nothing pinned to wait for".into() };
     }
-    let ready = pinned.iter().filter(|j| j.state == "ready").count();
+    let ready = pinned.iter().filter(|j| j.state == JobState::Ready).count();
     let n = pinned.len();
     if ready == n {
         let reason =
@@ -167,9 +149,9 @@ pub fn readiness(jobs: &[JobSummary], now: u64) -> Readiness {
         return Readiness { ready: true, reason };
     }
     // Failed first, then at risk, then the furthest from done.
-    let mut waiting: Vec<&JobSummary> = pinned.iter().copied().filter(|j| j.state != "ready").collect();
+    let mut waiting: Vec<&JobSummary> = pinned.iter().copied().filter(|j| j.state != JobState::Ready).collect();
     waiting.sort_by(|a, b| {
-        let key = |j: &JobSummary| (j.state != "failed", !j.at_risk);
+        let key = |j: &JobSummary| (j.state != JobState::Failed, !j.at_risk);
         key(a).cmp(&key(b)).then(a.fraction().total_cmp(&b.fraction()))
     });
     const SHOWN: usize = 3;
@@ -208,11 +190,11 @@ pub fn summary_text(r: &StatusReport) -> String {
                 j.state,
                 pct,
                 j.name,
-                fmt_bytes(j.bytes_done as f64),
-                fmt_bytes(j.bytes_total as f64),
+                ByteSize::human(j.bytes_done as f64),
+                ByteSize::human(j.bytes_total as f64),
                 if j.pinned { ", pinned" } else { "" }
             );
-            if j.state == "filling" || j.state == "queued" {
+            if matches!(j.state, JobState::Filling | JobState::Queued) {
                 if let Some(e) = j.eta_secs {
                     line.push_str(&format!(", ETA {}", fmt_eta(e)));
                 }
@@ -233,17 +215,17 @@ pub fn summary_text(r: &StatusReport) -> String {
     }
     out.push_str(&format!(
         "store: {} used, {} free, {} releases, {} evictions\n",
-        fmt_bytes(r.store.used as f64),
-        fmt_bytes(r.store.free as f64),
+        ByteSize::human(r.store.used as f64),
+        ByteSize::human(r.store.free as f64),
         r.store.releases,
         r.store.evictions
     ));
     let now = r.rates.now;
     out.push_str(&format!(
         "rates: in {}/s, out {}/s to peers, {}/s to the portal\n",
-        fmt_bytes(now.bytes_in),
-        fmt_bytes(now.bytes_out_peers),
-        fmt_bytes(now.bytes_out_portal)
+        ByteSize::human(now.bytes_in),
+        ByteSize::human(now.bytes_out_peers),
+        ByteSize::human(now.bytes_out_portal)
     ));
     let opt = |v: Option<u64>| v.map(|n| n.to_string()).unwrap_or_else(|| "off".into());
     out.push_str(&format!("peers: {}, portal clients: {}\n", opt(r.peers), opt(r.portal_clients)));
@@ -258,7 +240,7 @@ pub fn summary_text(r: &StatusReport) -> String {
         out.push_str(&format!(
             "origin {}: {state}, {} received, {} hash failures\n",
             o.name,
-            fmt_bytes(o.bytes as f64),
+            ByteSize::human(o.bytes as f64),
             o.hash_failures
         ));
     }
@@ -276,12 +258,12 @@ pub fn summary_text(r: &StatusReport) -> String {
 pub(crate) mod tests {
     use super::*;
 
-    pub fn job(name: &str, state: &str, pinned: bool, done: u64, total: u64) -> JobSummary {
+    pub fn job(name: &str, state: JobState, pinned: bool, done: u64, total: u64) -> JobSummary {
         JobSummary {
             id: name.to_lowercase().replace(' ', "-"),
             name: name.into(),
-            infohash: "00".repeat(20),
-            state: state.into(),
+            infohash: None,
+            state,
             reason: None,
             pinned,
             priority: 0,
@@ -301,24 +283,24 @@ pub(crate) mod tests {
     fn ready_when_every_pinned_job_is_ready() {
         assert!(readiness(&[], NOW).ready);
         let jobs = vec![
-            job("A", "ready", true, 10, 10),
-            job("B", "filling", false, 1, 10),
-            job("C", "cancelled", true, 0, 10),
+            job("A", JobState::Ready, true, 10, 10),
+            job("B", JobState::Filling, false, 1, 10),
+            job("C", JobState::Cancelled, true, 0, 10),
         ];
         let r = readiness(&jobs, NOW);
         assert!(r.ready, "unpinned and cancelled jobs do not count: {r:?}");
         assert_eq!(r.reason, "'A' is ready");
-        let r = readiness(&[job("A", "ready", true, 1, 1), job("B", "ready", true, 1, 1)], NOW);
+        let r = readiness(&[job("A", JobState::Ready, true, 1, 1), job("B", JobState::Ready, true, 1, 1)], NOW);
         assert_eq!(r, Readiness { ready: true, reason: "all 2 pinned jobs ready".into() });
     }
 
     #[test]
     fn not_ready_says_which_job_how_far_and_whether_at_risk() {
-        let mut keynote = job("Keynote videos", "filling", true, 61, 100);
+        let mut keynote = job("Keynote videos", JobState::Filling, true, 61, 100);
         keynote.eta_secs = Some(230.0);
         keynote.deadline = Some(NOW + 3600);
         keynote.at_risk = true;
-        let jobs = vec![job("Slides", "ready", true, 5, 5), keynote, job("Apps", "ready", true, 5, 5)];
+        let jobs = vec![job("Slides", JobState::Ready, true, 5, 5), keynote, job("Apps", JobState::Ready, true, 5, 5)];
         let r = readiness(&jobs, NOW);
         assert!(!r.ready);
         assert_eq!(r.reason, "2 of 3 pinned jobs ready; 'Keynote videos' 61%, ETA 4 min, at risk: deadline 09:00 UTC");
@@ -326,10 +308,10 @@ pub(crate) mod tests {
 
     #[test]
     fn failed_jobs_come_first_with_their_reason() {
-        let mut bad = job("Maps", "failed", true, 0, 5);
+        let mut bad = job("Maps", JobState::Failed, true, 0, 5);
         bad.reason = Some("signed by an unknown key".into());
-        let stalled = job("Videos", "filling", true, 1, 4);
-        let queued = job("Docs", "queued", true, 0, 4);
+        let stalled = job("Videos", JobState::Filling, true, 1, 4);
+        let queued = job("Docs", JobState::Queued, true, 0, 4);
         let r = readiness(&[stalled, queued, bad], NOW);
         assert!(!r.ready);
         assert_eq!(
@@ -346,7 +328,5 @@ pub(crate) mod tests {
         assert_eq!(fmt_eta(f64::NAN), "unknown");
         assert_eq!(fmt_deadline(NOW + 3600, NOW), "09:00 UTC");
         assert_eq!(fmt_deadline(NOW + 86_400, NOW), "2026-11-23 08:00 UTC");
-        assert_eq!(fmt_bytes(1536.0), "1.5 KiB");
-        assert_eq!(fmt_bytes(12.0), "12 B");
     }
 }

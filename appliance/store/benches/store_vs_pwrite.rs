@@ -20,6 +20,8 @@ mod common;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+
+use popseed_core::PieceIndex;
 use std::time::Instant;
 
 use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
@@ -110,12 +112,12 @@ fn through_store(dir: &Path, r: &VerifiedRelease, pieces: &[Vec<u8>], batch: usi
     let t = Instant::now();
     if batch == 1 {
         for (i, data) in pieces.iter().enumerate() {
-            store.put_piece(&ih, i as u32, data).unwrap();
+            store.put_piece(&ih, PieceIndex(i as u32), data).unwrap();
         }
     } else {
         for (c, chunk) in pieces.chunks(batch).enumerate() {
-            let refs: Vec<(u32, &[u8])> =
-                chunk.iter().enumerate().map(|(k, d)| ((c * batch + k) as u32, d.as_slice())).collect();
+            let refs: Vec<(PieceIndex, &[u8])> =
+                chunk.iter().enumerate().map(|(k, d)| (PieceIndex((c * batch + k) as u32), d.as_slice())).collect();
             store.put_pieces(&ih, &refs).unwrap();
         }
     }
@@ -126,7 +128,7 @@ fn through_store(dir: &Path, r: &VerifiedRelease, pieces: &[Vec<u8>], batch: usi
     let mut buf = vec![0u8; r.layout().piece_length as usize];
     for (i, data) in pieces.iter().enumerate() {
         let b = &mut buf[..data.len()];
-        store.read_piece_at(&ih, i as u32, 0, b).unwrap();
+        store.read_piece_at(&ih, PieceIndex(i as u32), 0, b).unwrap();
         assert_eq!(b[..64], data[..64]);
     }
     (w, mib / t.elapsed().as_secs_f64())
@@ -139,8 +141,7 @@ fn main() {
     let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.into());
     let total_mib: u64 = env("POPSEED_BENCH_MIB", "1024").parse().expect("POPSEED_BENCH_MIB");
     let piece: u32 =
-        parse_size::Config::new().with_binary().parse_size(env("POPSEED_BENCH_PIECE", "1MiB")).expect("piece size")
-            as u32;
+        env("POPSEED_BENCH_PIECE", "1MiB").parse::<popseed_core::ByteSize>().expect("piece size").get() as u32;
     let root =
         std::env::var("POPSEED_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
     let tmp = tempfile::tempdir_in(&root).unwrap();

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use popseed_core::InfoHash;
+
 use crate::error::{Result, StoreError};
 
 /// Limits on what the store may hold.
@@ -29,7 +31,7 @@ pub fn free_bytes(path: &Path) -> Result<u64> {
 /// A release that might be evicted.
 #[derive(Debug, Clone)]
 pub struct Candidate {
-    pub infohash: [u8; 20],
+    pub infohash: InfoHash,
     pub pinned: bool,
     pub expires_at: Option<u64>,
     pub last_access: u64,
@@ -38,7 +40,7 @@ pub struct Candidate {
 
 /// The next release to evict, or None when nothing may go. Releases holding no bytes free
 /// nothing and are skipped; `protect` (the release being written) is never chosen.
-pub fn choose_victim(cands: &[Candidate], now: u64, protect: &[u8; 20]) -> Option<[u8; 20]> {
+pub fn choose_victim(cands: &[Candidate], now: u64, protect: &InfoHash) -> Option<InfoHash> {
     let eligible = || cands.iter().filter(|c| !c.pinned && c.bytes > 0 && &c.infohash != protect);
     let expired =
         eligible().filter(|c| c.expires_at.is_some_and(|t| t <= now)).min_by_key(|c| (c.expires_at, c.last_access));
@@ -50,7 +52,7 @@ mod tests {
     use super::*;
 
     fn c(id: u8, pinned: bool, expires_at: Option<u64>, last_access: u64, bytes: u64) -> Candidate {
-        Candidate { infohash: [id; 20], pinned, expires_at, last_access, bytes }
+        Candidate { infohash: InfoHash([id; 20]), pinned, expires_at, last_access, bytes }
     }
 
     #[test]
@@ -62,9 +64,9 @@ mod tests {
             c(4, false, None, 5, 0),        // holds nothing
             c(5, false, Some(500), 1, 100), // not yet expired, oldest access
         ];
-        assert_eq!(choose_victim(&cands, 100, &[9; 20]), Some([2; 20]));
-        assert_eq!(choose_victim(&cands, 10, &[9; 20]), Some([5; 20]));
-        assert_eq!(choose_victim(&cands[..1], 10, &[1; 20]), None, "the written release is protected");
-        assert_eq!(choose_victim(&[c(3, true, Some(1), 0, 9)], 100, &[9; 20]), None);
+        assert_eq!(choose_victim(&cands, 100, &InfoHash([9; 20])), Some(InfoHash([2; 20])));
+        assert_eq!(choose_victim(&cands, 10, &InfoHash([9; 20])), Some(InfoHash([5; 20])));
+        assert_eq!(choose_victim(&cands[..1], 10, &InfoHash([1; 20])), None, "the written release is protected");
+        assert_eq!(choose_victim(&[c(3, true, Some(1), 0, 9)], 100, &InfoHash([9; 20])), None);
     }
 }

@@ -110,7 +110,7 @@ impl DataFiles {
                 match OpenOptions::new().write(true).custom_flags(OFlag::O_DIRECT.bits()).open(p) {
                     Ok(f) => Some(f),
                     Err(e) => {
-                        tracing::debug!(path = %p.display(), error = %e, "no O_DIRECT here; buffered writes only");
+                        tracing::debug!(path = %p.display(), error = %popseed_core::chain(&e), "no O_DIRECT here; buffered writes only");
                         None
                     }
                 }
@@ -137,7 +137,7 @@ impl DataFiles {
                     f.write_all_at(&bytes[..head], s.file_offset).map_err(|e| StoreError::io(p, e))?;
                     if let Err(e) = d.write_all_at(&bytes[head..head + middle], mid_off) {
                         // a device with stricter alignment than ours: fall back for this write
-                        tracing::debug!(path = %p.display(), error = %e, "O_DIRECT write refused; buffered instead");
+                        tracing::debug!(path = %p.display(), error = %popseed_core::chain(&e), "O_DIRECT write refused; buffered instead");
                         f.write_all_at(&bytes[head..head + middle], mid_off).map_err(|e| StoreError::io(p, e))?;
                     }
                     f.write_all_at(&bytes[head + middle..], mid_off + middle as u64)

@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use popseed_core::InfoHash;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
@@ -36,9 +37,9 @@ pub struct Index {
     access: sled::Tree,
 }
 
-fn piece_key(ih: &[u8; 20], index: u32) -> [u8; 24] {
+fn piece_key(ih: &InfoHash, index: u32) -> [u8; 24] {
     let mut k = [0u8; 24];
-    k[..20].copy_from_slice(ih);
+    k[..20].copy_from_slice(ih.as_bytes());
     k[20..].copy_from_slice(&index.to_be_bytes());
     k
 }
@@ -57,49 +58,48 @@ impl Index {
         })
     }
 
-    pub fn records(&self) -> Result<Vec<([u8; 20], ReleaseRecord)>> {
+    pub fn records(&self) -> Result<Vec<(InfoHash, ReleaseRecord)>> {
         let mut out = Vec::new();
         for kv in self.releases.iter() {
             let (k, v) = kv?;
-            let ih: [u8; 20] =
-                k.as_ref().try_into().map_err(|_| StoreError::Corrupt(format!("release key of {} bytes", k.len())))?;
-            let rec: ReleaseRecord = serde_json::from_slice(&v)
-                .map_err(|e| StoreError::Corrupt(format!("release {}: {e}", hex::encode(ih))))?;
+            let ih = InfoHash::from_slice(&k).ok_or(StoreError::BadKey { tree: "releases", len: k.len() })?;
+            let rec: ReleaseRecord =
+                serde_json::from_slice(&v).map_err(|source| StoreError::BadRecord { infohash: ih, source })?;
             out.push((ih, rec));
         }
         Ok(out)
     }
 
-    pub fn put_record(&self, ih: &[u8; 20], rec: &ReleaseRecord) -> Result<()> {
-        let v = serde_json::to_vec(rec).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    pub fn put_record(&self, ih: &InfoHash, rec: &ReleaseRecord) -> Result<()> {
+        let v = serde_json::to_vec(rec).map_err(StoreError::Encode)?;
         self.releases.insert(ih, v)?;
         Ok(())
     }
 
-    pub fn remove_record(&self, ih: &[u8; 20]) -> Result<()> {
+    pub fn remove_record(&self, ih: &InfoHash) -> Result<()> {
         self.releases.remove(ih)?;
         self.access.remove(ih)?;
         Ok(())
     }
 
-    pub fn mark_present(&self, ih: &[u8; 20], index: u32) -> Result<()> {
+    pub fn mark_present(&self, ih: &InfoHash, index: u32) -> Result<()> {
         self.pieces.insert(piece_key(ih, index), &[])?;
         Ok(())
     }
 
     /// Indices of present pieces of a release, ascending.
-    pub fn present_pieces(&self, ih: &[u8; 20]) -> impl Iterator<Item = Result<u32>> + '_ {
+    pub fn present_pieces(&self, ih: &InfoHash) -> impl Iterator<Item = Result<u32>> + '_ {
         self.pieces.scan_prefix(ih).map(|kv| {
             let (k, _) = kv?;
             let idx: [u8; 4] = k
                 .get(20..24)
                 .and_then(|s| s.try_into().ok())
-                .ok_or_else(|| StoreError::Corrupt(format!("piece key of {} bytes", k.len())))?;
+                .ok_or(StoreError::BadKey { tree: "pieces", len: k.len() })?;
             Ok(u32::from_be_bytes(idx))
         })
     }
 
-    pub fn remove_pieces(&self, ih: &[u8; 20]) -> Result<()> {
+    pub fn remove_pieces(&self, ih: &InfoHash) -> Result<()> {
         let mut batch = sled::Batch::default();
         for kv in self.pieces.scan_prefix(ih) {
             batch.remove(kv?.0);
@@ -108,25 +108,25 @@ impl Index {
         Ok(())
     }
 
-    pub fn last_access(&self, ih: &[u8; 20]) -> Result<Option<u64>> {
+    pub fn last_access(&self, ih: &InfoHash) -> Result<Option<u64>> {
         Ok(self.access.get(ih)?.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes))
     }
 
-    pub fn set_last_access(&self, ih: &[u8; 20], t: u64) -> Result<()> {
+    pub fn set_last_access(&self, ih: &InfoHash, t: u64) -> Result<()> {
         self.access.insert(ih, &t.to_be_bytes())?;
         Ok(())
     }
 
-    /// Makes every write so far durable.
     /// A tree of the same database for another component's small records (e.g. `jobs`); the
     /// store's own trees are refused.
-    pub fn extra_tree(&self, name: &str) -> Result<sled::Tree> {
+    pub fn record_tree(&self, name: &str) -> Result<sled::Tree> {
         if ["releases", "pieces", "access"].contains(&name) {
-            return Err(StoreError::Corrupt(format!("tree {name:?} belongs to the store")));
+            return Err(StoreError::ReservedTable(name.to_owned()));
         }
         Ok(self.db.open_tree(name)?)
     }
 
+    /// Makes every write so far durable.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())

@@ -10,11 +10,13 @@ pub mod capacity;
 pub mod error;
 mod files;
 mod index;
+mod records;
 mod stats;
 pub mod store;
 
 pub use bitfield::Bitfield;
 pub use capacity::Capacity;
 pub use error::{Result, StoreError};
+pub use records::RecordTable;
 pub use stats::StoreStats;
-pub use store::{AddOptions, DemandHandler, ImportReport, Put, ReleaseInfo, Store, StoreConfig, StoreEvent, Usage};
+pub use store::{AddOptions, ImportReport, Put, ReleaseInfo, Store, StoreConfig, StoreEvent, Usage};

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use popseed_core::{InfoHash, PieceIndex};
 use popseed_release::hashing::piece_hash;
 use popseed_release::sha1_many::sha1_many;
 use popseed_release::VerifiedRelease;
@@ -18,6 +19,7 @@ use crate::capacity::{choose_victim, free_bytes, Candidate, Capacity};
 use crate::error::{Result, StoreError};
 use crate::files::DataFiles;
 use crate::index::{Index, ReleaseRecord};
+use crate::records::RecordTable;
 use crate::stats::StoreStats;
 
 const RELEASES_DIR: &str = "releases";
@@ -61,7 +63,7 @@ pub enum Put {
 /// A summary of one stored release.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReleaseInfo {
-    pub infohash: [u8; 20],
+    pub infohash: InfoHash,
     pub name: String,
     pub version: String,
     pub total_size: u64,
@@ -78,14 +80,10 @@ pub struct ReleaseInfo {
 /// (the swarm sends `have`, the portal resumes a waiting download).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreEvent {
-    PieceStored { infohash: [u8; 20], index: u32 },
-    ReleaseAdded { infohash: [u8; 20] },
-    ReleaseRemoved { infohash: [u8; 20] },
+    PieceStored { infohash: InfoHash, index: PieceIndex },
+    ReleaseAdded { infohash: InfoHash },
+    ReleaseRemoved { infohash: InfoHash },
 }
-
-/// Called with pieces somebody wants that are not present (read-through): the fetcher installs
-/// one and turns them into top-priority fetches.
-pub type DemandHandler = Arc<dyn Fn(&[u8; 20], &[u32]) + Send + Sync>;
 
 /// Store-wide usage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,13 +123,12 @@ pub struct Store {
     dir: PathBuf,
     index: Index,
     capacity: Capacity,
-    entries: RwLock<HashMap<[u8; 20], Arc<Entry>>>,
+    entries: RwLock<HashMap<InfoHash, Arc<Entry>>>,
     /// Serializes capacity decisions and evictions.
     space: Mutex<()>,
     /// Bytes of puts that passed the capacity check but are not yet counted as present.
     reserved: AtomicU64,
     events: tokio::sync::broadcast::Sender<StoreEvent>,
-    demand: RwLock<Option<DemandHandler>>,
     stats: StoreStats,
 }
 
@@ -168,13 +165,12 @@ impl Store {
             space: Mutex::new(()),
             reserved: AtomicU64::new(0),
             events: tokio::sync::broadcast::channel(4096).0,
-            demand: RwLock::new(None),
             stats: StoreStats::default(),
         };
         let mut entries = HashMap::new();
         for (ih, rec) in store.index.records()? {
             if rec.removing {
-                tracing::info!(release = %hex::encode(ih), "finishing an interrupted removal");
+                tracing::info!(release = %ih, "finishing an interrupted removal");
                 store.purge(&ih)?;
                 continue;
             }
@@ -183,7 +179,7 @@ impl Store {
                     entries.insert(ih, Arc::new(e));
                 }
                 Err(err) => {
-                    tracing::warn!(release = %hex::encode(ih), error = %err, "stored release is unreadable; dropping it");
+                    tracing::warn!(release = %ih, error = %popseed_core::chain(&err), "stored release is unreadable; dropping it");
                     store.purge(&ih)?;
                 }
             }
@@ -192,11 +188,8 @@ impl Store {
         for d in fs::read_dir(&rel_dir).map_err(|e| StoreError::io(&rel_dir, e))? {
             let d = d.map_err(|e| StoreError::io(&rel_dir, e))?;
             let name = d.file_name();
-            let known = name
-                .to_str()
-                .and_then(|n| hex::decode(n).ok())
-                .and_then(|b| <[u8; 20]>::try_from(b).ok())
-                .is_some_and(|ih| entries.contains_key(&ih));
+            let known =
+                name.to_str().and_then(|n| n.parse::<InfoHash>().ok()).is_some_and(|ih| entries.contains_key(&ih));
             if !known {
                 tracing::info!(dir = ?d.path(), "removing leftovers of an unfinished add");
                 fs::remove_dir_all(d.path()).map_err(|e| StoreError::io(d.path(), e))?;
@@ -206,15 +199,15 @@ impl Store {
         Ok(store)
     }
 
-    fn release_dir(&self, ih: &[u8; 20]) -> PathBuf {
-        self.dir.join(RELEASES_DIR).join(hex::encode(ih))
+    fn release_dir(&self, ih: &InfoHash) -> PathBuf {
+        self.dir.join(RELEASES_DIR).join(ih.to_string())
     }
 
-    fn load_entry(&self, ih: &[u8; 20], record: ReleaseRecord) -> Result<Entry> {
+    fn load_entry(&self, ih: &InfoHash, record: ReleaseRecord) -> Result<Entry> {
         let dir = self.release_dir(ih);
         let release = VerifiedRelease::load(&dir, None)?;
         if &release.infohash() != ih {
-            return Err(StoreError::Corrupt(format!("release directory {} holds another release", dir.display())));
+            return Err(StoreError::WrongRelease { dir, expected: *ih, found: release.infohash() });
         }
         let layout = release.layout();
         let mut bitfield = Bitfield::new(layout.piece_count());
@@ -242,22 +235,22 @@ impl Store {
         })
     }
 
-    fn entry(&self, ih: &[u8; 20]) -> Result<Arc<Entry>> {
+    fn entry(&self, ih: &InfoHash) -> Result<Arc<Entry>> {
         self.entries
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(ih)
             .cloned()
-            .ok_or_else(|| StoreError::UnknownRelease(hex::encode(ih)))
+            .ok_or_else(|| StoreError::UnknownRelease(*ih))
     }
 
-    fn touch(&self, ih: &[u8; 20], e: &Entry) {
+    fn touch(&self, ih: &InfoHash, e: &Entry) {
         let t = now();
         e.last_access.store(t, Ordering::Relaxed);
         if t.saturating_sub(e.persisted_access.load(Ordering::Relaxed)) >= ACCESS_PERSIST_SECS {
             e.persisted_access.store(t, Ordering::Relaxed);
             if let Err(err) = self.index.set_last_access(ih, t) {
-                tracing::warn!(error = %err, "could not record last access");
+                tracing::warn!(error = %popseed_core::chain(&err), "could not record last access");
             }
         }
     }
@@ -309,19 +302,19 @@ impl Store {
             persisted_access: AtomicU64::new(added_at),
         };
         self.entries.write().unwrap_or_else(|p| p.into_inner()).insert(ih, Arc::new(entry));
-        tracing::info!(release = %hex::encode(ih), name = %release.manifest.name, "release added");
+        tracing::info!(release = %ih, name = %release.manifest.name, "release added");
         let _ = self.events.send(StoreEvent::ReleaseAdded { infohash: ih });
         Ok(())
     }
 
     /// The verified release (manifest, .torrent, layout) of a stored release.
-    pub fn release(&self, ih: &[u8; 20]) -> Result<Arc<VerifiedRelease>> {
+    pub fn release(&self, ih: &InfoHash) -> Result<Arc<VerifiedRelease>> {
         Ok(self.entry(ih)?.release.clone())
     }
 
     /// Verifies a piece against the signed release, makes its bytes durable, then marks it
     /// present. Evicts other releases when the budget or the disk floor requires it.
-    pub fn put_piece(&self, ih: &[u8; 20], index: u32, data: &[u8]) -> Result<Put> {
+    pub fn put_piece(&self, ih: &InfoHash, index: PieceIndex, data: &[u8]) -> Result<Put> {
         Ok(self.put_pieces(ih, &[(index, data)])?[0])
     }
 
@@ -333,12 +326,13 @@ impl Store {
     /// bytes are written (a piece's range is claimed first, so no other put writes it meanwhile,
     /// and it is marked present only if its hash matched). When eviction would be needed, every
     /// hash is checked before anything is evicted or written, so bad data never costs a release.
-    pub fn put_pieces(&self, ih: &[u8; 20], pieces: &[(u32, &[u8])]) -> Result<Vec<Put>> {
+    pub fn put_pieces(&self, ih: &InfoHash, pieces: &[(PieceIndex, &[u8])]) -> Result<Vec<Put>> {
         let e = self.entry(ih)?;
         let layout = e.release.layout();
         for &(index, data) in pieces {
-            let size =
-                layout.piece_size(index).ok_or(StoreError::BadPieceIndex { index, count: layout.piece_count() })?;
+            let size = layout
+                .piece_size(index.get())
+                .ok_or(StoreError::BadPieceIndex { index, count: layout.piece_count() })?;
             if data.len() != size as usize {
                 return Err(StoreError::WrongLength { index, expected: size, got: data.len() });
             }
@@ -348,7 +342,7 @@ impl Store {
         let mut todo: Vec<(u32, &[u8])> = Vec::new();
         {
             let mut st = e.state();
-            for &(index, data) in pieces {
+            for &(PieceIndex(index), data) in pieces {
                 if st.bitfield.get(index) {
                     outcome.push(Put::AlreadyPresent);
                 } else if !st.writing.insert(index) {
@@ -369,7 +363,7 @@ impl Store {
             let datas: Vec<&[u8]> = todo.iter().map(|p| p.1).collect();
             for (&(index, _), hash) in todo.iter().zip(sha1_many(&datas)) {
                 if Some(&hash) != layout.piece_hash(index) {
-                    return Err(StoreError::HashMismatch { index });
+                    return Err(StoreError::HashMismatch { index: PieceIndex(index) });
                 }
             }
             Ok(())
@@ -390,7 +384,7 @@ impl Store {
                 let (hashed, written) = std::thread::scope(|s| {
                     let h = s.spawn(verify);
                     let w = write();
-                    (h.join().unwrap_or_else(|_| Err(StoreError::Corrupt("hashing thread panicked".into()))), w)
+                    (h.join().unwrap_or(Err(StoreError::HashingPanicked)), w)
                 });
                 hashed?;
                 written?;
@@ -411,7 +405,7 @@ impl Store {
         {
             let st = e.state();
             if st.removed {
-                return Err(StoreError::UnknownRelease(hex::encode(ih)));
+                return Err(StoreError::UnknownRelease(*ih));
             }
             for &(index, _) in &todo {
                 self.index.mark_present(ih, index)?;
@@ -428,7 +422,7 @@ impl Store {
         self.stats.stored(todo.len() as u64, need);
         self.touch(ih, &e);
         for &(index, _) in &todo {
-            let _ = self.events.send(StoreEvent::PieceStored { infohash: *ih, index });
+            let _ = self.events.send(StoreEvent::PieceStored { infohash: *ih, index: PieceIndex(index) });
         }
         Ok(outcome)
     }
@@ -455,7 +449,7 @@ impl Store {
     }
 
     /// Makes room for `need` bytes, evicting as the policy says, and reserves them.
-    fn reserve(&self, need: u64, protect: &[u8; 20]) -> Result<Reservation<'_>> {
+    fn reserve(&self, need: u64, protect: &InfoHash) -> Result<Reservation<'_>> {
         let _g = self.space.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(r) = self.reserve_locked(need)? {
@@ -480,7 +474,7 @@ impl Store {
                 .collect();
             match choose_victim(&cands, now(), protect) {
                 Some(victim) => {
-                    tracing::info!(release = %hex::encode(victim), need, used, "evicting to make room");
+                    tracing::info!(release = %victim, need, used, "evicting to make room");
                     let freed = cands.iter().find(|c| c.infohash == victim).map_or(0, |c| c.bytes);
                     self.remove_release(&victim)?;
                     self.stats.evicted(freed);
@@ -499,13 +493,13 @@ impl Store {
     }
 
     /// Removes a release: index first (so nothing is reported present), then its files.
-    pub fn remove_release(&self, ih: &[u8; 20]) -> Result<()> {
+    pub fn remove_release(&self, ih: &InfoHash) -> Result<()> {
         let e = self
             .entries
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(ih)
-            .ok_or_else(|| StoreError::UnknownRelease(hex::encode(ih)))?;
+            .ok_or_else(|| StoreError::UnknownRelease(*ih))?;
         let mut rec = {
             let mut st = e.state();
             st.removed = true;
@@ -515,13 +509,13 @@ impl Store {
         self.index.put_record(ih, &rec)?;
         self.index.flush()?;
         self.purge(ih)?;
-        tracing::info!(release = %hex::encode(ih), dir = ?e.dir, "release removed");
+        tracing::info!(release = %ih, dir = ?e.dir, "release removed");
         let _ = self.events.send(StoreEvent::ReleaseRemoved { infohash: *ih });
         Ok(())
     }
 
     /// Deletes every trace of a release whose record is gone or marked removing.
-    fn purge(&self, ih: &[u8; 20]) -> Result<()> {
+    fn purge(&self, ih: &InfoHash) -> Result<()> {
         self.index.remove_pieces(ih)?;
         self.index.flush()?;
         let dir = self.release_dir(ih);
@@ -532,7 +526,7 @@ impl Store {
         self.index.flush()
     }
 
-    pub fn set_pinned(&self, ih: &[u8; 20], pinned: bool) -> Result<()> {
+    pub fn set_pinned(&self, ih: &InfoHash, pinned: bool) -> Result<()> {
         let e = self.entry(ih)?;
         let mut st = e.state();
         st.record.pinned = pinned;
@@ -541,40 +535,42 @@ impl Store {
         self.index.flush()
     }
 
-    pub fn has_piece(&self, ih: &[u8; 20], index: u32) -> bool {
-        self.entry(ih).is_ok_and(|e| e.state().bitfield.get(index))
+    pub fn has_piece(&self, ih: &InfoHash, index: PieceIndex) -> bool {
+        self.entry(ih).is_ok_and(|e| e.state().bitfield.get(index.get()))
     }
 
-    pub fn bitfield(&self, ih: &[u8; 20]) -> Result<Bitfield> {
+    pub fn bitfield(&self, ih: &InfoHash) -> Result<Bitfield> {
         Ok(self.entry(ih)?.state().bitfield.clone())
     }
 
     /// Pieces of `[offset, offset+len)` of file `file` that are not present yet.
-    pub fn missing_for_file_range(&self, ih: &[u8; 20], file: usize, offset: u64, len: u64) -> Result<Vec<u32>> {
+    pub fn missing_for_file_range(&self, ih: &InfoHash, file: usize, offset: u64, len: u64) -> Result<Vec<PieceIndex>> {
         let e = self.entry(ih)?;
         let pieces = e.release.layout().pieces_for_file_range(file, offset, len);
         let st = e.state();
-        Ok(pieces.filter(|&p| !st.bitfield.get(p)).collect())
+        Ok(pieces.filter(|&p| !st.bitfield.get(p)).map(PieceIndex).collect())
     }
 
     fn check_present(e: &Entry, pieces: std::ops::Range<u32>) -> Result<()> {
         let st = e.state();
         if st.removed {
-            return Err(StoreError::UnknownRelease(hex::encode(e.release.infohash())));
+            return Err(StoreError::UnknownRelease(e.release.infohash()));
         }
         match pieces.clone().find(|&p| !st.bitfield.get(p)) {
-            Some(piece) => Err(StoreError::NotPresent { piece }),
+            Some(piece) => Err(StoreError::NotPresent { piece: PieceIndex(piece) }),
             None => Ok(()),
         }
     }
 
     /// Reads `buf.len()` bytes at `begin` within piece `index` (a BitTorrent block).
-    pub fn read_piece_at(&self, ih: &[u8; 20], index: u32, begin: u32, buf: &mut [u8]) -> Result<()> {
+    pub fn read_piece_at(&self, ih: &InfoHash, piece: PieceIndex, begin: u32, buf: &mut [u8]) -> Result<()> {
         let e = self.entry(ih)?;
         let layout = e.release.layout();
-        let size = layout.piece_size(index).ok_or(StoreError::BadPieceIndex { index, count: layout.piece_count() })?;
+        let index = piece.get();
+        let size =
+            layout.piece_size(index).ok_or(StoreError::BadPieceIndex { index: piece, count: layout.piece_count() })?;
         if begin as u64 + buf.len() as u64 > size as u64 {
-            return Err(StoreError::WrongLength { index, expected: size, got: begin as usize + buf.len() });
+            return Err(StoreError::WrongLength { index: piece, expected: size, got: begin as usize + buf.len() });
         }
         Self::check_present(&e, index..index + 1)?;
         let segs = layout.segments(layout.piece_offset(index) + begin as u64, buf.len() as u64);
@@ -584,12 +580,12 @@ impl Store {
     }
 
     /// Reads a whole piece.
-    pub fn read_piece(&self, ih: &[u8; 20], index: u32) -> Result<Vec<u8>> {
+    pub fn read_piece(&self, ih: &InfoHash, index: PieceIndex) -> Result<Vec<u8>> {
         let e = self.entry(ih)?;
         let size = e
             .release
             .layout()
-            .piece_size(index)
+            .piece_size(index.get())
             .ok_or(StoreError::BadPieceIndex { index, count: e.release.layout().piece_count() })?;
         let mut buf = vec![0u8; size as usize];
         self.read_piece_at(ih, index, 0, &mut buf)?;
@@ -597,7 +593,7 @@ impl Store {
     }
 
     /// Reads `buf.len()` bytes at `offset` of file `file`; every piece they touch must be present.
-    pub fn read_file_at(&self, ih: &[u8; 20], file: usize, offset: u64, buf: &mut [u8]) -> Result<()> {
+    pub fn read_file_at(&self, ih: &InfoHash, file: usize, offset: u64, buf: &mut [u8]) -> Result<()> {
         let e = self.entry(ih)?;
         let layout = e.release.layout();
         let f = layout.files.get(file).ok_or(StoreError::BadRange { file })?;
@@ -615,7 +611,7 @@ impl Store {
     }
 
     /// Path of a stored file (for sendfile); callers must check presence of the range first.
-    pub fn file_path(&self, ih: &[u8; 20], file: usize) -> Result<PathBuf> {
+    pub fn file_path(&self, ih: &InfoHash, file: usize) -> Result<PathBuf> {
         let e = self.entry(ih)?;
         e.files.path(file).map(Path::to_path_buf).ok_or(StoreError::BadRange { file })
     }
@@ -660,24 +656,6 @@ impl Store {
         self.events.subscribe()
     }
 
-    /// Installs the read-through handler (the fetcher's on-demand queue).
-    pub fn set_demand_handler(&self, handler: DemandHandler) {
-        *self.demand.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
-    }
-
-    /// Asks for missing pieces to be fetched with top priority. Returns false when no fetcher
-    /// is attached (the caller should then refuse instead of waiting).
-    pub fn demand(&self, ih: &[u8; 20], pieces: &[u32]) -> bool {
-        let handler = self.demand.read().unwrap_or_else(|p| p.into_inner()).clone();
-        match handler {
-            Some(h) => {
-                h(ih, pieces);
-                true
-            }
-            None => false,
-        }
-    }
-
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -687,10 +665,10 @@ impl Store {
         &self.stats
     }
 
-    /// A named sled tree in the store's index database, for other components' small durable
-    /// records (the control crate keeps prewarm jobs in `jobs`). Never for piece bytes.
-    pub fn tree(&self, name: &str) -> Result<sled::Tree> {
-        self.index.extra_tree(name)
+    /// A named table of another component's small durable records (the control crate keeps
+    /// prewarm jobs in `jobs`). Never for piece bytes.
+    pub fn records(&self, name: &str) -> Result<RecordTable> {
+        Ok(RecordTable::new(self.index.record_tree(name)?))
     }
 }
 
@@ -732,7 +710,7 @@ pub struct ImportReport {
 impl Store {
     /// Copies every missing piece of a stored release from a plain data directory, verifying
     /// each one. Bad pieces are skipped and reported; I/O and capacity errors stop the import.
-    pub fn import_data(&self, ih: &[u8; 20], data: &popseed_release::DataDir) -> Result<ImportReport> {
+    pub fn import_data(&self, ih: &InfoHash, data: &popseed_release::DataDir) -> Result<ImportReport> {
         const BATCH_BYTES: u64 = 16 << 20;
         let layout = data.layout().clone();
         let have = self.bitfield(ih)?;
@@ -740,7 +718,7 @@ impl Store {
         let mut batch: Vec<(u32, Vec<u8>)> = Vec::new();
         let mut batch_bytes = 0u64;
         let flush = |batch: &mut Vec<(u32, Vec<u8>)>, report: &mut ImportReport| -> Result<()> {
-            let refs: Vec<(u32, &[u8])> = batch.iter().map(|(i, d)| (*i, d.as_slice())).collect();
+            let refs: Vec<(PieceIndex, &[u8])> = batch.iter().map(|(i, d)| (PieceIndex(*i), d.as_slice())).collect();
             for p in self.put_pieces(ih, &refs)? {
                 match p {
                     Put::Stored => report.stored += 1,

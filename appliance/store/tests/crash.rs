@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use popseed_core::PieceIndex;
 use popseed_release::hashing::piece_hash;
 use popseed_release::VerifiedRelease;
 use popseed_store::{AddOptions, Capacity, Put, Store, StoreConfig};
@@ -45,19 +46,20 @@ fn child(store_dir: &Path, releases: &[(PathBuf, PathBuf)]) -> ! {
                 let i = rng.gen_range(0..r.layout().piece_count());
                 let mut p = common::piece_from_source(r, src, i);
                 p[0] ^= 1;
-                assert!(!matches!(store.put_piece(&ih, i, &p), Ok(Put::Stored)), "corrupt piece stored");
+                assert!(!matches!(store.put_piece(&ih, PieceIndex(i), &p), Ok(Put::Stored)), "corrupt piece stored");
             }
             11..=30 => {
                 let start = rng.gen_range(0..r.layout().piece_count());
                 let end = (start + 8).min(r.layout().piece_count());
                 let data: Vec<(u32, Vec<u8>)> =
                     (start..end).map(|i| (i, common::piece_from_source(r, src, i))).collect();
-                let batch: Vec<(u32, &[u8])> = data.iter().map(|(i, d)| (*i, d.as_slice())).collect();
+                let batch: Vec<(PieceIndex, &[u8])> =
+                    data.iter().map(|(i, d)| (PieceIndex(*i), d.as_slice())).collect();
                 let _ = store.put_pieces(&ih, &batch);
             }
             _ => {
                 let i = rng.gen_range(0..r.layout().piece_count());
-                let _ = store.put_piece(&ih, i, &common::piece_from_source(r, src, i));
+                let _ = store.put_piece(&ih, PieceIndex(i), &common::piece_from_source(r, src, i));
             }
         }
     }
@@ -72,7 +74,7 @@ fn verify(store_dir: &Path) -> usize {
         let bf = store.bitfield(&info.infohash).unwrap();
         assert_eq!(bf.count(), info.pieces_present);
         for i in bf.iter_set() {
-            let data = store.read_piece(&info.infohash, i).expect("present piece readable");
+            let data = store.read_piece(&info.infohash, PieceIndex(i)).expect("present piece readable");
             assert_eq!(
                 &piece_hash(&data),
                 r.layout().piece_hash(i).unwrap(),

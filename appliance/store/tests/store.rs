@@ -5,6 +5,8 @@
 
 mod common;
 
+use popseed_core::{InfoHash, PieceIndex};
+
 use popseed_release::hashing::piece_hash;
 use popseed_store::{AddOptions, Capacity, Put, Store, StoreConfig, StoreError};
 
@@ -33,30 +35,36 @@ fn put_read_reopen() {
         // typed errors, nothing stored
         let mut bad = p1.clone();
         bad[7] ^= 0xff;
-        assert!(matches!(s.put_piece(&ih, 1, &bad), Err(StoreError::HashMismatch { index: 1 })));
-        assert!(matches!(s.put_piece(&ih, 1, &p1[1..]), Err(StoreError::WrongLength { .. })));
-        assert!(matches!(s.put_piece(&ih, 9, &p1), Err(StoreError::BadPieceIndex { .. })));
-        assert!(matches!(s.put_piece(&[1; 20], 0, &p1), Err(StoreError::UnknownRelease(_))));
-        assert!(!s.has_piece(&ih, 1));
-        assert!(matches!(s.read_piece(&ih, 1), Err(StoreError::NotPresent { piece: 1 })));
+        assert!(matches!(
+            s.put_piece(&ih, PieceIndex(1), &bad),
+            Err(StoreError::HashMismatch { index: PieceIndex(1) })
+        ));
+        assert!(matches!(s.put_piece(&ih, PieceIndex(1), &p1[1..]), Err(StoreError::WrongLength { .. })));
+        assert!(matches!(s.put_piece(&ih, PieceIndex(9), &p1), Err(StoreError::BadPieceIndex { .. })));
+        assert!(matches!(s.put_piece(&InfoHash([1; 20]), PieceIndex(0), &p1), Err(StoreError::UnknownRelease(_))));
+        assert!(!s.has_piece(&ih, PieceIndex(1)));
+        assert!(matches!(s.read_piece(&ih, PieceIndex(1)), Err(StoreError::NotPresent { piece: PieceIndex(1) })));
 
-        assert_eq!(s.put_piece(&ih, 1, &p1).unwrap(), Put::Stored);
-        assert_eq!(s.put_piece(&ih, 1, &p1).unwrap(), Put::AlreadyPresent);
-        assert_eq!(s.read_piece(&ih, 1).unwrap(), p1);
+        assert_eq!(s.put_piece(&ih, PieceIndex(1), &p1).unwrap(), Put::Stored);
+        assert_eq!(s.put_piece(&ih, PieceIndex(1), &p1).unwrap(), Put::AlreadyPresent);
+        assert_eq!(s.read_piece(&ih, PieceIndex(1)).unwrap(), p1);
         let mut block = vec![0u8; 100];
-        s.read_piece_at(&ih, 1, 16000, &mut block).unwrap();
+        s.read_piece_at(&ih, PieceIndex(1), 16000, &mut block).unwrap();
         assert_eq!(&block[..], &p1[16000..16100]);
-        assert!(s.read_piece_at(&ih, 1, 16300, &mut block).is_err(), "past the end of the piece");
+        assert!(s.read_piece_at(&ih, PieceIndex(1), 16300, &mut block).is_err(), "past the end of the piece");
         // file a.bin bytes 16384..32768 are piece 1 only
         let mut buf = vec![0u8; 1000];
         s.read_file_at(&ih, 0, 20_000, &mut buf).unwrap();
         assert_eq!(&buf[..], &p1[20_000 - 16384..21_000 - 16384]);
-        assert!(matches!(s.read_file_at(&ih, 0, 0, &mut buf), Err(StoreError::NotPresent { piece: 0 })));
+        assert!(matches!(s.read_file_at(&ih, 0, 0, &mut buf), Err(StoreError::NotPresent { piece: PieceIndex(0) })));
         assert!(matches!(s.read_file_at(&ih, 0, 39_500, &mut buf), Err(StoreError::BadRange { .. })));
-        assert_eq!(s.missing_for_file_range(&ih, 1, 0, 30_001).unwrap(), vec![2, 3, 4]);
+        assert_eq!(
+            s.missing_for_file_range(&ih, 1, 0, 30_001).unwrap(),
+            vec![PieceIndex(2), PieceIndex(3), PieceIndex(4)]
+        );
 
         for i in 0..n {
-            s.put_piece(&ih, i, &piece_from_source(&r, &src, i)).unwrap();
+            s.put_piece(&ih, PieceIndex(i), &piece_from_source(&r, &src, i)).unwrap();
         }
         assert!(s.bitfield(&ih).unwrap().is_complete());
     }
@@ -92,16 +100,16 @@ fn page_aligned_puts_go_direct_and_read_back_identical() {
         let n = r.layout().piece_count();
         // aligned buffers (the O_DIRECT path), a misaligned one (buffered), a batch of both
         let (b0, r0) = at_skew(&piece_from_source(&r, &src, 0), 0);
-        assert_eq!(s.put_piece(&ih, 0, &b0[r0]).unwrap(), Put::Stored);
+        assert_eq!(s.put_piece(&ih, PieceIndex(0), &b0[r0]).unwrap(), Put::Stored);
         let (b1, r1) = at_skew(&piece_from_source(&r, &src, 1), 3);
-        assert_eq!(s.put_piece(&ih, 1, &b1[r1]).unwrap(), Put::Stored);
+        assert_eq!(s.put_piece(&ih, PieceIndex(1), &b1[r1]).unwrap(), Put::Stored);
         let rest: Vec<(Vec<u8>, std::ops::Range<usize>)> =
             (2..n).map(|i| at_skew(&piece_from_source(&r, &src, i), 0)).collect();
-        let batch: Vec<(u32, &[u8])> =
-            rest.iter().enumerate().map(|(k, (b, rg))| (k as u32 + 2, &b[rg.clone()])).collect();
+        let batch: Vec<(PieceIndex, &[u8])> =
+            rest.iter().enumerate().map(|(k, (b, rg))| (PieceIndex(k as u32 + 2), &b[rg.clone()])).collect();
         assert!(s.put_pieces(&ih, &batch).unwrap().iter().all(|p| *p == Put::Stored));
         for i in 0..n {
-            assert_eq!(s.read_piece(&ih, i).unwrap(), piece_from_source(&r, &src, i), "piece {i}");
+            assert_eq!(s.read_piece(&ih, PieceIndex(i)).unwrap(), piece_from_source(&r, &src, i), "piece {i}");
         }
     }
     let s = open(&store_dir, None);
@@ -128,9 +136,9 @@ fn remove_and_leftovers() {
     {
         let s = open(&dir, None);
         s.add_release(&r, AddOptions::default()).unwrap();
-        s.put_piece(&ih, 0, &piece_from_source(&r, &src, 0)).unwrap();
+        s.put_piece(&ih, PieceIndex(0), &piece_from_source(&r, &src, 0)).unwrap();
         s.remove_release(&ih).unwrap();
-        assert!(!s.has_piece(&ih, 0));
+        assert!(!s.has_piece(&ih, PieceIndex(0)));
         assert!(s.releases().is_empty());
         assert!(!dir.join("releases").join(hex::encode(ih)).exists());
     }
@@ -145,7 +153,7 @@ fn remove_and_leftovers() {
 
 fn fill(s: &Store, r: &popseed_release::VerifiedRelease, src: &std::path::Path) {
     for i in 0..r.layout().piece_count() {
-        s.put_piece(&r.infohash(), i, &piece_from_source(r, src, i)).unwrap();
+        s.put_piece(&r.infohash(), PieceIndex(i), &piece_from_source(r, src, i)).unwrap();
     }
 }
 
@@ -173,32 +181,32 @@ fn eviction_order_and_store_full() {
     s.add_release(&incoming, AddOptions::default()).unwrap();
     let ih = incoming.infohash();
     // first piece: the expired release goes first (even though `old` was used earlier)
-    s.put_piece(&ih, 0, &piece_from_source(&incoming, &is, 0)).unwrap();
+    s.put_piece(&ih, PieceIndex(0), &piece_from_source(&incoming, &is, 0)).unwrap();
     let names: Vec<String> = s.releases().into_iter().map(|r| r.name).collect();
     assert_eq!(names, ["incoming", "newer", "old", "pinned"]);
     for i in 1..4 {
-        s.put_piece(&ih, i, &piece_from_source(&incoming, &is, i)).unwrap();
+        s.put_piece(&ih, PieceIndex(i), &piece_from_source(&incoming, &is, i)).unwrap();
     }
     // a bigger budget need: evicts the least recently used (`old`), never the pinned one
     let (big, bs) = release(t.path(), "big", &[("a", 2 * size)], PIECE);
     s.add_release(&big, AddOptions::default()).unwrap();
-    s.put_piece(&big.infohash(), 0, &piece_from_source(&big, &bs, 0)).unwrap();
+    s.put_piece(&big.infohash(), PieceIndex(0), &piece_from_source(&big, &bs, 0)).unwrap();
     let names: Vec<String> = s.releases().into_iter().map(|r| r.name).collect();
     assert_eq!(names, ["big", "incoming", "newer", "pinned"]);
     assert!(s.bitfield(&pinned.infohash()).unwrap().is_complete());
 
     for i in 1..4 {
-        s.put_piece(&big.infohash(), i, &piece_from_source(&big, &bs, i)).unwrap();
+        s.put_piece(&big.infohash(), PieceIndex(i), &piece_from_source(&big, &bs, i)).unwrap();
     }
     assert_eq!(s.usage().unwrap().used, 4 * size as u64);
     // pin everything else: nothing can be evicted, the put fails with "store full"
     for r in s.releases() {
         s.set_pinned(&r.infohash, true).unwrap();
     }
-    let err = s.put_piece(&big.infohash(), 4, &piece_from_source(&big, &bs, 4)).unwrap_err();
+    let err = s.put_piece(&big.infohash(), PieceIndex(4), &piece_from_source(&big, &bs, 4)).unwrap_err();
     assert!(matches!(err, StoreError::Full { .. }), "{err}");
     assert!(err.to_string().contains("store full"));
-    assert!(!s.has_piece(&big.infohash(), 4));
+    assert!(!s.has_piece(&big.infohash(), PieceIndex(4)));
     assert_eq!(s.releases().len(), 4, "nothing was evicted");
 }
 
@@ -212,7 +220,7 @@ fn free_space_floor_is_enforced() {
     })
     .unwrap();
     s.add_release(&r, AddOptions::default()).unwrap();
-    let err = s.put_piece(&r.infohash(), 0, &piece_from_source(&r, &src, 0)).unwrap_err();
+    let err = s.put_piece(&r.infohash(), PieceIndex(0), &piece_from_source(&r, &src, 0)).unwrap_err();
     assert!(matches!(err, StoreError::Full { .. }));
     let _ = piece_hash(b"");
 }
@@ -230,7 +238,7 @@ fn reopen_with_100k_pieces_is_fast_and_small() {
         s.add_release(&r, AddOptions::default()).unwrap();
         let zero = vec![0u8; PL as usize];
         for chunk in (0..N).collect::<Vec<_>>().chunks(2000) {
-            let batch: Vec<(u32, &[u8])> = chunk.iter().map(|&i| (i, zero.as_slice())).collect();
+            let batch: Vec<(PieceIndex, &[u8])> = chunk.iter().map(|&i| (PieceIndex(i), zero.as_slice())).collect();
             s.put_pieces(&ih, &batch).unwrap();
         }
         assert!(s.bitfield(&ih).unwrap().is_complete());
@@ -248,23 +256,41 @@ fn reopen_with_100k_pieces_is_fast_and_small() {
 }
 
 #[test]
-fn events_and_demand() {
+fn events() {
     let t = tempfile::tempdir().unwrap();
     let (r, src) = release(t.path(), "ev", &[("a", 40_000)], PIECE);
     let ih = r.infohash();
     let s = open(&t.path().join("store"), None);
     let mut rx = s.subscribe();
-    assert!(!s.demand(&ih, &[0]), "no fetcher attached");
-    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let a2 = asked.clone();
-    s.set_demand_handler(std::sync::Arc::new(move |h: &[u8; 20], p: &[u32]| a2.lock().unwrap().push((*h, p.to_vec()))));
-    assert!(s.demand(&ih, &[2, 1]));
-    assert_eq!(*asked.lock().unwrap(), vec![(ih, vec![2, 1])]);
     s.add_release(&r, AddOptions::default()).unwrap();
-    s.put_piece(&ih, 2, &piece_from_source(&r, &src, 2)).unwrap();
+    s.put_piece(&ih, PieceIndex(2), &piece_from_source(&r, &src, 2)).unwrap();
     s.remove_release(&ih).unwrap();
     use popseed_store::StoreEvent::*;
     assert_eq!(rx.try_recv().unwrap(), ReleaseAdded { infohash: ih });
-    assert_eq!(rx.try_recv().unwrap(), PieceStored { infohash: ih, index: 2 });
+    assert_eq!(rx.try_recv().unwrap(), PieceStored { infohash: ih, index: PieceIndex(2) });
     assert_eq!(rx.try_recv().unwrap(), ReleaseRemoved { infohash: ih });
+}
+
+#[test]
+fn record_tables_are_durable_and_kept_apart_from_the_index() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("store");
+    {
+        let s = open(&dir, None);
+        let jobs = s.records("jobs").unwrap();
+        jobs.put("a", b"1").unwrap();
+        jobs.put_many([("b", &b"2"[..]), ("c", &b"3"[..])]).unwrap();
+        jobs.remove("c").unwrap();
+        jobs.remove("never-there").unwrap();
+        for own in ["releases", "pieces", "access"] {
+            assert!(matches!(s.records(own), Err(StoreError::ReservedTable(_))), "{own}");
+        }
+    }
+    let s = open(&dir, None);
+    let jobs = s.records("jobs").unwrap();
+    assert_eq!(jobs.entries().unwrap(), vec![("a".to_owned(), b"1".to_vec()), ("b".to_owned(), b"2".to_vec())]);
+    assert_eq!(jobs.get("b").unwrap(), Some(b"2".to_vec()));
+    assert_eq!(jobs.get("c").unwrap(), None);
+    assert!(s.records("other").unwrap().entries().unwrap().is_empty(), "tables are separate");
+    assert!(s.releases().is_empty(), "records are not releases");
 }

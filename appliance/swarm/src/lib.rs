@@ -3,9 +3,10 @@
 //! * [`proto`]: the per-peer protocol state machine (no I/O): handshake, BEP 10, ut_metadata,
 //!   bitfield/have, choke/interest, request/piece/cancel, keep-alive, limits.
 //! * [`mse`]: the MSE/PE encrypted-handshake responder (no I/O), driven by [`proto`].
-//! * [`choker`], [`ratelimit`]: upload slot rotation and token buckets (pure).
+//! * [`choker`]: upload slot rotation (pure); rate caps are `popseed_core::TokenBucket`s.
 //! * `net`: the tokio shell (listener, peer tasks, caps, timers).
-//! * [`tracker`]: the venue HTTP tracker (announce, compact, scrape); [`lsd`]: BEP 14.
+//! * [`tracker`]: the venue tracker's logic (announce, compact, scrape; pure), served over HTTP
+//!   by [`tracker_http`]; [`lsd`]: BEP 14.
 //! * [`Swarm`]: starts all of it on a [`Store`] and hands out the box's .torrent and magnets.
 //!
 //! See docs/swarm.md for what the box speaks and its limits.
@@ -16,111 +17,33 @@ pub mod lsd;
 pub mod mse;
 mod net;
 pub mod proto;
-pub mod ratelimit;
 pub mod stats;
 pub mod tracker;
+pub mod tracker_http;
 pub mod utp;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use popseed_core::{InfoHash, ReadThrough};
 use popseed_release::metainfo;
 use popseed_store::Store;
-use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use error::SwarmError;
+pub use popseed_config::SwarmConfig;
 pub use stats::{Stats, StatsSnapshot};
 pub use tokio_util::sync::CancellationToken as Shutdown;
-
-/// Swarm settings (the agent's config section `swarm`; every key has a default).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct SwarmConfig {
-    /// Where peers connect (TCP).
-    pub listen: SocketAddr,
-    /// Where the HTTP tracker listens; `None` disables it.
-    pub tracker_listen: Option<SocketAddr>,
-    /// The box's address as handed out in torrents, magnets and tracker replies. Default: the
-    /// listen address when it is specific, else the address a client reached the tracker at
-    /// (tracker replies) or the address of the default route's interface (links).
-    pub announce_ip: Option<IpAddr>,
-    /// Peer port handed out (e.g. behind a port forward). Default: the bound listen port.
-    pub announce_port: Option<u16>,
-    /// Tracker port handed out in links. Default: the bound tracker port.
-    pub announce_tracker_port: Option<u16>,
-    pub max_peers: usize,
-    pub max_peers_per_ip: usize,
-    /// Peers unchoked at once.
-    pub upload_slots: usize,
-    /// How often slots rotate among waiting peers, and how long a slot is held at least.
-    pub rechoke_interval_secs: u64,
-    /// Global upload cap in bytes per second; 0 = none.
-    pub upload_rate: u64,
-    /// Per-peer upload cap in bytes per second; 0 = none.
-    pub peer_upload_rate: u64,
-    /// `reqq` advertised; a peer may queue up to twice this many requests before it is dropped.
-    pub request_queue: u32,
-    pub idle_timeout_secs: u64,
-    pub handshake_timeout_secs: u64,
-    pub keepalive_secs: u64,
-    /// Tracker announce interval handed to clients.
-    pub tracker_interval_secs: u64,
-    /// BEP 14 local service discovery (multicast 239.192.152.143:6771).
-    pub lsd: bool,
-    pub lsd_interval_secs: u64,
-    /// Answer uTP connection attempts on the peer port with a reset, so clients that try uTP
-    /// first (transmission) fall back to TCP at once instead of after a timeout.
-    pub utp_reset: bool,
-    /// Accept MSE/PE (encrypted) handshakes, choosing plaintext when the peer offers it.
-    /// When false, an encrypted opening is dropped at once and the client retries in plaintext.
-    pub mse: bool,
-}
-
-impl Default for SwarmConfig {
-    fn default() -> Self {
-        SwarmConfig {
-            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 6881),
-            tracker_listen: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 6969)),
-            announce_ip: None,
-            announce_port: None,
-            announce_tracker_port: None,
-            max_peers: 200,
-            max_peers_per_ip: 8,
-            upload_slots: 16,
-            rechoke_interval_secs: 10,
-            upload_rate: 0,
-            peer_upload_rate: 0,
-            request_queue: 2000,
-            idle_timeout_secs: 120,
-            handshake_timeout_secs: 10,
-            keepalive_secs: 60,
-            tracker_interval_secs: 60,
-            lsd: true,
-            lsd_interval_secs: 300,
-            utp_reset: true,
-            mse: true,
-        }
-    }
-}
-
-/// Infohash as 40 hex digits, or an error naming it.
-pub fn parse_infohash(s: &str) -> Result<[u8; 20], SwarmError> {
-    hex::decode(s)
-        .ok()
-        .and_then(|b| <[u8; 20]>::try_from(b.as_slice()).ok())
-        .ok_or_else(|| SwarmError::UnknownRelease(s.to_owned()))
-}
 
 /// The box's .torrent for a stored release: the box's tracker first, then the publisher's
 /// trackers as later tiers; `web_seeds` (e.g. the portal's BEP 19 URL) before the publisher's.
 /// The info dictionary is copied byte-for-byte (same infohash).
 pub fn torrent_for(
     store: &Store,
-    ih: &[u8; 20],
+    ih: &InfoHash,
     tracker_url: Option<&str>,
     web_seeds: &[String],
 ) -> Result<Vec<u8>, SwarmError> {
@@ -136,7 +59,7 @@ pub fn torrent_for(
 /// (clients that support it connect at once, tracker or not).
 pub fn magnet_for(
     store: &Store,
-    ih: &[u8; 20],
+    ih: &InfoHash,
     tracker_url: Option<&str>,
     peer: Option<SocketAddr>,
     web_seeds: &[String],
@@ -168,10 +91,10 @@ struct StoreHoldings {
 }
 
 impl tracker::Holdings for StoreHoldings {
-    fn releases(&self) -> Vec<([u8; 20], bool)> {
+    fn releases(&self) -> Vec<(InfoHash, bool)> {
         self.store.releases().into_iter().map(|r| (r.infohash, r.pieces_present == r.piece_count)).collect()
     }
-    fn holds(&self, ih: &[u8; 20]) -> Option<bool> {
+    fn holds(&self, ih: &InfoHash) -> Option<bool> {
         self.store.releases().into_iter().find(|r| r.infohash == *ih).map(|r| r.pieces_present == r.piece_count)
     }
     fn box_addr(&self, local: IpAddr) -> SocketAddr {
@@ -196,8 +119,14 @@ pub struct Swarm {
 
 impl Swarm {
     /// Binds the listeners and starts serving every release in `store` (releases added later
-    /// are served too). Stops when `shutdown` is cancelled.
-    pub async fn start(store: Arc<Store>, cfg: SwarmConfig, shutdown: CancellationToken) -> Result<Swarm, SwarmError> {
+    /// are served too); pieces a peer asks for that are missing go to `read_through`. Stops
+    /// when `shutdown` is cancelled.
+    pub async fn start(
+        store: Arc<Store>,
+        read_through: Arc<dyn ReadThrough>,
+        cfg: SwarmConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Swarm, SwarmError> {
         let listener =
             TcpListener::bind(cfg.listen).await.map_err(|err| SwarmError::ListenPeers { addr: cfg.listen, err })?;
         let peer_addr = listener.local_addr().map_err(|err| SwarmError::ListenPeers { addr: cfg.listen, err })?;
@@ -230,6 +159,7 @@ impl Swarm {
         let rechoke = Duration::from_secs(cfg.rechoke_interval_secs.max(1));
         let shared = Arc::new(net::Shared::new(
             store.clone(),
+            read_through,
             proto,
             stats.clone(),
             cfg.max_peers.max(1),
@@ -250,7 +180,7 @@ impl Swarm {
             tokio::spawn(net::rechoke_loop(shared, rechoke, shutdown.clone())),
         ];
         if let Some(l) = tracker_listener {
-            tasks.push(tokio::spawn(tracker::serve(l, swarms.clone(), holdings.clone(), shutdown.clone())));
+            tasks.push(tokio::spawn(tracker_http::serve(l, swarms.clone(), holdings.clone(), shutdown.clone())));
         }
         if cfg.utp_reset {
             tasks.push(tokio::spawn(utp::run(peer_addr, shutdown.clone())));
@@ -299,17 +229,17 @@ impl Swarm {
     }
 
     /// Peers the tracker knows for a release (announces and LSD).
-    pub fn tracked_peers(&self, ih: &[u8; 20]) -> Vec<SocketAddr> {
+    pub fn tracked_peers(&self, ih: &InfoHash) -> Vec<SocketAddr> {
         self.swarms.lock().unwrap_or_else(|p| p.into_inner()).peers(ih)
     }
 
     /// The box's .torrent for a stored release (see [`torrent_for`]).
-    pub fn torrent(&self, ih: &[u8; 20], web_seeds: &[String]) -> Result<Vec<u8>, SwarmError> {
+    pub fn torrent(&self, ih: &InfoHash, web_seeds: &[String]) -> Result<Vec<u8>, SwarmError> {
         torrent_for(&self.store, ih, self.tracker_url().as_deref(), web_seeds)
     }
 
     /// The box's magnet link for a stored release (see [`magnet_for`]).
-    pub fn magnet(&self, ih: &[u8; 20], web_seeds: &[String]) -> Result<String, SwarmError> {
+    pub fn magnet(&self, ih: &InfoHash, web_seeds: &[String]) -> Result<String, SwarmError> {
         magnet_for(&self.store, ih, self.tracker_url().as_deref(), Some(self.public_peer_addr()), web_seeds)
     }
 
@@ -323,8 +253,13 @@ impl Swarm {
 }
 
 /// Runs a swarm until `shutdown` is cancelled.
-pub async fn run(store: Arc<Store>, cfg: SwarmConfig, shutdown: CancellationToken) -> Result<(), SwarmError> {
-    let swarm = Swarm::start(store, cfg, shutdown.clone()).await?;
+pub async fn run(
+    store: Arc<Store>,
+    read_through: Arc<dyn ReadThrough>,
+    cfg: SwarmConfig,
+    shutdown: CancellationToken,
+) -> Result<(), SwarmError> {
+    let swarm = Swarm::start(store, read_through, cfg, shutdown.clone()).await?;
     shutdown.cancelled().await;
     swarm.shutdown().await;
     Ok(())

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use popseed_core::InfoHash;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -18,10 +19,10 @@ pub const LSD_PORT: u16 = 6771;
 const PER_DATAGRAM: usize = 20;
 
 /// One BT-SEARCH datagram announcing `infohashes` at `port`.
-pub fn format_announce(port: u16, infohashes: &[[u8; 20]], cookie: &str) -> Vec<u8> {
+pub fn format_announce(port: u16, infohashes: &[InfoHash], cookie: &str) -> Vec<u8> {
     let mut s = format!("BT-SEARCH * HTTP/1.1\r\nHost: {LSD_GROUP}:{LSD_PORT}\r\nPort: {port}\r\n");
     for ih in infohashes {
-        s.push_str(&format!("Infohash: {}\r\n", hex::encode(ih)));
+        s.push_str(&format!("Infohash: {ih}\r\n"));
     }
     s.push_str(&format!("cookie: {cookie}\r\n\r\n\r\n"));
     s.into_bytes()
@@ -31,7 +32,7 @@ pub fn format_announce(port: u16, infohashes: &[[u8; 20]], cookie: &str) -> Vec<
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LsdAnnounce {
     pub port: u16,
-    pub infohashes: Vec<[u8; 20]>,
+    pub infohashes: Vec<InfoHash>,
     pub cookie: Option<String>,
 }
 
@@ -51,10 +52,8 @@ pub fn parse_announce(d: &[u8]) -> Option<LsdAnnounce> {
         match k.trim().to_ascii_lowercase().as_str() {
             "port" => port = v.parse::<u16>().ok().filter(|p| *p != 0),
             "infohash" => {
-                if let Ok(b) = hex::decode(v) {
-                    if let Ok(ih) = <[u8; 20]>::try_from(b.as_slice()) {
-                        infohashes.push(ih);
-                    }
+                if let Ok(ih) = v.parse::<InfoHash>() {
+                    infohashes.push(ih);
                 }
             }
             "cookie" => cookie = Some(v.to_owned()),
@@ -97,7 +96,7 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {
-                let held: Vec<[u8; 20]> = holdings.releases().into_iter().map(|(ih, _)| ih).collect();
+                let held: Vec<InfoHash> = holdings.releases().into_iter().map(|(ih, _)| ih).collect();
                 for chunk in held.chunks(PER_DATAGRAM) {
                     if let Err(e) = sock.send_to(&format_announce(port, chunk, &cookie), dest).await {
                         tracing::debug!("LSD announce: {e}");
@@ -115,7 +114,7 @@ pub async fn run(
                 let mut s = swarms.lock().unwrap_or_else(|p| p.into_inner());
                 for ih in a.infohashes {
                     if holdings.holds(&ih).is_some() {
-                        tracing::debug!(ih = %hex::encode(ih), "LSD peer announced");
+                        tracing::debug!(ih = %ih, "LSD peer announced");
                         s.upsert(ih, SocketAddr::new(ip, a.port), false, false, now);
                     }
                 }
@@ -130,12 +129,19 @@ mod tests {
 
     #[test]
     fn announce_roundtrip() {
-        let d = format_announce(6881, &[[0xab; 20], [1; 20]], "c1");
+        let d = format_announce(6881, &[InfoHash([0xab; 20]), InfoHash([1; 20])], "c1");
         let text = String::from_utf8(d.clone()).unwrap();
         assert!(text.starts_with("BT-SEARCH * HTTP/1.1\r\nHost: 239.192.152.143:6771\r\nPort: 6881\r\nInfohash: abab"));
         assert!(text.ends_with("cookie: c1\r\n\r\n\r\n"));
         let a = parse_announce(&d).unwrap();
-        assert_eq!(a, LsdAnnounce { port: 6881, infohashes: vec![[0xab; 20], [1; 20]], cookie: Some("c1".into()) });
+        assert_eq!(
+            a,
+            LsdAnnounce {
+                port: 6881,
+                infohashes: vec![InfoHash([0xab; 20]), InfoHash([1; 20])],
+                cookie: Some("c1".into())
+            }
+        );
     }
 
     #[test]

@@ -17,14 +17,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::choker::Choker;
 use crate::proto::{Catalog, DropReason, Event, PeerProto, ProtoConfig, TorrentMeta, PIECE_PREAMBLE_LEN};
-use crate::ratelimit::TokenBucket;
 use crate::stats::Stats;
+use popseed_core::{InfoHash, PieceIndex, ReadThrough, TokenBucket};
 
 /// Bytes kept queued in a peer's send buffer before more blocks are read.
 const SEND_HIGH_WATER: usize = 512 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per wake-up before giving writes a turn.
 const READS_PER_WAKE: usize = 8;
+
+/// Smallest upload burst: one 128 KiB block never waits on itself.
+const MIN_UPLOAD_BURST: u64 = 128 * 1024;
+
+/// An upload cap of `rate` bytes per second (0: none), bursting a quarter second's worth.
+fn upload_bucket(rate: u64, now: Instant) -> TokenBucket {
+    TokenBucket::new(rate as f64, (rate / 4).max(MIN_UPLOAD_BURST) as f64, now)
+}
 
 /// Commands from the swarm to one peer task.
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +43,7 @@ pub(crate) enum Cmd {
 /// Store-backed release lookup, caching each release's [`TorrentMeta`].
 pub(crate) struct StoreCatalog {
     store: Arc<Store>,
-    metas: Mutex<HashMap<[u8; 20], Arc<TorrentMeta>>>,
+    metas: Mutex<HashMap<InfoHash, Arc<TorrentMeta>>>,
 }
 
 impl StoreCatalog {
@@ -43,13 +51,13 @@ impl StoreCatalog {
         StoreCatalog { store, metas: Mutex::new(HashMap::new()) }
     }
 
-    pub(crate) fn forget(&self, ih: &[u8; 20]) {
+    pub(crate) fn forget(&self, ih: &InfoHash) {
         self.metas.lock().unwrap_or_else(|p| p.into_inner()).remove(ih);
     }
 }
 
 impl Catalog for StoreCatalog {
-    fn lookup(&self, ih: &[u8; 20]) -> Option<(Arc<TorrentMeta>, Bitfield)> {
+    fn lookup(&self, ih: &InfoHash) -> Option<(Arc<TorrentMeta>, Bitfield)> {
         let have = self.store.bitfield(ih).ok()?;
         let mut metas = self.metas.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = metas.get(ih) {
@@ -67,8 +75,8 @@ impl Catalog for StoreCatalog {
         Some((meta, have))
     }
 
-    fn by_req2(&self, req2: &[u8; 20]) -> Option<[u8; 20]> {
-        self.store.releases().into_iter().map(|r| r.infohash).find(|ih| crate::mse::req2_hash(ih) == *req2)
+    fn by_req2(&self, req2: &[u8; 20]) -> Option<InfoHash> {
+        self.store.releases().into_iter().map(|r| r.infohash).find(|ih| crate::mse::req2_hash(ih.as_bytes()) == *req2)
     }
 }
 
@@ -80,6 +88,8 @@ struct PeerHandle {
 /// State shared by the listener and all peer tasks.
 pub(crate) struct Shared {
     pub(crate) store: Arc<Store>,
+    /// Where missing pieces a peer asks for are requested (the fetcher).
+    pub(crate) read_through: Arc<dyn ReadThrough>,
     pub(crate) proto: Arc<ProtoConfig>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) catalog: StoreCatalog,
@@ -97,6 +107,7 @@ impl Shared {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: Arc<Store>,
+        read_through: Arc<dyn ReadThrough>,
         proto: ProtoConfig,
         stats: Arc<Stats>,
         max_peers: usize,
@@ -114,13 +125,14 @@ impl Shared {
         Shared {
             catalog: StoreCatalog::new(store.clone()),
             store,
+            read_through,
             proto: Arc::new(proto),
             stats,
             our_id,
             max_peers,
             max_per_ip,
             peer_rate,
-            global_bucket: (global_rate > 0).then(|| Mutex::new(TokenBucket::new(global_rate, global_rate / 4, now))),
+            global_bucket: (global_rate > 0).then(|| Mutex::new(upload_bucket(global_rate, now))),
             choker: Mutex::new(Choker::new(slots, min_hold)),
             peers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -232,8 +244,8 @@ async fn peer_task(
     let mut rbuf = vec![0u8; READ_CHUNK];
     let mut sbuf: Vec<u8> = Vec::with_capacity(SEND_HIGH_WATER + 256 * 1024);
     let mut sent = 0usize;
-    let mut bucket = TokenBucket::new(shared.peer_rate, shared.peer_rate / 4, Instant::now());
-    let mut infohash: Option<[u8; 20]> = None;
+    let mut bucket = upload_bucket(shared.peer_rate, Instant::now());
+    let mut infohash: Option<InfoHash> = None;
     loop {
         // Fill the send buffer: control messages, then blocks within the rate caps.
         let mut rate_wait: Option<Duration> = None;
@@ -308,7 +320,7 @@ async fn peer_task(
             ev = events.recv(), if infohash.is_some() => {
                 let Some(ih) = infohash else { continue };
                 match ev {
-                    Ok(StoreEvent::PieceStored { infohash: e, index }) if e == ih => core.piece_stored(index),
+                    Ok(StoreEvent::PieceStored { infohash: e, index }) if e == ih => core.piece_stored(index.get()),
                     Ok(StoreEvent::ReleaseRemoved { infohash: e }) if e == ih => {
                         shared.catalog.forget(&ih);
                         return None;
@@ -338,7 +350,7 @@ fn handle_events(
     shared: &Shared,
     id: u64,
     core: &mut PeerProto,
-    infohash: &mut Option<[u8; 20]>,
+    infohash: &mut Option<InfoHash>,
 ) -> Result<(), DropReason> {
     while let Some(ev) = core.poll_event() {
         match ev {
@@ -355,10 +367,10 @@ fn handle_events(
             }
             Event::Demand { index } => {
                 let Some(ih) = infohash else { continue };
-                if shared.store.has_piece(ih, index) {
+                if shared.store.has_piece(ih, PieceIndex(index)) {
                     // Stored after our snapshot: the event is on its way; advertise it now.
                     core.piece_stored(index);
-                } else if !shared.store.demand(ih, &[index]) {
+                } else if !shared.read_through.request(ih, &[PieceIndex(index)]) {
                     tracing::debug!(piece = index, "request for a missing piece and no fetcher: refused");
                     core.refuse_missing(index);
                 }
@@ -382,7 +394,7 @@ fn fill(
     let Some(ih) = core.infohash() else { return Ok(()) };
     while sbuf.len() - sent < SEND_HIGH_WATER {
         let Some(next) = core.peek_block() else { break };
-        let n = next.length as u64;
+        let n = next.length as f64;
         let now = Instant::now();
         let mut wait = bucket.wait_for(n, now);
         let mut global = shared.global_bucket.as_ref().map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
@@ -393,9 +405,9 @@ fn fill(
             *rate_wait = Some(wait);
             break;
         }
-        bucket.take(n, now);
+        bucket.debit(n, now);
         if let Some(g) = global.as_mut() {
-            g.take(n, now);
+            g.debit(n, now);
         }
         drop(global);
         let mut pre = [0u8; PIECE_PREAMBLE_LEN];
@@ -403,7 +415,7 @@ fn fill(
         let start = sbuf.len();
         sbuf.extend_from_slice(&pre);
         sbuf.resize(start + PIECE_PREAMBLE_LEN + r.length as usize, 0);
-        match shared.store.read_piece_at(&ih, r.index, r.begin, &mut sbuf[start + PIECE_PREAMBLE_LEN..]) {
+        match shared.store.read_piece_at(&ih, PieceIndex(r.index), r.begin, &mut sbuf[start + PIECE_PREAMBLE_LEN..]) {
             Ok(()) => {
                 core.seal(&mut sbuf[start..]);
                 shared.stats.add_block(r.length as u64);
@@ -418,7 +430,8 @@ fn fill(
             }
             Err(e) => {
                 sbuf.truncate(start);
-                tracing::warn!(piece = r.index, "store read failed: {e}");
+                let e = popseed_core::chain(&e).to_string();
+                tracing::warn!(piece = r.index, error = %e, "store read failed");
                 return Err(DropReason::Internal(format!("store read: {e}")));
             }
         }

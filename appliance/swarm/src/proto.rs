@@ -24,6 +24,7 @@ use librqbit_core::lengths::{ChunkInfo, Lengths};
 use librqbit_peer_protocol::extended::ut_metadata::{UtMetadata, UtMetadataData};
 use librqbit_peer_protocol::extended::{ExtendedMessage, PeerExtendedMessageIds};
 use librqbit_peer_protocol::{serialize_piece_preamble, Handshake, Message, MessageDeserializeError, Request};
+use popseed_core::InfoHash;
 use popseed_store::Bitfield;
 use rc4::cipher::StreamCipher;
 
@@ -82,7 +83,7 @@ impl Default for ProtoConfig {
 /// What the core needs to know about one release.
 #[derive(Debug)]
 pub struct TorrentMeta {
-    pub infohash: [u8; 20],
+    pub infohash: InfoHash,
     pub lengths: Lengths,
     /// The bencoded info dictionary, served over ut_metadata.
     pub info_bytes: Arc<[u8]>,
@@ -90,7 +91,7 @@ pub struct TorrentMeta {
 
 impl TorrentMeta {
     /// None for an empty release (nothing to seed).
-    pub fn new(infohash: [u8; 20], total_length: u64, piece_length: u32, info_bytes: Arc<[u8]>) -> Option<Self> {
+    pub fn new(infohash: InfoHash, total_length: u64, piece_length: u32, info_bytes: Arc<[u8]>) -> Option<Self> {
         let lengths = Lengths::new(total_length, piece_length).ok()?;
         Some(TorrentMeta { infohash, lengths, info_bytes })
     }
@@ -106,9 +107,9 @@ impl TorrentMeta {
 
 /// Looks releases up by infohash at handshake time: their metadata and the pieces present now.
 pub trait Catalog {
-    fn lookup(&self, infohash: &[u8; 20]) -> Option<(Arc<TorrentMeta>, Bitfield)>;
+    fn lookup(&self, infohash: &InfoHash) -> Option<(Arc<TorrentMeta>, Bitfield)>;
     /// The held release whose [`crate::mse::req2_hash`] is `req2` (MSE stream key lookup).
-    fn by_req2(&self, req2: &[u8; 20]) -> Option<[u8; 20]>;
+    fn by_req2(&self, req2: &[u8; 20]) -> Option<InfoHash>;
 }
 
 /// Why a peer was disconnected. [`DropReason::kind`] is a stable label for counters.
@@ -118,7 +119,7 @@ pub enum DropReason {
     NotBitTorrent,
     /// An MSE/PE handshake failed.
     Mse(MseError),
-    UnknownInfohash([u8; 20]),
+    UnknownInfohash(InfoHash),
     MessageTooLong(u32),
     Malformed(String),
     BadIndex(u32),
@@ -169,7 +170,7 @@ impl fmt::Display for DropReason {
         match self {
             DropReason::NotBitTorrent => write!(f, "not a BitTorrent handshake"),
             DropReason::Mse(e) => write!(f, "encrypted (MSE/PE) handshake failed: {e}"),
-            DropReason::UnknownInfohash(ih) => write!(f, "unknown infohash {}", hex::encode(ih)),
+            DropReason::UnknownInfohash(ih) => write!(f, "unknown infohash {ih}"),
             DropReason::MessageTooLong(n) => write!(f, "message length {n} exceeds the cap"),
             DropReason::Malformed(e) => write!(f, "malformed message: {e}"),
             DropReason::BadIndex(i) => write!(f, "piece index {i} out of range"),
@@ -208,7 +209,7 @@ impl From<Request> for BlockRequest {
 pub enum Event {
     /// Handshake accepted for this release: register the peer (choker, stats).
     Attached {
-        infohash: [u8; 20],
+        infohash: InfoHash,
         peer_id: [u8; 20],
     },
     Interested,
@@ -248,7 +249,7 @@ pub struct PeerProto {
     /// MSE handshake in progress.
     mse: Option<Box<MseResponder>>,
     /// The release an MSE handshake named (its BitTorrent handshake must name the same).
-    mse_infohash: Option<[u8; 20]>,
+    mse_infohash: Option<InfoHash>,
     /// RC4 streams once an MSE handshake selected RC4.
     rc4: Option<Rc4Pair>,
     /// `out[..out_sealed]` is already in wire form (MSE handshake bytes).
@@ -291,7 +292,7 @@ impl PeerProto {
         }
     }
 
-    pub fn infohash(&self) -> Option<[u8; 20]> {
+    pub fn infohash(&self) -> Option<InfoHash> {
         self.meta.as_ref().map(|m| m.infohash)
     }
     pub fn is_attached(&self) -> bool {
@@ -353,7 +354,7 @@ impl PeerProto {
     /// Drives an MSE handshake; once it is done, the decrypted payload goes the usual way.
     fn mse_receive(&mut self, data: &[u8], now: Instant, catalog: &dyn Catalog) -> Result<(), DropReason> {
         let Some(m) = self.mse.as_mut() else { return Ok(()) };
-        let lookup = |req2: &[u8; 20]| catalog.by_req2(req2);
+        let lookup = |req2: &[u8; 20]| catalog.by_req2(req2).map(InfoHash::into_bytes);
         let res = m.receive(data, &lookup, &mut self.out);
         self.out_sealed = self.out.len();
         match res {
@@ -361,7 +362,7 @@ impl PeerProto {
             Ok(None) => Ok(()),
             Ok(Some(est)) => {
                 self.mse = None;
-                self.mse_infohash = Some(est.infohash);
+                self.mse_infohash = Some(InfoHash(est.infohash));
                 self.rc4 = est.rc4;
                 self.inbuf = est.payload;
                 self.process(now, catalog)
@@ -420,7 +421,7 @@ impl PeerProto {
 
     fn handshake(&mut self, catalog: &dyn Catalog) -> Result<(), DropReason> {
         let (h, _) = Handshake::deserialize(&self.inbuf[..HANDSHAKE_LEN]).map_err(|_| DropReason::NotBitTorrent)?;
-        let ih = h.info_hash.0;
+        let ih = InfoHash(h.info_hash.0);
         if self.mse_infohash.is_some_and(|sk| sk != ih) {
             return Err(DropReason::Mse(MseError::UnknownInfohash));
         }
@@ -428,7 +429,7 @@ impl PeerProto {
         if have.len() != meta.piece_count() {
             return Err(DropReason::Internal("bitfield length does not match the release".into()));
         }
-        let ours = Handshake::new(Id20::new(ih), Id20::new(self.our_id));
+        let ours = Handshake::new(Id20::new(ih.into_bytes()), Id20::new(self.our_id));
         let start = self.out.len();
         self.out.resize(start + HANDSHAKE_LEN, 0);
         let _ = ours.serialize_unchecked_len(&mut self.out[start..]);

@@ -1,26 +1,20 @@
-//! The venue tracker: a minimal HTTP tracker (BEP 3 announce with BEP 23 compact replies, and
-//! scrape) for the releases the box holds. It tracks the venue's peers (so attendees find each
-//! other) and always lists the box itself first. The swarm table ([`Swarms`]) is pure and
-//! unit-tested; [`serve`] is the small tokio HTTP/1.x front end (GET only, one request per
-//! connection, bounded header size and time).
+//! The venue tracker's logic: BEP 3 announce with BEP 23 compact replies, and scrape, for the
+//! releases the box holds. It tracks the venue's peers (so attendees find each other) and
+//! always lists the box itself first. The swarm table ([`Swarms`]), the query parser and
+//! [`answer`] are pure and unit-tested; the HTTP front end is [`crate::tracker_http`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use percent_encoding::percent_decode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
+use popseed_core::InfoHash;
 
 /// Most peers kept per release.
 const MAX_PEERS_PER_RELEASE: usize = 5000;
 /// Most peers returned per announce.
 const MAX_NUMWANT: usize = 200;
-const MAX_REQUEST_HEAD: usize = 8192;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_CONNECTIONS: usize = 256;
 
 #[derive(Debug, Clone, Copy)]
 struct PeerEntry {
@@ -32,14 +26,14 @@ struct PeerEntry {
 #[derive(Debug)]
 pub struct Swarms {
     interval: Duration,
-    peers: HashMap<[u8; 20], HashMap<SocketAddr, PeerEntry>>,
-    downloaded: HashMap<[u8; 20], u64>,
+    peers: HashMap<InfoHash, HashMap<SocketAddr, PeerEntry>>,
+    downloaded: HashMap<InfoHash, u64>,
 }
 
 /// A parsed announce.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Announce {
-    pub infohash: [u8; 20],
+    pub infohash: InfoHash,
     pub port: u16,
     pub left: Option<u64>,
     pub event: Option<String>,
@@ -72,7 +66,7 @@ impl Swarms {
     }
 
     /// Adds or refreshes a peer (tracker announce or LSD); `stopped` removes it.
-    pub fn upsert(&mut self, ih: [u8; 20], addr: SocketAddr, seed: bool, stopped: bool, now: Instant) {
+    pub fn upsert(&mut self, ih: InfoHash, addr: SocketAddr, seed: bool, stopped: bool, now: Instant) {
         let peers = self.peers.entry(ih).or_default();
         if stopped {
             peers.remove(&addr);
@@ -159,7 +153,7 @@ impl Swarms {
         out
     }
 
-    fn counts(&self, ih: &[u8; 20], box_complete: bool) -> (u64, u64) {
+    fn counts(&self, ih: &InfoHash, box_complete: bool) -> (u64, u64) {
         let (mut c, mut i) = (u64::from(box_complete), u64::from(!box_complete));
         if let Some(peers) = self.peers.get(ih) {
             for e in peers.values() {
@@ -174,14 +168,14 @@ impl Swarms {
     }
 
     /// Bencoded scrape reply for the given (held) releases.
-    pub fn scrape(&mut self, releases: &[([u8; 20], bool)], now: Instant) -> Vec<u8> {
+    pub fn scrape(&mut self, releases: &[(InfoHash, bool)], now: Instant) -> Vec<u8> {
         self.expire(now);
         let mut out = b"d5:filesd".to_vec();
         let mut sorted = releases.to_vec();
         sorted.sort();
         for (ih, complete_box) in sorted {
             let (c, i) = self.counts(&ih, complete_box);
-            bstr(&mut out, &ih);
+            bstr(&mut out, ih.as_bytes());
             out.push(b'd');
             bstr(&mut out, b"complete");
             bint(&mut out, c);
@@ -196,7 +190,7 @@ impl Swarms {
     }
 
     /// Peers known for a release (for tests and status).
-    pub fn peers(&self, ih: &[u8; 20]) -> Vec<SocketAddr> {
+    pub fn peers(&self, ih: &InfoHash) -> Vec<SocketAddr> {
         self.peers.get(ih).map(|p| p.keys().copied().collect()).unwrap_or_default()
     }
 }
@@ -243,12 +237,11 @@ fn num<T: std::str::FromStr>(v: &[u8]) -> Option<T> {
 pub fn parse_announce(q: &str) -> Result<Announce, TrackerReject> {
     let mut ih = None;
     let mut port = None;
-    let mut a = Announce { infohash: [0; 20], port: 0, left: None, event: None, compact: true, numwant: 50 };
+    let mut a =
+        Announce { infohash: InfoHash::default(), port: 0, left: None, event: None, compact: true, numwant: 50 };
     for (k, v) in query_pairs(q) {
         match k.as_str() {
-            "info_hash" => {
-                ih = Some(<[u8; 20]>::try_from(v.as_slice()).map_err(|_| TrackerReject::BadParam("info_hash"))?)
-            }
+            "info_hash" => ih = Some(InfoHash::from_slice(&v).ok_or(TrackerReject::BadParam("info_hash"))?),
             "port" => port = Some(num::<u16>(&v).filter(|p| *p != 0).ok_or(TrackerReject::BadParam("port"))?),
             "left" => a.left = num(&v),
             "event" => a.event = std::str::from_utf8(&v).ok().filter(|e| !e.is_empty()).map(str::to_owned),
@@ -265,82 +258,27 @@ pub fn parse_announce(q: &str) -> Result<Announce, TrackerReject> {
 /// What the tracker needs from the rest of the swarm.
 pub trait Holdings: Send + Sync + 'static {
     /// Held releases and whether each is complete.
-    fn releases(&self) -> Vec<([u8; 20], bool)>;
+    fn releases(&self) -> Vec<(InfoHash, bool)>;
     /// Whether a release is held, and complete.
-    fn holds(&self, ih: &[u8; 20]) -> Option<bool>;
+    fn holds(&self, ih: &InfoHash) -> Option<bool>;
     /// The address peers should use for the box, seen from a client that reached the tracker at
     /// `local` (the box's address on that client's network).
     fn box_addr(&self, local: IpAddr) -> SocketAddr;
 }
 
-/// Serves the tracker on `listener` until `shutdown`.
-pub async fn serve(
-    listener: TcpListener,
-    swarms: Arc<Mutex<Swarms>>,
-    holdings: Arc<dyn Holdings>,
-    shutdown: CancellationToken,
-) {
-    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, from) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!("tracker accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::debug!("tracker: too many connections; one refused");
-            continue;
-        };
-        let swarms = swarms.clone();
-        let holdings = holdings.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, from, swarms, holdings))
-                .await
-                .unwrap_or_else(|_| Err("timeout".into()))
-            {
-                tracing::debug!(error = %e, "tracker request failed");
-            }
-        });
-    }
-}
-
-async fn handle(
-    mut stream: TcpStream,
-    from: SocketAddr,
-    swarms: Arc<Mutex<Swarms>>,
-    holdings: Arc<dyn Holdings>,
-) -> Result<(), String> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 2048];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("closed before the request ended".into());
-        }
-        head.extend_from_slice(&buf[..n]);
-        if head.len() > MAX_REQUEST_HEAD {
-            return respond(&mut stream, 431, b"request too large").await;
-        }
-    }
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if method != "GET" {
-        return respond(&mut stream, 405, b"GET only").await;
-    }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let local = stream.local_addr().map(|a| a.ip()).unwrap_or(from.ip());
-    let now = Instant::now();
-    let from_ip = match from.ip() {
+/// What the tracker answers to one `GET path?query` (None: no such path, 404). `from` is the
+/// client's address, `local` the box's address the client reached. Pure except for the
+/// swarm table it updates.
+pub fn answer(
+    path: &str,
+    query: &str,
+    from: IpAddr,
+    local: IpAddr,
+    swarms: &Mutex<Swarms>,
+    holdings: &dyn Holdings,
+    now: Instant,
+) -> Option<Vec<u8>> {
+    let from = match from {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
@@ -350,19 +288,19 @@ async fn handle(
                 Some(complete) => {
                     let box_addr = holdings.box_addr(local);
                     let mut s = swarms.lock().unwrap_or_else(|p| p.into_inner());
-                    s.announce(&a, from_ip, box_addr, complete, now)
+                    s.announce(&a, from, box_addr, complete, now)
                 }
                 None => failure(&TrackerReject::UnknownRelease.to_string()),
             },
             Err(e) => failure(&e.to_string()),
         },
         "/scrape" => {
-            let wanted: Vec<[u8; 20]> = query_pairs(query)
+            let wanted: Vec<InfoHash> = query_pairs(query)
                 .into_iter()
                 .filter(|(k, _)| k == "info_hash")
-                .filter_map(|(_, v)| <[u8; 20]>::try_from(v.as_slice()).ok())
+                .filter_map(|(_, v)| InfoHash::from_slice(&v))
                 .collect();
-            let held: Vec<([u8; 20], bool)> = if wanted.is_empty() {
+            let held: Vec<(InfoHash, bool)> = if wanted.is_empty() {
                 holdings.releases()
             } else {
                 wanted.iter().filter_map(|ih| holdings.holds(ih).map(|c| (*ih, c))).collect()
@@ -370,27 +308,9 @@ async fn handle(
             let mut s = swarms.lock().unwrap_or_else(|p| p.into_inner());
             s.scrape(&held, now)
         }
-        _ => return respond(&mut stream, 404, b"not found").await,
+        _ => return None,
     };
-    tracing::debug!(%path, reply_bytes = body.len(), "tracker request");
-    respond(&mut stream, 200, &body).await
-}
-
-async fn respond(stream: &mut TcpStream, status: u16, body: &[u8]) -> Result<(), String> {
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Request Header Fields Too Large",
-    };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
-    stream.write_all(body).await.map_err(|e| e.to_string())?;
-    let _ = stream.shutdown().await;
-    Ok(())
+    Some(body)
 }
 
 #[cfg(test)]
@@ -406,7 +326,7 @@ mod tests {
         let ih = [0xffu8; 20];
         let q = format!("info_hash={}&peer_id=-lt0000-aaaaaaaaaaaa&port=6881&left=0&compact=1&event=started", enc(&ih));
         let a = parse_announce(&q).unwrap();
-        assert_eq!(a.infohash, ih);
+        assert_eq!(a.infohash, InfoHash(ih));
         assert_eq!(a.port, 6881);
         assert_eq!(a.left, Some(0));
         assert_eq!(a.event.as_deref(), Some("started"));
@@ -427,7 +347,14 @@ mod tests {
         let t = Instant::now();
         let mut s = Swarms::new(Duration::from_secs(60));
         let box_addr: SocketAddr = "10.0.0.1:6881".parse().unwrap();
-        let a = |port| Announce { infohash: [1; 20], port, left: Some(100), event: None, compact: true, numwant: 50 };
+        let a = |port| Announce {
+            infohash: InfoHash([1; 20]),
+            port,
+            left: Some(100),
+            event: None,
+            compact: true,
+            numwant: 50,
+        };
         let r1 = s.announce(&a(7001), "10.0.0.2".parse().unwrap(), box_addr, true, t);
         // Only the box is returned to the first peer.
         let want1 = b"5:peers6:\x0a\x00\x00\x01\x1a\xe1e".to_vec();
@@ -440,9 +367,9 @@ mod tests {
         let mut stop = a(7001);
         stop.event = Some("stopped".into());
         s.announce(&stop, "10.0.0.2".parse().unwrap(), box_addr, true, t);
-        assert_eq!(s.peers(&[1; 20]), vec!["10.0.0.3:7002".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(s.peers(&InfoHash([1; 20])), vec!["10.0.0.3:7002".parse::<SocketAddr>().unwrap()]);
         s.announce(&a(7009), "10.0.0.9".parse().unwrap(), box_addr, true, t + Duration::from_secs(1000));
-        assert_eq!(s.peers(&[1; 20]), vec!["10.0.0.9:7009".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(s.peers(&InfoHash([1; 20])), vec!["10.0.0.9:7009".parse::<SocketAddr>().unwrap()]);
     }
 
     #[test]
@@ -451,7 +378,7 @@ mod tests {
         let mut s = Swarms::new(Duration::from_secs(60));
         let box_addr: SocketAddr = "127.0.0.1:6881".parse().unwrap();
         let a = Announce {
-            infohash: [2; 20],
+            infohash: InfoHash([2; 20]),
             port: 7000,
             left: Some(0),
             event: Some("completed".into()),
@@ -460,11 +387,49 @@ mod tests {
         };
         let r = s.announce(&a, "127.0.0.1".parse().unwrap(), box_addr, false, t);
         assert!(r.ends_with(b"5:peersld2:ip9:127.0.0.14:porti6881eeee"), "{}", String::from_utf8_lossy(&r));
-        let sc = s.scrape(&[([2; 20], false)], t);
+        let sc = s.scrape(&[(InfoHash([2; 20]), false)], t);
         let mut want = b"d5:filesd20:".to_vec();
         want.extend_from_slice(&[2; 20]);
         want.extend_from_slice(b"d8:completei1e10:downloadedi1e10:incompletei1eeee");
         assert_eq!(sc, want);
         assert_eq!(failure("unknown release"), b"d14:failure reason15:unknown releasee".to_vec());
+    }
+
+    struct OneRelease(InfoHash);
+
+    impl Holdings for OneRelease {
+        fn releases(&self) -> Vec<(InfoHash, bool)> {
+            vec![(self.0, true)]
+        }
+        fn holds(&self, ih: &InfoHash) -> Option<bool> {
+            (*ih == self.0).then_some(true)
+        }
+        fn box_addr(&self, local: IpAddr) -> SocketAddr {
+            SocketAddr::new(local, 6881)
+        }
+    }
+
+    #[test]
+    fn answer_routes_announce_scrape_and_unknown_paths() {
+        let ih = InfoHash([4; 20]);
+        let h = OneRelease(ih);
+        let swarms = Mutex::new(Swarms::new(Duration::from_secs(60)));
+        let (from, local, t) = (IpAddr::from([10, 0, 0, 5]), IpAddr::from([10, 0, 0, 1]), Instant::now());
+        assert_eq!(answer("/nope", "", from, local, &swarms, &h, t), None);
+        let q = format!("info_hash={}&port=7000&left=10", enc(ih.as_bytes()));
+        let body = answer("/announce", &q, from, local, &swarms, &h, t).unwrap();
+        assert!(!String::from_utf8_lossy(&body).contains("failure"), "{body:?}");
+        assert_eq!(swarms.lock().unwrap().peers(&ih), vec!["10.0.0.5:7000".parse::<SocketAddr>().unwrap()]);
+        let other = format!("info_hash={}&port=7000", enc(&[5; 20]));
+        let body = answer("/announce", &other, from, local, &swarms, &h, t).unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("unknown release"));
+        let body = answer("/announce", "port=1", from, local, &swarms, &h, t).unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("info_hash"));
+        let body = answer("/scrape", "", from, local, &swarms, &h, t).unwrap();
+        assert!(body.windows(20).any(|w| w == ih.as_bytes()), "scrape lists the held release");
+        // an IPv4 client reaching a dual-stack socket is tracked by its IPv4 address
+        let mapped: IpAddr = "::ffff:10.0.0.6".parse().unwrap();
+        answer("/announce", &q, mapped, local, &swarms, &h, t).unwrap();
+        assert!(swarms.lock().unwrap().peers(&ih).contains(&"10.0.0.6:7000".parse().unwrap()));
     }
 }

@@ -1,11 +1,12 @@
 //! End to end through the tokio shell with a real store: a raw TCP peer sees exactly the
 //! present pieces, gets `have` when a piece is stored while it is connected, and a request for
-//! a missing piece is handed to the store's demand handler (a stand-in fetcher that stores the
+//! a missing piece is handed to the read-through port (a stand-in fetcher that stores the
 //! piece shortly after) and served once the piece arrives.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use popseed_core::{InfoHash, PieceIndex, ReadThrough};
 use popseed_release::{publish, PublishOptions, SecretKey};
 use popseed_store::{AddOptions, Capacity, Store, StoreConfig};
 use popseed_swarm::{Shutdown, Swarm, SwarmConfig};
@@ -14,6 +15,28 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 const PIECE: usize = 16384;
+
+/// A stand-in fetcher: stores requested pieces 50 ms later (from another thread, as the real
+/// fetcher does).
+struct StandIn {
+    store: Weak<Store>,
+    data: Vec<u8>,
+}
+
+impl ReadThrough for StandIn {
+    fn request(&self, release: &InfoHash, pieces: &[PieceIndex]) -> bool {
+        let (weak, d, ih, pieces) = (self.store.clone(), self.data.clone(), *release, pieces.to_vec());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            if let Some(s) = weak.upgrade() {
+                for p in pieces {
+                    let _ = s.put_piece(&ih, p, piece(&d, p.as_usize()));
+                }
+            }
+        });
+        true
+    }
+}
 const PIECES: usize = 11;
 
 fn data() -> Vec<u8> {
@@ -81,22 +104,9 @@ async fn present_pieces_haves_and_read_through() {
     );
     store.add_release(&rel, AddOptions::default()).unwrap();
     for i in 0..5 {
-        store.put_piece(&ih, i as u32, piece(&d, i)).unwrap();
+        store.put_piece(&ih, PieceIndex(i as u32), piece(&d, i)).unwrap();
     }
-    // A stand-in fetcher: stores demanded pieces 50 ms later.
-    let weak: Weak<Store> = Arc::downgrade(&store);
-    let d2 = d.clone();
-    store.set_demand_handler(Arc::new(move |ih: &[u8; 20], pieces: &[u32]| {
-        let (weak, d2, ih, pieces) = (weak.clone(), d2.clone(), *ih, pieces.to_vec());
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            if let Some(s) = weak.upgrade() {
-                for p in pieces {
-                    let _ = s.put_piece(&ih, p, piece(&d2, p as usize));
-                }
-            }
-        });
-    }));
+    let fetcher = Arc::new(StandIn { store: Arc::downgrade(&store), data: d.clone() });
     let cfg = SwarmConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         tracker_listen: None,
@@ -105,21 +115,21 @@ async fn present_pieces_haves_and_read_through() {
         ..Default::default()
     };
     let shutdown = Shutdown::new();
-    let swarm = Swarm::start(store.clone(), cfg, shutdown.clone()).await.unwrap();
+    let swarm = Swarm::start(store.clone(), fetcher, cfg, shutdown.clone()).await.unwrap();
 
     let mut s = TcpStream::connect(swarm.peer_addr()).await.unwrap();
     let mut hs = b"\x13BitTorrent protocol\0\0\0\0\0\x10\0\0".to_vec();
-    hs.extend_from_slice(&ih);
+    hs.extend_from_slice(ih.as_bytes());
     hs.extend_from_slice(b"-TS0001-000000000000");
     s.write_all(&hs).await.unwrap();
     let mut theirs = [0u8; 68];
     timeout(Duration::from_secs(5), s.read_exact(&mut theirs)).await.unwrap().unwrap();
-    assert_eq!(&theirs[28..48], &ih);
+    assert_eq!(&theirs[28..48], ih.as_bytes());
     let bitfield = expect(&mut s, 5).await;
     assert_eq!(bitfield, vec![0b1111_1000, 0], "pieces 0-4 present");
 
     // A piece stored while connected is announced.
-    store.put_piece(&ih, 7, piece(&d, 7)).unwrap();
+    store.put_piece(&ih, PieceIndex(7), piece(&d, 7)).unwrap();
     assert_eq!(expect(&mut s, 4).await, 7u32.to_be_bytes());
 
     s.write_all(&[0, 0, 0, 1, 2]).await.unwrap(); // interested

@@ -65,7 +65,7 @@ pub fn sign_layout(layout: popseed_release::Layout, name: &str, single_file: boo
         version: "1".into(),
         created: "2026-01-01T00:00:00Z".into(),
         publisher_key: key.public().to_text(),
-        infohash: hex::encode(ih),
+        infohash: ih,
         info_sha256: hex::encode(sha2::Sha256::digest(&info)),
         torrent_name: name.into(),
         piece_length: layout.piece_length,

@@ -2,7 +2,7 @@
 
 use super::*;
 
-const IH: [u8; 20] = [7; 20];
+const IH: InfoHash = InfoHash([7; 20]);
 const PIECE: u32 = 32 * 1024;
 const PIECES: u32 = 10;
 const TOTAL: u64 = PIECE as u64 * 9 + 1000; // last piece is 1000 bytes
@@ -13,11 +13,11 @@ struct Fake {
 }
 
 impl Catalog for Fake {
-    fn lookup(&self, ih: &[u8; 20]) -> Option<(Arc<TorrentMeta>, Bitfield)> {
+    fn lookup(&self, ih: &InfoHash) -> Option<(Arc<TorrentMeta>, Bitfield)> {
         (*ih == IH).then(|| (self.meta.clone(), self.have.clone()))
     }
-    fn by_req2(&self, req2: &[u8; 20]) -> Option<[u8; 20]> {
-        (*req2 == crate::mse::req2_hash(&IH)).then_some(IH)
+    fn by_req2(&self, req2: &[u8; 20]) -> Option<InfoHash> {
+        (*req2 == crate::mse::req2_hash(IH.as_bytes())).then_some(IH)
     }
 }
 
@@ -31,7 +31,7 @@ fn fake(present: &[u32]) -> Fake {
     Fake { meta, have }
 }
 
-fn handshake(ih: [u8; 20], ext: bool) -> Vec<u8> {
+fn handshake(ih: InfoHash, ext: bool) -> Vec<u8> {
     let mut h = vec![19];
     h.extend_from_slice(b"BitTorrent protocol");
     let mut reserved = [0u8; 8];
@@ -39,7 +39,7 @@ fn handshake(ih: [u8; 20], ext: bool) -> Vec<u8> {
         reserved[5] = 0x10;
     }
     h.extend_from_slice(&reserved);
-    h.extend_from_slice(&ih);
+    h.extend_from_slice(ih.as_bytes());
     h.extend_from_slice(b"-XX0000-abcdefghijkl");
     h
 }
@@ -92,7 +92,7 @@ fn attached(present: &[u32], ext: bool) -> (PeerProto, Fake, Instant, Vec<Vec<u8
     let mut out = Vec::new();
     p.take_output(&mut out);
     assert_eq!(&out[..20], b"\x13BitTorrent protocol");
-    assert_eq!(&out[28..48], &IH);
+    assert_eq!(&out[28..48], IH.as_bytes());
     let msgs = messages(&out[68..]);
     assert_eq!(p.poll_event(), Some(Event::Attached { infohash: IH, peer_id: *b"-XX0000-abcdefghijkl" }));
     (p, cat, now, msgs)
@@ -154,8 +154,8 @@ fn no_ext_handshake_for_plain_peers_and_no_bitfield_when_empty() {
 #[test]
 fn unknown_infohash_is_dropped() {
     let (mut p, now) = peer();
-    let err = p.receive(&handshake([9; 20], true), now, &fake(&[])).unwrap_err();
-    assert_eq!(err, DropReason::UnknownInfohash([9; 20]));
+    let err = p.receive(&handshake(InfoHash([9; 20]), true), now, &fake(&[])).unwrap_err();
+    assert_eq!(err, DropReason::UnknownInfohash(InfoHash([9; 20])));
     assert_eq!(err.kind(), "unknown_infohash");
     let mut out = Vec::new();
     p.take_output(&mut out);
@@ -450,7 +450,7 @@ fn mse_attached(provide: u32) -> (PeerProto, Fake, Instant, crate::mse::Rc4Pair,
     use rc4::cipher::StreamCipher;
     let (mut p, now) = peer();
     let cat = fake(&[0, 1]);
-    let a = crate::mse::initiator::Initiator::new(IH);
+    let a = crate::mse::initiator::Initiator::new(IH.into_bytes());
     p.receive(&a.hello(100), now, &cat).unwrap();
     let mut out = Vec::new();
     p.take_output(&mut out);
@@ -528,11 +528,11 @@ fn mse_with_rc4_encrypts_both_directions() {
 fn mse_handshake_naming_another_release_is_dropped() {
     let (mut p, now) = peer();
     let cat = fake(&[0]);
-    let a = crate::mse::initiator::Initiator::new(IH);
+    let a = crate::mse::initiator::Initiator::new(IH.into_bytes());
     p.receive(&a.hello(0), now, &cat).unwrap();
     let mut out = Vec::new();
     p.take_output(&mut out);
     let (mut step3, _) = a.step3(&out[..crate::mse::KEY_LEN], 1, b"");
-    step3.extend_from_slice(&handshake([9; 20], true));
+    step3.extend_from_slice(&handshake(InfoHash([9; 20]), true));
     assert_eq!(p.receive(&step3, now, &cat).unwrap_err().kind(), "mse_failed");
 }

@@ -1,43 +1,48 @@
 //! `agent.toml`: the agent's configuration file. Every error names the key and the problem
-//! (toml's messages carry the key path and line; our checks add the key name).
+//! (toml's messages carry the key path and line; our checks add the key name). The serving
+//! sections are [`crate::SwarmConfig`] and [`crate::PortalConfig`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use popseed_core::ByteSize;
 use serde::{Deserialize, Deserializer};
+
+use crate::{PortalConfig, SwarmConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {err}")]
-    Read { path: PathBuf, err: std::io::Error },
-    #[error("{path}: {msg}")]
-    Parse { path: PathBuf, msg: String },
-    #[error("{path}: key `{key}`: {msg}")]
-    Invalid { path: PathBuf, key: String, msg: String },
+    #[error("{path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        err: std::io::Error,
+    },
+    #[error("{path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        err: Box<toml::de::Error>,
+    },
+    #[error("{path}: key `{key}`")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        #[source]
+        problem: Box<Invalid>,
+    },
 }
 
-/// A byte size: an integer, or a string like "200GiB".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Size(pub u64);
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Size(n)),
-            Raw::S(s) => parse_size::Config::new()
-                .with_binary()
-                .parse_size(&s)
-                .map(Size)
-                .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a size: {e}"))),
-        }
-    }
+/// What is wrong with one key.
+#[derive(Debug, thiserror::Error)]
+pub enum Invalid {
+    #[error(transparent)]
+    Fingerprint(#[from] popseed_core::BadFingerprint),
+    #[error(transparent)]
+    Key(#[from] popseed_release::ReleaseError),
+    #[error("{0}")]
+    Rule(&'static str),
 }
 
 /// A duration written like "3s", "500ms", "30d".
@@ -57,22 +62,25 @@ impl<'de> Deserialize<'de> for Dur {
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
     pub dir: PathBuf,
-    pub budget: Option<Size>,
+    pub budget: Option<ByteSize>,
     #[serde(default = "default_min_free")]
-    pub min_free: Size,
+    pub min_free: ByteSize,
 }
 
-fn default_min_free() -> Size {
-    Size(256 << 20)
+/// Free space the store leaves on its disk unless told otherwise.
+pub const DEFAULT_MIN_FREE: ByteSize = ByteSize::mib(256);
+
+fn default_min_free() -> ByteSize {
+    DEFAULT_MIN_FREE
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct FetchSection {
     pub streams_per_origin: Option<usize>,
-    pub request_bytes: Option<Size>,
+    pub request_bytes: Option<ByteSize>,
     /// Bytes per second for the whole fill.
-    pub rate_limit: Option<Size>,
+    pub rate_limit: Option<ByteSize>,
     pub connect_timeout: Option<Dur>,
     pub backoff_max: Option<Dur>,
     pub web_seed_after: Option<Dur>,
@@ -149,9 +157,9 @@ pub struct AgentConfig {
     /// Where to write a JSON progress snapshot every second.
     pub status_file: Option<PathBuf>,
     /// BitTorrent seeding, tracker and LSD (section present: enabled; see docs/swarm.md).
-    pub swarm: Option<popseed_swarm::SwarmConfig>,
+    pub swarm: Option<SwarmConfig>,
     /// Captive portal and DNS (section present: enabled; see docs/portal.md).
-    pub portal: Option<popseed_portal::PortalConfig>,
+    pub portal: Option<PortalConfig>,
     /// Jobs, the link to origins, the staff API, metrics and the dashboard (section present: enabled).
     pub control: Option<ControlSection>,
 }
@@ -164,25 +172,36 @@ impl AgentConfig {
 
     /// Parses and checks a config; relative paths are resolved against the file's directory.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut cfg: AgentConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), msg: e.to_string().trim_end().to_owned() })?;
-        let invalid = |key: String, msg: String| ConfigError::Invalid { path: path.to_path_buf(), key, msg };
+        let mut cfg: AgentConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), err: Box::new(e) })?;
+        let invalid = |key: String, problem: Invalid| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            problem: Box::new(problem),
+        };
         for (i, o) in cfg.origins.iter().enumerate() {
             match (&o.fingerprint, &o.ca) {
                 (Some(fp), None) => {
-                    popseed_origin::tls::parse_fingerprint(fp)
-                        .map_err(|e| invalid(format!("origins[{i}].fingerprint"), e.to_string()))?;
+                    popseed_core::parse_fingerprint(fp)
+                        .map_err(|e| invalid(format!("origins[{i}].fingerprint"), e.into()))?;
                 }
                 (None, Some(_)) => {}
-                _ => return Err(invalid(format!("origins[{i}]"), "give exactly one of `fingerprint` and `ca`".into())),
+                _ => {
+                    return Err(invalid(
+                        format!("origins[{i}]"),
+                        Invalid::Rule("give exactly one of `fingerprint` and `ca`"),
+                    ))
+                }
             }
         }
         for (i, k) in cfg.trusted_keys.iter().enumerate() {
-            popseed_release::PublicKey::from_text(k)
-                .map_err(|e| invalid(format!("trusted_keys[{i}]"), e.to_string()))?;
+            popseed_release::PublicKey::from_text(k).map_err(|e| invalid(format!("trusted_keys[{i}]"), e.into()))?;
         }
         if cfg.fetch.streams_per_origin == Some(0) {
-            return Err(invalid("fetch.streams_per_origin".into(), "must be at least 1".into()));
+            return Err(invalid("fetch.streams_per_origin".into(), Invalid::Rule("must be at least 1")));
+        }
+        if let Some(p) = &cfg.portal {
+            p.validate().map_err(|e| invalid("portal".into(), Invalid::Rule(e.0)))?;
         }
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let abs = |p: &mut PathBuf| {
@@ -206,11 +225,11 @@ impl AgentConfig {
             if c.staff_token.is_some() && c.staff_token_file.is_some() {
                 return Err(invalid(
                     "control".into(),
-                    "give at most one of `staff_token` and `staff_token_file`".into(),
+                    Invalid::Rule("give at most one of `staff_token` and `staff_token_file`"),
                 ));
             }
             if c.staff_token.as_deref().is_some_and(|t| t.len() < 16) {
-                return Err(invalid("control.staff_token".into(), "must be at least 16 characters".into()));
+                return Err(invalid("control.staff_token".into(), Invalid::Rule("must be at least 16 characters")));
             }
             abs(&mut c.device_key);
             if let Some(p) = &mut c.staff_token_file {
@@ -250,8 +269,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.store.dir, PathBuf::from("/etc/popseed/store"));
-        assert_eq!(c.store.budget, Some(Size(2 << 30)));
-        assert_eq!(c.fetch.rate_limit, Some(Size(10 << 20)));
+        assert_eq!(c.store.budget, Some(ByteSize::gib(2)));
+        assert_eq!(c.fetch.rate_limit, Some(ByteSize::mib(10)));
         assert_eq!(c.fetch.web_seed_after, Some(Dur(Duration::from_millis(500))));
         assert_eq!(c.releases[0].dir, PathBuf::from("/etc/popseed/rel"));
     }
@@ -261,29 +280,43 @@ mod tests {
         let c = parse("[store]\ndir = \"s\"\n[swarm]\nlisten = \"127.0.0.1:6881\"\nlsd = false\n[portal]\nportal_ip = \"10.0.0.1\"\n").unwrap();
         let sw = c.swarm.unwrap();
         assert!(!sw.lsd);
-        assert_eq!(sw.max_peers, popseed_swarm::SwarmConfig::default().max_peers);
+        assert_eq!(sw.max_peers, SwarmConfig::default().max_peers);
         assert_eq!(c.portal.unwrap().portal_ip.to_string(), "10.0.0.1");
-        let e = parse("[store]\ndir = \"s\"\n[swarm]\nmax_peerz = 3\n").unwrap_err().to_string();
+        let e = parse("[store]\ndir = \"s\"\n[swarm]\nmax_peerz = 3\n")
+            .map(|_| ())
+            .map_err(|e| popseed_core::chain(&e).to_string())
+            .unwrap_err();
         assert!(e.contains("max_peerz"), "{e}");
     }
 
     #[test]
     fn errors_name_the_key() {
-        let e = parse("[store]\ndir = \"s\"\nbudget = \"lots\"\n").unwrap_err().to_string();
+        let e = parse("[store]\ndir = \"s\"\nbudget = \"lots\"\n")
+            .map(|_| ())
+            .map_err(|e| popseed_core::chain(&e).to_string())
+            .unwrap_err();
         assert!(e.contains("budget") && e.contains("lots"), "{e}");
         let e = parse("[store]\ndir = \"s\"\n[[origins]]\naddress = \"nope\"\nfingerprint = \"00\"\n")
-            .unwrap_err()
-            .to_string();
+            .map(|_| ())
+            .map_err(|e| popseed_core::chain(&e).to_string())
+            .unwrap_err();
         assert!(e.contains("address"), "{e}");
         let e = parse("[store]\ndir = \"s\"\n[[origins]]\naddress = \"127.0.0.1:1\"\nfingerprint = \"00\"\n")
-            .unwrap_err()
-            .to_string();
+            .map(|_| ())
+            .map_err(|e| popseed_core::chain(&e).to_string())
+            .unwrap_err();
         assert!(e.contains("origins[0].fingerprint"), "{e}");
-        let e = parse("[store]\ndir = \"s\"\nbogus = 1\n").unwrap_err().to_string();
+        let e = parse("[store]\ndir = \"s\"\nbogus = 1\n")
+            .map(|_| ())
+            .map_err(|e| popseed_core::chain(&e).to_string())
+            .unwrap_err();
         assert!(e.contains("bogus"), "{e}");
-        let e = parse("[fetch]\n").unwrap_err().to_string();
+        let e = parse("[fetch]\n").map(|_| ()).map_err(|e| popseed_core::chain(&e).to_string()).unwrap_err();
         assert!(e.contains("store"), "{e}");
-        let e = parse("trusted_keys = [\"x\"]\n[store]\ndir = \"s\"\n").unwrap_err().to_string();
+        let e = parse("trusted_keys = [\"x\"]\n[store]\ndir = \"s\"\n")
+            .map(|_| ())
+            .map_err(|e| popseed_core::chain(&e).to_string())
+            .unwrap_err();
         assert!(e.contains("trusted_keys[0]"), "{e}");
     }
 }

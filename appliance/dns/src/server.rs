@@ -3,7 +3,7 @@
 //! rate-limited) get no reply; nothing a client sends can crash it.
 
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,17 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use crate::dnsrules::{DnsRules, RateLimiter};
-use crate::Stats;
+use crate::rules::{DnsRules, RateLimiter};
+
+/// What the responder did, for metrics.
+#[derive(Debug, Default)]
+pub struct DnsStats {
+    pub queries: AtomicU64,
+    /// Malformed or unanswerable queries, dropped without a reply.
+    pub dropped: AtomicU64,
+    /// Queries over a source's rate, dropped without a reply.
+    pub rate_limited: AtomicU64,
+}
 
 /// Most sources the rate limiter tracks at once.
 const MAX_SOURCES: usize = 4096;
@@ -26,25 +35,25 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 pub struct Responder {
     pub rules: DnsRules,
     pub limiter: Mutex<RateLimiter>,
-    pub stats: Arc<Stats>,
+    pub stats: Arc<DnsStats>,
 }
 
 impl Responder {
-    pub fn new(rules: DnsRules, rate: u32, burst: u32, stats: Arc<Stats>) -> Responder {
+    pub fn new(rules: DnsRules, rate: u32, burst: u32, stats: Arc<DnsStats>) -> Responder {
         Responder { rules, limiter: Mutex::new(RateLimiter::new(rate, burst, MAX_SOURCES)), stats }
     }
 
     /// Counts, rate-limits and answers one query; `None`: send nothing.
     pub fn handle(&self, src: IpAddr, pkt: &[u8]) -> Option<Vec<u8>> {
-        self.stats.dns_queries.fetch_add(1, Ordering::Relaxed);
+        self.stats.queries.fetch_add(1, Ordering::Relaxed);
         let allowed = self.limiter.lock().unwrap_or_else(|p| p.into_inner()).allow(src, Instant::now());
         if !allowed {
-            self.stats.dns_rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         let r = self.rules.respond(pkt);
         if r.is_none() {
-            self.stats.dns_dropped.fetch_add(1, Ordering::Relaxed);
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
         r
     }
@@ -60,7 +69,7 @@ pub async fn serve_udp(sock: UdpSocket, resp: Arc<Responder>, mut shutdown: watc
                     Ok(x) => x,
                     Err(e) => {
                         // e.g. ICMP port unreachable surfacing as ECONNREFUSED: keep serving.
-                        tracing::trace!(error = %e, "udp recv");
+                        tracing::trace!(error = %popseed_core::chain(&e), "udp recv");
                         continue;
                     }
                 };

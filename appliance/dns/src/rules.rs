@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
+use popseed_core::TokenBucket;
+
 pub const TYPE_A: u16 = 1;
 pub const TYPE_AAAA: u16 = 28;
 pub const TYPE_ANY: u16 = 255;
@@ -161,13 +163,13 @@ impl DnsRules {
     }
 }
 
-/// Per-source token buckets with a bounded number of tracked sources.
+/// Per-source token buckets (queries per second) with a bounded number of tracked sources.
 #[derive(Debug)]
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
     max_sources: usize,
-    buckets: HashMap<IpAddr, (f64, Instant)>,
+    buckets: HashMap<IpAddr, TokenBucket>,
 }
 
 impl RateLimiter {
@@ -183,24 +185,14 @@ impl RateLimiter {
     /// Takes one token for `src`; false when it has none left.
     pub fn allow(&mut self, src: IpAddr, now: Instant) -> bool {
         if !self.buckets.contains_key(&src) && self.buckets.len() >= self.max_sources {
-            let (rate, burst) = (self.rate, self.burst);
             // Forget sources whose bucket has refilled: they carry no state worth keeping.
-            self.buckets.retain(|_, (tokens, last)| {
-                *tokens + now.saturating_duration_since(*last).as_secs_f64() * rate < burst
-            });
+            self.buckets.retain(|_, b| !b.is_full(now));
             if self.buckets.len() >= self.max_sources {
                 self.buckets.clear();
             }
         }
-        let (tokens, last) = self.buckets.entry(src).or_insert((self.burst, now));
-        *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        let (rate, burst) = (self.rate, self.burst);
+        self.buckets.entry(src).or_insert_with(|| TokenBucket::new(rate, burst, now)).try_take(1.0, now)
     }
 
     pub fn tracked(&self) -> usize {
