@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use popseed_core::chain;
+use popseed_core::{chain, unix_now};
 use popseed_origin::connect::refuse;
 use popseed_origin::ControlAcceptor;
 use rustls_pki_types::CertificateDer;
@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use crate::error::ControlError;
 use crate::identity::cert_fingerprint;
-use crate::job::{new_id, now, JobReport, JobSpec};
+use crate::job::{new_id, JobReport, JobSpec};
 use crate::link::{self, DeviceMsg, FrameReader, OriginMsg, Reply};
 
 /// Whom a job is for.
@@ -162,7 +162,7 @@ impl ControlHub {
         if st.jobs.iter().any(|j| j.id == id) {
             return Err(ControlError::BadJob(format!("a job with id {id} is already queued")));
         }
-        st.jobs.push(Queued { id: id.clone(), name, target, spec, created: now(), cancelled: false });
+        st.jobs.push(Queued { id: id.clone(), name, target, spec, created: unix_now(), cancelled: false });
         drop(st);
         tracing::info!(job = %id, "job queued for push");
         self.bump();
@@ -313,7 +313,7 @@ impl ControlHub {
             tracing::warn!(device = %fp, "device not on the allow-list; link refused");
             let mut st = self.lock();
             let d = st.devices.entry(fp.clone()).or_default();
-            d.last_seen = Some(now());
+            d.last_seen = Some(unix_now());
             d.refused = Some("not on this origin's allow-list".into());
             drop(st);
             self.bump();
@@ -324,7 +324,7 @@ impl ControlHub {
             let mut st = self.lock();
             let d = st.devices.entry(fp.clone()).or_default();
             d.links += 1;
-            d.last_seen = Some(now());
+            d.last_seen = Some(unix_now());
         }
         self.bump();
         tracing::info!(device = %fp, "device linked");
@@ -335,7 +335,7 @@ impl ControlHub {
             let mut st = self.lock();
             if let Some(d) = st.devices.get_mut(&fp) {
                 d.links = d.links.saturating_sub(1);
-                d.last_seen = Some(now());
+                d.last_seen = Some(unix_now());
             }
         }
         self.bump();
@@ -394,7 +394,7 @@ impl ControlHub {
     fn device_msg(&self, fp: &str, m: DeviceMsg) {
         let mut st = self.lock();
         let d = st.devices.entry(fp.to_owned()).or_default();
-        d.last_seen = Some(now());
+        d.last_seen = Some(unix_now());
         match m {
             DeviceMsg::Hello { name, version } => {
                 tracing::info!(device = %fp, name = %name, version = %version, "device hello");

@@ -125,7 +125,3 @@ impl From<&JobRecord> for JobReport {
 pub fn new_id() -> String {
     hex::encode(rand::random::<[u8; 8]>())
 }
-
-pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}

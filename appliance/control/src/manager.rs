@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use popseed_core::{chain, Backoff, InfoHash};
+use popseed_core::{chain, unix_now, Backoff, InfoHash};
 use popseed_fetch::Fetcher;
 use popseed_origin::{OriginSpec, DEFAULT_CONNECT_TIMEOUT};
 use popseed_release::{PublicKey, VerifiedRelease};
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::book::{plan, JobBook, Progress};
 use crate::error::ControlError;
-use crate::job::{new_id, now, JobRecord, JobSource, JobSpec, JobState, ReleaseSource};
+use crate::job::{new_id, JobRecord, JobSource, JobSpec, JobState, ReleaseSource};
 
 pub struct JobManager {
     book: Mutex<JobBook>,
@@ -110,7 +110,7 @@ impl JobManager {
                 _ => Ok(j),
             };
         }
-        let t = now();
+        let t = unix_now();
         let mut rec = JobRecord {
             id: id.clone(),
             name: spec.name.clone().unwrap_or_default(),
@@ -231,7 +231,7 @@ impl JobManager {
                                 rec.reason = Some(r);
                             }
                         }
-                        rec.updated = now();
+                        rec.updated = unix_now();
                         if let Err(e) = book.put(rec) {
                             tracing::error!(job = %id, error = %chain(&e), "cannot record the job");
                         }
@@ -249,7 +249,7 @@ impl JobManager {
                     if j.reason.as_deref() != Some(reason.as_str()) {
                         let mut j = j;
                         j.reason = Some(reason);
-                        j.updated = now();
+                        j.updated = unix_now();
                         let _ = book.put(j);
                     }
                 }
@@ -272,7 +272,7 @@ impl JobManager {
         j.reason = Some("cancelled".into());
         j.at_risk = false;
         j.eta_secs = None;
-        j.updated = now();
+        j.updated = unix_now();
         book.put(j.clone())?;
         self.release_hold(&book, &j);
         drop(book);
@@ -310,7 +310,7 @@ impl JobManager {
         let rate = self.fetcher.snapshot().rate;
         let mut book = lock(&self.book);
         let before: Vec<(u64, u64)> = book.list().iter().map(|j| (j.bytes_done, j.updated)).collect();
-        let changed = plan(&mut book, &progress, rate, now());
+        let changed = plan(&mut book, &progress, rate, unix_now());
         for id in &changed {
             if let Some(j) = book.get(id).cloned() {
                 tracing::info!(job = %id, state = j.state.as_str(), reason = j.reason.as_deref().unwrap_or(""), "job state");

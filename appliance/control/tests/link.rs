@@ -52,8 +52,9 @@ fn spec(id: &str, r: &VerifiedRelease) -> JobSpec {
     }
 }
 
+/// Polls `f` until it holds; fails after a minute (only a hung test waits that long).
 async fn until<F: Fn() -> bool>(what: &str, f: F) {
-    for _ in 0..400 {
+    for _ in 0..2400 {
         if f() {
             return;
         }

@@ -184,7 +184,7 @@ async fn venue(
             manifest_b64: base64::engine::general_purpose::STANDARD.encode(&r.manifest_bytes),
             torrent_b64: base64::engine::general_purpose::STANDARD.encode(&r.torrent_bytes),
         },
-        deadline: Some(popseed_control::job::now() + 600),
+        deadline: Some(popseed_core::unix_now() + 600),
         priority: 0,
         pin: true,
         ttl_seconds: Some(7 * 24 * 3600),

@@ -266,7 +266,12 @@ async fn stalled_download_is_dropped_and_frees_its_slot() {
     sock.set_recv_buffer_size(4096).unwrap();
     let mut stalled = sock.connect(portal.http_addr).await.unwrap();
     stalled.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // the stalled download has started once the portal counts it
+    let t0 = Instant::now();
+    while portal.stats.downloads.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the stalled download never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let (status, _, _) = get(portal.http_addr, &path, Some("bytes=0-0")).await;
     assert_eq!(status, 503, "the stalled download holds the one slot of this client");
     let t0 = Instant::now();
@@ -276,7 +281,8 @@ async fn stalled_download_is_dropped_and_frees_its_slot() {
             assert_eq!(body.len(), 10);
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "slot never freed");
+        // a bound for a hung test only: the slot frees after send_timeout_secs (1 s)
+        assert!(t0.elapsed() < Duration::from_secs(60), "slot never freed");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(portal.stats.downloads_timed_out.load(std::sync::atomic::Ordering::Relaxed), 1);

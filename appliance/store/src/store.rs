@@ -7,9 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use popseed_core::{InfoHash, PieceIndex};
+use popseed_core::{Clock, InfoHash, PieceIndex, SystemClock};
 use popseed_release::hashing::piece_hash;
 use popseed_release::sha1_many::sha1_many;
 use popseed_release::VerifiedRelease;
@@ -123,6 +122,8 @@ pub struct Store {
     dir: PathBuf,
     index: Index,
     capacity: Capacity,
+    /// Wall-clock time for added/expiry/last-access dates (tests move it by hand).
+    clock: Arc<dyn Clock>,
     entries: RwLock<HashMap<InfoHash, Arc<Entry>>>,
     /// Serializes capacity decisions and evictions.
     space: Mutex<()>,
@@ -130,10 +131,6 @@ pub struct Store {
     reserved: AtomicU64,
     events: tokio::sync::broadcast::Sender<StoreEvent>,
     stats: StoreStats,
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -153,6 +150,11 @@ impl Store {
     /// Opens (or creates) a store. Finishes interrupted removals, drops half-added releases and
     /// rebuilds the in-memory bitfields from the index (one key per present piece).
     pub fn open(config: StoreConfig) -> Result<Store> {
+        Self::open_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// Like [`Store::open`], with the wall clock that dates additions, accesses and expiry.
+    pub fn open_with_clock(config: StoreConfig, clock: Arc<dyn Clock>) -> Result<Store> {
         let dir = config.dir;
         let rel_dir = dir.join(RELEASES_DIR);
         fs::create_dir_all(&rel_dir).map_err(|e| StoreError::io(&rel_dir, e))?;
@@ -161,6 +163,7 @@ impl Store {
             dir,
             index,
             capacity: config.capacity,
+            clock,
             entries: RwLock::new(HashMap::new()),
             space: Mutex::new(()),
             reserved: AtomicU64::new(0),
@@ -245,7 +248,7 @@ impl Store {
     }
 
     fn touch(&self, ih: &InfoHash, e: &Entry) {
-        let t = now();
+        let t = self.clock.unix_secs();
         e.last_access.store(t, Ordering::Relaxed);
         if t.saturating_sub(e.persisted_access.load(Ordering::Relaxed)) >= ACCESS_PERSIST_SECS {
             e.persisted_access.store(t, Ordering::Relaxed);
@@ -272,7 +275,7 @@ impl Store {
         let files = DataFiles::new(&dir.join(DATA_DIR), release);
         files.create_all(release.layout())?;
         sync_dir(&dir)?;
-        let added_at = now();
+        let added_at = self.clock.unix_secs();
         let ttl = opts.ttl_seconds.or(release.manifest.ttl_seconds);
         let record = ReleaseRecord {
             name: release.manifest.name.clone(),
@@ -472,7 +475,7 @@ impl Store {
                     }
                 })
                 .collect();
-            match choose_victim(&cands, now(), protect) {
+            match choose_victim(&cands, self.clock.unix_secs(), protect) {
                 Some(victim) => {
                     tracing::info!(release = %victim, need, used, "evicting to make room");
                     let freed = cands.iter().find(|c| c.infohash == victim).map_or(0, |c| c.bytes);

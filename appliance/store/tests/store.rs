@@ -5,7 +5,7 @@
 
 mod common;
 
-use popseed_core::{InfoHash, PieceIndex};
+use popseed_core::{InfoHash, ManualClock, PieceIndex};
 
 use popseed_release::hashing::piece_hash;
 use popseed_store::{AddOptions, Capacity, Put, Store, StoreConfig, StoreError};
@@ -166,14 +166,20 @@ fn eviction_order_and_store_full() {
     let (expired, es) = release(t.path(), "expired", &[("a", size)], PIECE);
     let (newer, ns) = release(t.path(), "newer", &[("a", size)], PIECE);
     let (incoming, is) = release(t.path(), "incoming", &[("a", size)], PIECE);
-    let s = open(&t.path().join("store"), Some(4 * size as u64));
+    // the store's clock moves only when told: access times are ordered without sleeping
+    let clock = std::sync::Arc::new(ManualClock::new(1_800_000_000));
+    let s = Store::open_with_clock(
+        StoreConfig { dir: t.path().join("store"), capacity: Capacity { budget: Some(4 * size as u64), min_free: 0 } },
+        clock.clone(),
+    )
+    .unwrap();
     s.add_release(&pinned, AddOptions { pin: true, ttl_seconds: Some(0) }).unwrap();
     s.add_release(&old, AddOptions::default()).unwrap();
     s.add_release(&expired, AddOptions { pin: false, ttl_seconds: Some(0) }).unwrap();
     fill(&s, &pinned, &ps);
     fill(&s, &old, &os);
     fill(&s, &expired, &es);
-    std::thread::sleep(std::time::Duration::from_millis(1100)); // later last access for `newer`
+    clock.advance(std::time::Duration::from_secs(10)); // later last access for `newer`
     s.add_release(&newer, AddOptions::default()).unwrap();
     fill(&s, &newer, &ns);
     assert_eq!(s.usage().unwrap().used, 4 * size as u64);
