@@ -17,7 +17,7 @@ pub struct JobBook {
 }
 
 impl JobBook {
-    /// Loads every job from `tree`. A record that does not parse is logged and kept on disk
+    /// Loads every job from `table`. A record that does not parse is logged and kept on disk
     /// untouched (nothing is lost), but not loaded.
     pub fn open(table: RecordTable) -> Result<JobBook, ControlError> {
         let mut jobs = BTreeMap::new();

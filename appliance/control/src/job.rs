@@ -1,6 +1,6 @@
 //! What a prewarm job is: the spec a publisher or staff member submits (which release, by when,
 //! how urgent, pin, ttl), the record the box keeps (state and why), and the report an origin
-//! sees. Plain data, serialized as JSON in sled and on the wire.
+//! sees. Plain data, serialized as JSON in the store's `jobs` record table and on the wire.
 
 use popseed_core::InfoHash;
 use serde::{Deserialize, Serialize};
@@ -61,7 +61,7 @@ impl JobSource {
     }
 }
 
-/// What the box keeps about a job (JSON in the `jobs` sled tree).
+/// What the box keeps about a job (JSON in the store's `jobs` record table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: String,

@@ -1,7 +1,8 @@
 //! popseed-control: prewarm jobs and the links that bring them.
 //!
 //! - [`job`]: what a job is (spec, record, states, reports).
-//! - [`book`]: the jobs persisted in sled, and the pure planner (order, state, ETA, risk).
+//! - [`book`]: the jobs persisted in the store's `jobs` record table, and the pure planner
+//!   (order, state, ETA, risk).
 //! - [`manager`]: admits jobs (signature checks, refusals recorded) and drives the fetcher.
 //! - [`link`]: the device link's messages and framing, no I/O.
 //! - [`uplink`]: the box's side of the link: dial out to origins, take pushed jobs, report.

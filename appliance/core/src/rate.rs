@@ -1,7 +1,7 @@
 //! Rate caps: [`TokenBucket`] is the arithmetic (time passed in, unit-tested without sleeping);
-//! [`RateLimiter`] shares one bucket between tasks and sleeps them. Every rate limit in the
-//! product (upload caps, the fill's rate cap, an origin's send cap, DNS queries per client,
-//! peer messages per second) is one of these.
+//! [`RateLimiter`] shares one bucket between tasks and sleeps them. Every rate cap in the
+//! product (upload caps, the fill's rate cap, an origin's send cap, DNS queries per client) is
+//! one of these.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

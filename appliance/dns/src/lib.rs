@@ -3,7 +3,7 @@
 //! attendees; the setup page of an unprovisioned box runs it too.
 //!
 //! - [`rules`]: the answers as a pure function from query bytes to reply bytes (or nothing),
-//!   and the per-source rate limiter. No sockets; unit-tested and fuzzed.
+//!   and the per-source rate limiter. No sockets; unit-tested, malformed packets included.
 //! - [`server`]: the UDP and TCP (RFC 7766) listeners around it, and its counters.
 
 pub mod rules;

@@ -1,5 +1,5 @@
 //! The DNS answer rules as a pure function from a query packet to a reply packet (or `None`:
-//! drop), and the per-source rate limiter. No sockets here; `dns.rs` is the I/O shell.
+//! drop), and the per-source rate limiter. No sockets here; [`crate::server`] is the I/O shell.
 //!
 //! Rules: the box's own name gets its LAN address; `dns.msftncsi.com` gets 131.107.255.255
 //! (Windows NCSI); `use-application-dns.net`, `mask.icloud.com` and `mask-h2.icloud.com` get

@@ -1,4 +1,6 @@
-//! popseed-fetch: fills the piece store from origin seeds.
+//! popseed-fetch: fills the piece store from origin seeds. [`Fetcher`] implements the
+//! [`popseed_core::ReadThrough`] port: pieces the portal or the swarm are asked for and the store
+//! lacks are fetched ahead of everything else.
 //!
 //! - [`scheduler`]: which piece next, from which origin (pure, unit-tested).
 //! - [`fill`]: the async shell: origin connections with backoff and several streams in flight,

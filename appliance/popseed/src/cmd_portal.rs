@@ -1,5 +1,7 @@
 //! `popseed portal`: serves the captive portal (DNS responder + HTTP catalog and downloads) for
-//! every release in a store, standalone. The agent embeds the same `popseed_portal` code.
+//! every release in a store, standalone. The agent embeds the same `popseed_portal` code; here
+//! no fetcher stands behind it (`NoReadThrough`), so a download of pieces the store lacks gets
+//! 503 at once.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};

@@ -1,6 +1,7 @@
 //! `popseed seed`: serves every release of a store to BitTorrent peers (plus the venue tracker
-//! and LSD) until interrupted. The standalone form of what the agent embeds; prints each
-//! release's magnet link and tracker URL and can write the box's .torrent files.
+//! and LSD) until interrupted. The standalone form of what the agent embeds, with no fetcher
+//! behind it (`NoReadThrough`: requests for missing pieces are refused); prints each release's
+//! magnet link and tracker URL and can write the box's .torrent files.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

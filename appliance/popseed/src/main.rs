@@ -1,6 +1,8 @@
-//! `popseed`: one binary for the publisher tools, the store inspector and the demo (later: the
-//! agent, the origin seed server, jobs and status). Errors are reported here, at the edge, as one
-//! line on stderr; exit codes: 0 ok, 1 operational failure, 2 usage error.
+//! `popseed`: one binary for the publisher tools, the store inspector, the origin seed server,
+//! the agent and its standalone parts (`seed`, `portal`), first boot, jobs, status and the demo.
+//! The libraries print nothing; what a command prints is decided here. Errors are reported at
+//! the edge, as one line on stderr with their whole cause chain; exit codes: 0 ok, 1 operational
+//! failure, 2 usage error.
 
 mod cmd_agent;
 mod cmd_firstboot;

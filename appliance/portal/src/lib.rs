@@ -1,11 +1,17 @@
-//! popseed-portal: the captive Wi-Fi portal of the appliance. It owns the DNS responder (every
-//! name points at the box), the OS connectivity-probe replies and the per-client acknowledge
-//! state, the server-rendered catalog page with QR code, and HTTP downloads straight from the
-//! piece store (Range, ETag/If-Range, sendfile) that double as a BEP 19 web seed.
+//! popseed-portal: the captive Wi-Fi portal of the appliance. It owns the OS connectivity-probe
+//! replies and the per-client acknowledge state, the server-rendered catalog page with QR code,
+//! and HTTP downloads straight from the piece store (Range, ETag/If-Range, sendfile) that double
+//! as a BEP 19 web seed. It runs the captive DNS responder (every name points at the box) but
+//! does not own it: that is popseed-dns, shared with the setup page.
+//!
+//! A download that touches pieces the store lacks asks the [`popseed_core::ReadThrough`] port
+//! handed to [`Portal::start`] (the agent's fetcher; `NoReadThrough` when the portal runs on its
+//! own, which answers 503 at once) and waits for the store's `PieceStored` events.
+//! [`PortalConfig`] is the `[portal]` section of agent.toml, from popseed-config.
 //!
 //! Pure logic (no sockets, unit-tested): [`probe`], [`ack`], [`range`], [`limits`], [`page`].
-//! I/O shell: [`conn`] (HTTP/1.1 with sendfile) around the axum application in [`http`]. The
-//! DNS responder is popseed-dns (shared with the setup page). Start everything with [`Portal::start`] or [`run`]; see docs/portal.md.
+//! I/O shell: [`conn`] (HTTP/1.1 with sendfile) around the axum application in [`http`]. Start
+//! everything with [`Portal::start`] or [`run`]; see docs/portal.md.
 
 pub mod ack;
 pub mod config;

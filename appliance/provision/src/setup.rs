@@ -1,8 +1,8 @@
 //! The setup page a box with a bad provisioning file serves (axum): every error with its line,
 //! and a form to paste a corrected popseed.toml, which is validated and, when valid, written
 //! atomically to the provisioning path ("reboot to apply"). Any other GET shows the page too, so
-//! OS captive-portal probes pop it up; a captive DNS responder answers every name with the
-//! setup address.
+//! OS captive-portal probes pop it up; the captive DNS responder (popseed-dns, the one the
+//! portal runs) answers every name with the setup address.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
-//! What the status side needs to know about prewarm jobs: the [`JobsView`] trait the jobs
-//! component implements, the [`JobSummary`] it hands out (also the JSON of `/api/status`), and
-//! [`NoJobs`] for a box that runs no jobs component.
+//! What the status side needs to know about prewarm jobs: the [`JobsView`] trait (a port the
+//! agent implements over the job manager, as it does the views in [`crate::views`]), the
+//! [`JobSummary`] it hands out (also the JSON of `/api/status`), and [`NoJobs`] for a box that
+//! runs no jobs component.
 
 use popseed_core::{InfoHash, JobState};
 use serde::{Deserialize, Serialize};

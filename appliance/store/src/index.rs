@@ -5,6 +5,9 @@
 //! - `pieces`:   infohash ++ piece index (u32 big-endian) -> empty; present only for pieces whose
 //!   bytes were durable and hash-checked before the key was written
 //! - `access`:   infohash -> last access, unix seconds (u64 big-endian), written lazily
+//!
+//! Every other tree is another component's record table ([`crate::RecordTable`], e.g. `jobs`);
+//! the three names above are refused for those.
 
 use std::path::Path;
 

@@ -9,6 +9,11 @@
 //!   by [`tracker_http`]; [`lsd`]: BEP 14.
 //! * [`Swarm`]: starts all of it on a [`Store`] and hands out the box's .torrent and magnets.
 //!
+//! A peer's request for a piece the store lacks goes to the [`popseed_core::ReadThrough`] port
+//! handed to [`Swarm::start`] (the agent's fetcher); the request is served when the store
+//! reports the piece stored. With `NoReadThrough` (`popseed seed` on its own) it is refused at
+//! once. [`SwarmConfig`] is the `[swarm]` section of agent.toml, from popseed-config.
+//!
 //! See docs/swarm.md for what the box speaks and its limits.
 
 pub mod choker;
