@@ -9,20 +9,7 @@ use crate::error::FetchError;
 /// URL of file `i` under web seed `base` (BEP 19: multi-file torrents add `<name>/<path>`;
 /// a single-file torrent uses `base` itself unless it ends with `/`).
 pub fn file_url(base: &str, release: &VerifiedRelease, i: usize) -> String {
-    use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-    const PATH: &AsciiSet = &CONTROLS
-        .add(b' ')
-        .add(b'"')
-        .add(b'#')
-        .add(b'%')
-        .add(b'<')
-        .add(b'>')
-        .add(b'?')
-        .add(b'`')
-        .add(b'{')
-        .add(b'}')
-        .add(b'/');
-    let enc = |s: &str| utf8_percent_encode(s, PATH).to_string();
+    let enc = popseed_release::metainfo::path_segment;
     let name = &release.metainfo.name;
     if release.metainfo.single_file {
         if base.ends_with('/') {

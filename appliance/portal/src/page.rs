@@ -4,35 +4,11 @@
 //! with JavaScript off.
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-use popseed_core::InfoHash;
+use popseed_core::{ByteSize, InfoHash};
+use popseed_release::metainfo::path_segment;
 use popseed_store::Store;
 
 use crate::config::Urls;
-
-/// Characters escaped in one URL path segment.
-pub const SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}')
-    .add(b'\\')
-    .add(b'^')
-    .add(b'|')
-    .add(b'[')
-    .add(b']')
-    .add(b'\'')
-    .add(b';')
-    .add(b'&')
-    .add(b'+')
-    .add(b'=');
 
 /// One file of a release as shown on the page.
 #[derive(Debug, Clone)]
@@ -68,11 +44,11 @@ pub struct Catalog {
 /// `/files/<infohash>/<torrent name>[/<path>]` for file `i`: the web seed base plus what a BEP 19
 /// client appends.
 pub fn file_href(infohash: &InfoHash, torrent_name: &str, single_file: bool, components: &[String]) -> String {
-    let mut s = format!("/files/{infohash}/{}", utf8_percent_encode(torrent_name, SEGMENT));
+    let mut s = format!("/files/{infohash}/{}", path_segment(torrent_name));
     if !single_file {
         for c in components {
             s.push('/');
-            s.push_str(&utf8_percent_encode(c, SEGMENT).to_string());
+            s.push_str(&path_segment(c));
         }
     }
     s
@@ -122,22 +98,6 @@ impl Catalog {
             });
         }
         Catalog { releases }
-    }
-}
-
-/// Bytes for people: 1.5 MiB.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 
@@ -210,9 +170,9 @@ pub fn render(venue: &str, catalog: &Catalog, urls: &Urls, qr: Option<&str>, ack
                         section.card.release id=(format!("r-{}", r.infohash)) {
                             h2 { (r.name) " " small { (r.version) } }
                             p.meta {
-                                (human(r.total_size))
+                                (ByteSize(r.total_size))
                                 @if r.bytes_present >= r.total_size { " · all on this box" }
-                                @else { " · " (human(r.bytes_present)) " on this box (the rest is fetched when you ask)" }
+                                @else { " · " (ByteSize(r.bytes_present)) " on this box (the rest is fetched when you ask)" }
                                 br;
                                 span.ok { "✔ signature verified" } " · publisher " code.fp { (r.fingerprint) }
                                 @if let Some(l) = &r.license { br; "License: " (l) }
@@ -222,7 +182,7 @@ pub fn render(venue: &str, catalog: &Catalog, urls: &Urls, qr: Option<&str>, ack
                             }
                             @for f in &r.files {
                                 div.file {
-                                    div.fname { (f.path) " " small { (human(f.size)) } }
+                                    div.fname { (f.path) " " small { (ByteSize(f.size)) } }
                                     div { small { "SHA-256 " } code.sha { (f.sha256) } }
                                     a.btn.dl href=(f.href) download=(f.path.rsplit('/').next().unwrap_or(&f.path)) { "Download" }
                                 }
@@ -307,7 +267,5 @@ mod tests {
             file_href(&ih, "My Rel", false, &["a b".into(), "c#?.txt".into()]),
             format!("/files/{ih}/My%20Rel/a%20b/c%23%3F.txt")
         );
-        assert_eq!(human(512), "512 B");
-        assert_eq!(human(1536), "1.5 KiB");
     }
 }

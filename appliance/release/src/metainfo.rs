@@ -5,7 +5,7 @@ use bytes::Bytes;
 use librqbit_bencode::raw_value::RawValue;
 use librqbit_bencode::{BencodeValue, ByteBuf, ByteBufOwned};
 use librqbit_core::torrent_metainfo::{torrent_from_bytes, TorrentMetaV1File, TorrentMetaV1Info};
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS, NON_ALPHANUMERIC};
 use popseed_core::InfoHash;
 use serde::Serialize;
 
@@ -208,6 +208,36 @@ fn parse_url_list(bytes: &[u8]) -> Vec<String> {
         Some(v) => text(v).into_iter().collect(),
         None => Vec::new(),
     }
+}
+
+/// Characters escaped in one URL path segment (the BEP 19 web seed layout: `<base>/<name>/<path>`).
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|')
+    .add(b'[')
+    .add(b']')
+    .add(b'\'')
+    .add(b';')
+    .add(b'&')
+    .add(b'+')
+    .add(b'=');
+
+/// One file name or directory name as a URL path segment, percent-encoded: how web seed URLs
+/// (fetch) and the portal's `/files/` URLs name a release's files.
+pub fn path_segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// `magnet:?xt=urn:btih:<hex>&dn=<name>&tr=<tracker>...&ws=<web seed>...`
