@@ -17,6 +17,7 @@ LAYERS = {
     "popseed-config": 2,    # agent.toml as plain data
     "popseed-store": 2,     # the piece store
     "popseed-dns": 2,       # the captive DNS responder
+    "popseed-http": 1,      # every HTTP listener's bounds
     "popseed-origin": 3,    # popseed/1: server, client, dialling
     "popseed-fetch": 4,     # the fill
     "popseed-swarm": 5,     # BitTorrent

@@ -315,7 +315,10 @@ def test_bad_file_gives_setup_mode_and_the_setup_page_fixes_it(box):
         code, page = http(base + "/")
         for key, line in want.items():
             assert f"popseed.toml:{line}:" in page and key in page, page
-        assert "&quot;abcd&quot;" in page or "abcd" in page, "the current file is in the form"
+        # the current file is in the form, but none of its secrets: the network is open
+        assert "ssid = &quot;" in page, "the current file is in the form"
+        assert "0123456789abcdef0123" not in page, "the staff token must never be shown"
+        assert 'passphrase = &quot;unchanged&quot;' in page and 'staff_token = &quot;unchanged&quot;' in page, page
         # the same page on the portal address, for any path (captive probes)
         code, page2 = http(f"http://127.0.0.1:{portal_port}/generate_204")
         assert code == 200 and "popseed setup" in page2
@@ -362,9 +365,69 @@ def test_missing_file_and_unknown_board_still_come_up(box):
     status = json.loads((box / "out" / "status.json").read_text())
     assert status["mode"] == "setup"
     assert "missing.toml" in status["errors"][0]["message"]
+    # no file, so no staff token to ask for: a one-time setup code, on the console and next to
+    # where the file belongs (the boot partition), never in status.json
+    code = re.search(r"^setup code: ([2-9A-Z]{5}-[2-9A-Z]{5}) ", proc.stdout, re.M)
+    assert code, proc.stdout
+    assert code.group(1) in (box / "boot" / "popseed-setup-code.txt").read_text()
+    assert code.group(1) not in (box / "out" / "status.json").read_text()
+    assert oct((box / "state" / "setup-code").stat().st_mode & 0o777) == "0o600"
     assert status["board"] == "generic-x86_64"  # built in: the test hw dir has no generic profile
     assert any("no-such-board" in w for w in status["warnings"]), status
     assert "warning:" in proc.stdout
+
+
+def test_a_stranger_cannot_provision_a_box_without_a_file(box):
+    """No popseed.toml at all: the setup page saves only for the holder of the setup code."""
+    ed_key = re.search(r"ed25519:[A-Za-z0-9_-]+", run("keygen", "--out", box / "keys" / "p").stdout).group(0)
+    proc = firstboot(box, "--no-format")
+    code = re.search(r"^setup code: (\S+) ", proc.stdout, re.M).group(1)
+    out = box / "out"
+    mgmt, portal_port, dns_port = free_port(), free_port(), free_port()
+    text = (out / "agent.toml").read_text()
+    text = re.sub(r'listen = "[0-9.]+:\d+"', f'listen = "127.0.0.1:{mgmt}"', text, count=1)
+    text = text.replace('http_listen = "0.0.0.0:8081"', f'http_listen = "127.0.0.1:{portal_port}"')
+    text = text.replace('dns_listen = "0.0.0.0:5300"', f'dns_listen = "127.0.0.1:{dns_port}"')
+    (out / "agent.toml").write_text(text)
+    log = box / "setup-agent.log"
+    with open(log, "wb") as logf:
+        p = subprocess.Popen(
+            [str(popseed_path()), "agent", "--config", str(out / "agent.toml"), "--setup-from", str(out / "status.json")],
+            stdout=logf, stderr=subprocess.STDOUT,
+        )
+    try:
+        base = f"http://127.0.0.1:{mgmt}"
+
+        def up():
+            if p.poll() is not None:
+                pytest.fail(f"the agent exited ({p.returncode}):\n{log.read_text(errors='replace')}", pytrace=False)
+            try:
+                return http(base + "/")[0] == 200
+            except OSError:
+                return False
+
+        wait_until(up, WAIT, "the setup page")
+        _, page = http(base + "/")
+        assert code not in page and "Setup code" in page, page
+        good = good_file(ed_key, mgmt)
+        prov = box / "boot" / "popseed.toml"
+        for guess in ["", "0123456789abcdef0123", code[:-1] + ("2" if code[-1] != "2" else "3")]:
+            status, _ = http(base + "/setup", {"config": good, "token": guess})
+            assert status == 403, guess
+        assert not prov.exists(), "a stranger wrote nothing"
+        status, page = http(base + "/setup", {"config": good, "token": code.lower()})
+        assert status == 200, page
+        assert prov.read_text() == good
+        assert not (box / "boot" / "popseed-setup-code.txt").exists(), "the code is spent"
+        status, _ = http(base + "/setup", {"config": good, "token": code})
+        assert status == 403, "a spent code saves nothing more"
+    finally:
+        p.terminate()
+        try:
+            p.wait(timeout=WAIT)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def test_board_detected_from_dmi(box):

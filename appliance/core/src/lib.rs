@@ -32,6 +32,6 @@ pub use fingerprint::{parse_fingerprint, BadFingerprint};
 pub use infohash::{InfoHash, ParseInfoHashError};
 pub use job::JobState;
 pub use piece::PieceIndex;
-pub use rate::{RateLimiter, TokenBucket};
+pub use rate::{PerKey, RateLimiter, TokenBucket};
 pub use read_through::{NoReadThrough, ReadThrough};
 pub use size::{ByteSize, ParseSizeError};

@@ -92,6 +92,41 @@ impl TokenBucket {
     }
 }
 
+/// A token bucket per key (a client address, say), remembering at most `max_keys` keys: when
+/// full, keys whose bucket has refilled are forgotten first (they carry no state worth keeping),
+/// then everything. DNS queries per client and setup/login attempts per client are these.
+#[derive(Debug)]
+pub struct PerKey<K> {
+    rate: f64,
+    burst: f64,
+    max_keys: usize,
+    buckets: std::collections::HashMap<K, TokenBucket>,
+}
+
+impl<K: std::hash::Hash + Eq> PerKey<K> {
+    /// `rate` tokens per second (at least a millionth), `burst` held (at least one), per key.
+    pub fn new(rate: f64, burst: f64, max_keys: usize) -> Self {
+        PerKey { rate: rate.max(1e-6), burst: burst.max(1.0), max_keys: max_keys.max(1), buckets: Default::default() }
+    }
+
+    /// Takes one token for `key`; false when it has none left.
+    pub fn allow(&mut self, key: K, now: Instant) -> bool {
+        if !self.buckets.contains_key(&key) && self.buckets.len() >= self.max_keys {
+            self.buckets.retain(|_, b| !b.is_full(now));
+            if self.buckets.len() >= self.max_keys {
+                self.buckets.clear();
+            }
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        self.buckets.entry(key).or_insert_with(|| TokenBucket::new(rate, burst, now)).try_take(1.0, now)
+    }
+
+    /// Keys remembered now.
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
 /// A byte-rate cap shared by the tasks it caps (an origin's streams, every source of a fill).
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -175,6 +210,23 @@ mod tests {
         assert!(b.try_take(1.0, t));
         assert!(!b.try_take(1.0, t - Duration::from_secs(5)));
         assert!(b.try_take(1.0, t + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn per_key_refills_and_is_bounded() {
+        let mut rl = PerKey::new(10.0, 5.0, 3);
+        let t0 = Instant::now();
+        let allowed = (0..20).filter(|_| rl.allow("a", t0)).count();
+        assert_eq!(allowed, 5, "burst");
+        assert!(!rl.allow("a", t0 + Duration::from_millis(50)));
+        assert!(rl.allow("a", t0 + Duration::from_millis(200)), "refilled");
+        assert!(rl.allow("b", t0), "another key has its own bucket");
+        for n in 0..100u32 {
+            let mut k = PerKey::new(10.0, 5.0, 3);
+            k.allow(n, t0);
+            rl.allow(if n % 2 == 0 { "c" } else { "d" }, t0 + Duration::from_secs(1));
+        }
+        assert!(rl.tracked() <= 3);
     }
 
     #[test]

@@ -6,11 +6,9 @@
 //! NXDOMAIN (browsers keep using this resolver instead of DoH, iCloud Private Relay stays off);
 //! every other A query gets the portal address, AAAA and all other types an empty answer.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::time::Instant;
 
-use popseed_core::TokenBucket;
+use popseed_core::PerKey;
 
 pub const TYPE_A: u16 = 1;
 pub const TYPE_AAAA: u16 = 28;
@@ -164,46 +162,13 @@ impl DnsRules {
 }
 
 /// Per-source token buckets (queries per second) with a bounded number of tracked sources.
-#[derive(Debug)]
-pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    max_sources: usize,
-    buckets: HashMap<IpAddr, TokenBucket>,
-}
-
-impl RateLimiter {
-    pub fn new(rate_per_sec: u32, burst: u32, max_sources: usize) -> RateLimiter {
-        RateLimiter {
-            rate: rate_per_sec.max(1) as f64,
-            burst: burst.max(1) as f64,
-            max_sources: max_sources.max(1),
-            buckets: HashMap::new(),
-        }
-    }
-
-    /// Takes one token for `src`; false when it has none left.
-    pub fn allow(&mut self, src: IpAddr, now: Instant) -> bool {
-        if !self.buckets.contains_key(&src) && self.buckets.len() >= self.max_sources {
-            // Forget sources whose bucket has refilled: they carry no state worth keeping.
-            self.buckets.retain(|_, b| !b.is_full(now));
-            if self.buckets.len() >= self.max_sources {
-                self.buckets.clear();
-            }
-        }
-        let (rate, burst) = (self.rate, self.burst);
-        self.buckets.entry(src).or_insert_with(|| TokenBucket::new(rate, burst, now)).try_take(1.0, now)
-    }
-
-    pub fn tracked(&self) -> usize {
-        self.buckets.len()
-    }
-}
+pub type RateLimiter = PerKey<IpAddr>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+    use std::time::Instant;
 
     fn rules() -> DnsRules {
         DnsRules {
@@ -341,7 +306,7 @@ mod tests {
 
     #[test]
     fn rate_limiter_refills_and_is_bounded() {
-        let mut rl = RateLimiter::new(10, 5, 3);
+        let mut rl = RateLimiter::new(10.0, 5.0, 3);
         let t0 = Instant::now();
         let a = IpAddr::from([10, 0, 0, 9]);
         let allowed = (0..20).filter(|_| rl.allow(a, t0)).count();

@@ -40,7 +40,11 @@ pub struct Responder {
 
 impl Responder {
     pub fn new(rules: DnsRules, rate: u32, burst: u32, stats: Arc<DnsStats>) -> Responder {
-        Responder { rules, limiter: Mutex::new(RateLimiter::new(rate, burst, MAX_SOURCES)), stats }
+        Responder {
+            rules,
+            limiter: Mutex::new(RateLimiter::new(rate.max(1) as f64, burst.max(1) as f64, MAX_SOURCES)),
+            stats,
+        }
     }
 
     /// Counts, rate-limits and answers one query; `None`: send nothing.

@@ -134,11 +134,13 @@ pub fn run(a: OriginArgs) -> Result<()> {
                 .with_context(|| format!("binding the admin API on {admin}"))?;
             println!("admin API on http://{}", listener.local_addr()?);
             let app = popseed_control::api::admin_router(hub.clone(), token);
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!(error = %popseed_core::chain(&e), "admin API stopped");
-                }
-            });
+            tokio::spawn(popseed_http::serve(
+                listener,
+                app,
+                popseed_http::DEFAULT_LIMITS,
+                Default::default(),
+                tokio_util::sync::CancellationToken::new(),
+            ));
         }
         println!("certificate sha256 {fingerprint}");
         for n in &names {

@@ -17,6 +17,7 @@ use crate::fallback;
 use crate::net::{self, NetSettings};
 use crate::profile::{self, HwProfile};
 use crate::provfile::{self, DEFAULT_MANAGEMENT};
+use crate::setup_code;
 use crate::status::{Mode, Status};
 use crate::wifi::{self, ApSettings};
 
@@ -103,6 +104,7 @@ pub fn render_all(text: std::result::Result<&str, String>, inp: RenderInput<'_>)
                 ap_interface: n.ap_interface.clone(),
                 portal_address: p.portal.address.to_string(),
                 management_listen: p.management.listen.to_string(),
+                setup_code_path: None,
             };
             return Ok(Rendered { files, status });
         }
@@ -146,6 +148,7 @@ pub fn render_all(text: std::result::Result<&str, String>, inp: RenderInput<'_>)
         ap_interface: n.ap_interface.clone(),
         portal_address: addr.to_string(),
         management_listen: listen.to_string(),
+        setup_code_path: None,
     };
     Ok(Rendered { files, status })
 }
@@ -351,6 +354,26 @@ pub fn run(o: &Options) -> Result<Report> {
             status.ssid,
             fallback::setup_address().addr()
         )),
+    }
+    match status.mode {
+        Mode::Setup => {
+            let token = text.as_deref().ok().and_then(|t| crate::provfile::validate(t, &picked.profile).staff_token);
+            if token.is_some() {
+                lines.push("setup page: saving a file needs the staff token of the current one".into());
+            } else {
+                match setup_code::issue(&o.state, &o.provision) {
+                    Ok(issued) => {
+                        lines.push(format!("setup code: {} (saving a file on the setup page needs it)", issued.code));
+                        if let Some(p) = &issued.boot_copy {
+                            lines.push(format!("setup code also written to {}", p.display()));
+                        }
+                        status.setup_code_path = Some(issued.path);
+                    }
+                    Err(e) => warnings.push(format!("setup code: {}: the setup page cannot save", chain(&e))),
+                }
+            }
+        }
+        Mode::Normal => setup_code::retire(&o.state, &o.provision),
     }
     match set_led(&picked.profile, status.mode) {
         Ok(Some(p)) => tracing::info!("LED: {}", p.display()),

@@ -11,7 +11,9 @@ pub mod firstboot;
 pub mod net;
 pub mod profile;
 pub mod provfile;
+pub mod secrets;
 pub mod setup;
+pub mod setup_code;
 pub mod status;
 pub mod wifi;
 

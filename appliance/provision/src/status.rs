@@ -32,6 +32,10 @@ pub struct Status {
     pub ap_interface: String,
     pub portal_address: String,
     pub management_listen: String,
+    /// In setup mode without a valid staff token: the file holding the one-time setup code the
+    /// setup page asks for (printed on the console and left on the boot partition).
+    #[serde(default)]
+    pub setup_code_path: Option<PathBuf>,
 }
 
 impl Status {

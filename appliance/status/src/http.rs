@@ -30,6 +30,8 @@ pub struct Shared {
     pub(crate) sources: Sources,
     pub(crate) samples: Mutex<Samples>,
     pub(crate) errors: Arc<RecentErrors>,
+    /// What the management listener refused (connection cap, slow or oversized heads).
+    pub(crate) http: Arc<popseed_http::HttpStats>,
     started: Instant,
 }
 
@@ -41,6 +43,7 @@ impl Shared {
             sources,
             samples: Mutex::new(Samples::new()),
             errors,
+            http: Arc::default(),
             started: Instant::now(),
         }
     }

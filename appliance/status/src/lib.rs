@@ -69,13 +69,13 @@ impl StatusServer {
         let shared = Arc::new(http::Shared::new(cfg.token.as_deref(), cfg.device, sources, errors::global().clone()));
         let app = http::router(shared.clone(), extra);
         let shutdown = CancellationToken::new();
-        let sd = shutdown.clone();
-        let serve = tokio::spawn(async move {
-            let r = axum::serve(listener, app).with_graceful_shutdown(async move { sd.cancelled().await }).await;
-            if let Err(e) = r {
-                tracing::error!(error = %popseed_core::chain(&e), "management server failed");
-            }
-        });
+        let serve = tokio::spawn(popseed_http::serve(
+            listener,
+            app,
+            popseed_http::DEFAULT_LIMITS,
+            shared.http.clone(),
+            shutdown.clone(),
+        ));
         let sd = shutdown.clone();
         let sh = shared.clone();
         let sampler = tokio::spawn(async move {
