@@ -205,6 +205,11 @@ def keygen(directory: str | os.PathLike, name: str = "publisher") -> Publisher:
     return Publisher(key=key, pub=pub, fingerprint=fp[0] if fp else proc.stdout.strip())
 
 
+def publisher_key(release_dir: str | os.PathLike) -> str:
+    """The `ed25519:...` key that signed a release (what a box's trusted_keys must name)."""
+    return load_manifest(release_dir)[0]["publisher_key"]
+
+
 def load_manifest(release_dir: str | os.PathLike) -> tuple[dict, dict]:
     doc = json.loads((Path(release_dir) / "manifest.json").read_text())
     return doc["manifest"], doc

@@ -35,6 +35,9 @@ from conftest import REPO, complete_lines, free_port, keygen, make_tree, next_sn
 
 GUEST_IP = "10.42.0.1"
 HOST_IP = "10.42.0.2"
+# The staff network on the guest's second NIC (eth1), where its management port is reachable.
+STAFF_NET = "10.43.0.0/24"
+STAFF_GUEST_IP = "10.43.0.15"
 BUILD_TIMEOUT = 1200.0
 
 
@@ -269,15 +272,18 @@ class Guest:
         self.console = self.dir / ("console.log" if self.boots == 1 else f"console-{self.boots}.log")
         net = (f"user,model=virtio-net-pci,net=10.42.0.0/24,host={HOST_IP},dhcpstart={GUEST_IP},"
                f"hostfwd=tcp:127.0.0.1:{self.http_port}-{GUEST_IP}:80,"
-               f"hostfwd=udp:127.0.0.1:{self.dns_port}-{GUEST_IP}:53,"
-               f"hostfwd=tcp:127.0.0.1:{self.mgmt_port}-{GUEST_IP}:8080")
+               f"hostfwd=udp:127.0.0.1:{self.dns_port}-{GUEST_IP}:53")
+        # eth1: the wired staff port (the board profile's uplink); the management port is open
+        # there only, so the host reaches it through this second NIC
+        staff = (f"user,model=virtio-net-pci,net={STAFF_NET},dhcpstart={STAFF_GUEST_IP},"
+                 f"hostfwd=tcp:127.0.0.1:{self.mgmt_port}-{STAFF_GUEST_IP}:8080")
         self.qmp_sock.unlink(missing_ok=True)
         cmd = ["qemu-system-x86_64", "-accel", "tcg", "-M", "q35", "-m", "1024", "-smp", "2",
                "-display", "none", "-monitor", "none", "-serial", f"file:{self.console}", "-no-reboot",
                "-qmp", f"unix:{self.qmp_sock},server=on,wait=off",
                "-kernel", self.info["kernel"], "-initrd", self.info["initrd"],
                "-append", self.info["cmdline"][self.slot],
-               "-drive", f"file={self.disk},format=raw,if=virtio", "-nic", net,
+               "-drive", f"file={self.disk},format=raw,if=virtio", "-nic", net, "-nic", staff,
                # A free PCIe slot for hot-plugging a disk (plug_disk).
                "-device", "pcie-root-port,id=hotplug0,chassis=8,slot=8"]
         self.qemu_log = open(self.dir / f"qemu-{self.boots}.log", "w")  # noqa: SIM115 - closed in stop()/start()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (WAIT, flip_byte, free_port, listening, make_tree, next_snapshot, popseed_path, publish,
+from conftest import (WAIT, publisher_key, flip_byte, free_port, listening, make_tree, next_snapshot, popseed_path, publish,
                       settled_origin_stats, wait_for_line, wait_until)
 
 MiB = 1 << 20
@@ -110,6 +110,7 @@ def agent_config(tmp: Path, origins, release_dir: Path, extra: str = "", name="a
     for i, (addr, fp) in enumerate(origins):
         lines += ["[[origins]]", f'name = "o{i}"', f'address = "{addr}"', f'fingerprint = "{fp}"', ""]
     lines += ["[[releases]]", f'dir = "{release_dir}"', ""]
+    lines.insert(0, f"trusted_keys = {json.dumps([publisher_key(release_dir)])}")
     d = tmp / name
     d.mkdir(exist_ok=True)
     cfg = d / "agent.toml"

@@ -5,7 +5,7 @@ qemu-system-x86_64 with TCG (no KVM here).
 Each box gets its own copy of the disk with a provisioning file written into the FAT boot
 partition (mtools; the provisioned box is the session's, imagetools.provisioned_box:
 tests/test_image_update.py goes on from it to its updates, saving a boot), host ports forwarded
-to the guest's portal (80), DNS (53/udp) and management (8080) ports, and an origin seed on the
+to the guest's portal (80) and DNS (53/udp) ports, its management port (8080, on the second NIC: the staff port), and an origin seed on the
 host (127.0.0.1, which the guest reaches as 10.42.0.2).
 The guest reports unit states on the serial console (`POPSEED-TEST ...` lines from the test-only
 popseed-test-report.service).

@@ -89,6 +89,7 @@ def test_status_metrics_dashboard_and_cli(tmp_path):
     d.mkdir()
     cfg = d / "agent.toml"
     cfg.write_text(f"""
+trusted_keys = ["{rel.manifest['publisher_key']}"]
 [store]
 dir = "store"
 min_free = "64MiB"
@@ -229,6 +230,7 @@ def test_no_client_address_in_logs_or_metrics(tmp_path):
     ih = rel.manifest["infohash"]
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f"""
+trusted_keys = ["{rel.manifest['publisher_key']}"]
 [store]
 dir = "{store}"
 min_free = "0"

@@ -50,8 +50,10 @@ port=$((20000 + RANDOM % 20000))
 for _ in $(seq 100); do grep -q "certificate sha256" "$work/origin.out" 2>/dev/null && break; sleep 0.05; done
 fp=$(awk '/certificate sha256/ {print $3}' "$work/origin.out")
 mkdir -p "$work/box"
+pubkey=$(grep -o '"publisher_key": *"ed25519:[^"]*"' "$work/rel/manifest.json" | grep -o 'ed25519:[^"]*')
 cat > "$work/box/agent.toml" <<TOML
 status_file = "status.json"
+trusted_keys = ["$pubkey"]
 [store]
 dir = "store"
 min_free = "64MiB"

@@ -154,11 +154,12 @@ pub async fn start(cfg: &AgentConfig, shutdown: CancellationToken) -> Result<Age
         .map_err(|err| AgentError::StoreTask { dir: dir.clone(), err })?
         .map_err(|err| AgentError::Store { dir: dir.clone(), err })?;
     let store = Arc::new(store);
-    // agent.toml is checked on load: every trusted key parses
+    // agent.toml is checked on load: every trusted key parses. No key trusts nobody: every
+    // release (configured or pushed) is refused.
     let trusted: Vec<PublicKey> = cfg.trusted_keys.iter().filter_map(|k| PublicKey::from_text(k).ok()).collect();
     let mut releases = Vec::new();
     for r in &cfg.releases {
-        let release = VerifiedRelease::load(&r.dir, if trusted.is_empty() { None } else { Some(&trusted) })
+        let release = VerifiedRelease::load(&r.dir, Some(&trusted))
             .map_err(|err| AgentError::Release { dir: r.dir.clone(), err })?;
         store
             .add_release(&release, AddOptions { pin: r.pin, ttl_seconds: None })

@@ -151,7 +151,8 @@ pub struct AgentConfig {
     pub origins: Vec<OriginSection>,
     #[serde(default)]
     pub releases: Vec<ReleaseSection>,
-    /// Publisher keys (`ed25519:...`) releases must be signed by; empty: any valid signature.
+    /// Publisher keys (`ed25519:...`) releases must be signed by; empty: every release is
+    /// refused (fail closed).
     #[serde(default)]
     pub trusted_keys: Vec<String>,
     /// Where to write a JSON progress snapshot every second.

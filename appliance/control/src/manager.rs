@@ -44,7 +44,7 @@ fn valid_id(id: &str) -> bool {
 
 impl JobManager {
     /// Opens the job book in the store's database and resumes unfinished jobs. `trusted`: the
-    /// provisioned publisher keys (empty: any valid signature); `origins`: where to ask for
+    /// provisioned publisher keys (empty: every release is refused); `origins`: where to ask for
     /// releases named by infohash.
     pub fn open(
         store: Arc<Store>,
@@ -180,7 +180,8 @@ impl JobManager {
 
     /// Verifies and stores the release of a job.
     fn admit(&self, rec: &mut JobRecord, manifest: &[u8], torrent: &[u8]) -> Result<(), Admit> {
-        let trusted = if self.trusted.is_empty() { None } else { Some(&self.trusted[..]) };
+        // no provisioned key trusts nobody: the release is refused with that reason
+        let trusted = Some(&self.trusted[..]);
         let release = VerifiedRelease::from_bytes(manifest, torrent, trusted)
             .map_err(|e| Admit::Refused(chain(&e).to_string()))?;
         let ih = release.infohash();

@@ -79,6 +79,12 @@ pub fn render_all(text: std::result::Result<&str, String>, inp: RenderInput<'_>)
         if let Some(ap) = ApSettings::from_provisioning(&p.wifi, inp.profile) {
             let n = NetSettings {
                 ap_interface: inp.profile.wifi.interface.clone(),
+                staff_interface: p
+                    .management
+                    .interface
+                    .clone()
+                    .or_else(|| p.uplink.as_ref().map(|u| u.interface.clone()))
+                    .or_else(|| inp.profile.uplink.as_ref().map(|u| u.interface.clone())),
                 portal: p.portal.address,
                 management_port: p.management.listen.port(),
                 uplink: p.uplink.clone(),
@@ -116,6 +122,9 @@ pub fn render_all(text: std::result::Result<&str, String>, inp: RenderInput<'_>)
     let ap = ApSettings::setup(&ssid, inp.profile).ok_or_else(|| ProvisionError::SetupSsid(ssid.clone()))?;
     let n = NetSettings {
         ap_interface: inp.profile.wifi.interface.clone(),
+        // setup mode: staff on the wired port reach the setup page on the management port; the
+        // setup network reaches it on the portal address
+        staff_interface: inp.profile.uplink.as_ref().map(|u| u.interface.clone()),
         portal: addr,
         management_port: listen.port(),
         uplink: None,

@@ -22,6 +22,8 @@ pub const LEASE: &str = "2h";
 #[derive(Debug, Clone)]
 pub struct NetSettings {
     pub ap_interface: String,
+    /// Where staff reach the management port (the uplink, the wired port, or a staff VLAN).
+    pub staff_interface: Option<String>,
     /// The portal address with its prefix.
     pub portal: Ipv4Net,
     pub management_port: u16,
@@ -88,25 +90,42 @@ pub fn render_nftables(n: &NetSettings) -> String {
          \t\tiifname \"{ap}\" tcp dport 53 dnat ip to {portal}:{PORTAL_DNS_PORT}\n\
          \t}}\n\n"
     );
-    let mut tcp = vec![PORTAL_HTTP_PORT, PORTAL_DNS_PORT, SWARM_PORT, TRACKER_PORT, n.management_port];
-    tcp.sort_unstable();
-    tcp.dedup();
-    let tcp: Vec<String> = tcp.iter().map(u16::to_string).collect();
+    // Input is dropped unless named here: attendees on the access point reach the portal, DNS,
+    // DHCP, BitTorrent and LSD, never the management port; the staff interface reaches the
+    // management port and the peer ports; the uplink only what the box needs (replies to what it
+    // opened, DHCP, the peer ports for other boxes of the venue).
     let _ = write!(
         o,
         "\tchain input {{\n\
-         \t\ttype filter hook input priority filter; policy accept;\n\
-         \t\tiifname != \"{ap}\" accept\n\
+         \t\ttype filter hook input priority filter; policy drop;\n\
+         \t\tiif \"lo\" accept\n\
          \t\tct state established,related accept\n\
          \t\tct state invalid drop\n\
          \t\tmeta l4proto {{ icmp, ipv6-icmp }} accept\n\
-         \t\tudp dport 67 accept\n\
-         \t\ttcp dport {{ {} }} accept\n\
-         \t\tudp dport {{ {PORTAL_DNS_PORT}, {LSD_PORT} }} accept\n\
-         \t\tdrop\n\
-         \t}}\n\n",
-        tcp.join(", ")
+         \t\tiifname \"{ap}\" udp dport 67 accept\n\
+         \t\tiifname \"{ap}\" tcp dport {{ {PORTAL_HTTP_PORT}, {PORTAL_DNS_PORT}, {SWARM_PORT}, {TRACKER_PORT} }} accept\n\
+         \t\tiifname \"{ap}\" udp dport {{ {PORTAL_DNS_PORT}, {SWARM_PORT}, {LSD_PORT} }} accept\n"
     );
+    let mut wired: Vec<&str> = Vec::new();
+    if let Some(s) = &n.staff_interface {
+        wired.push(s);
+        let _ = writeln!(o, "\t\tiifname \"{s}\" tcp dport {} accept", n.management_port);
+    }
+    if let Some(u) = &n.uplink {
+        wired.push(&u.interface);
+    }
+    wired.sort_unstable();
+    wired.dedup();
+    for w in wired {
+        let _ = write!(
+            o,
+            "\t\tiifname \"{w}\" udp sport 67 udp dport 68 accept\n\
+             \t\tiifname \"{w}\" udp dport 546 accept\n\
+             \t\tiifname \"{w}\" tcp dport {{ {SWARM_PORT}, {TRACKER_PORT} }} accept\n\
+             \t\tiifname \"{w}\" udp dport {{ {SWARM_PORT}, {LSD_PORT} }} accept\n"
+        );
+    }
+    o.push_str("\t}\n\n");
     o.push_str("\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n");
     if let Some(u) = &n.uplink {
         let up = &u.interface;
@@ -181,6 +200,7 @@ mod tests {
         NetSettings {
             ap_interface: "wlan0".into(),
             portal: portal.parse().unwrap(),
+            staff_interface: Some("eth0".into()),
             management_port: 8080,
             uplink: uplink.then(|| Uplink { interface: "eth0".into(), mode: UplinkMode::Dhcp }),
             max_clients: 64,
@@ -224,6 +244,21 @@ mod tests {
         let c = render_nftables(&net("10.42.0.1/24", true));
         assert!(c.contains("iifname \"wlan0\" oifname \"eth0\" accept"), "{c}");
         assert!(c.contains("masquerade"), "{c}");
+    }
+
+    #[test]
+    fn management_only_on_the_staff_interface_and_input_closed_by_default() {
+        let c = render_nftables(&net("10.42.0.1/24", true));
+        assert!(c.contains("type filter hook input priority filter; policy drop;"), "{c}");
+        assert!(c.contains("iifname \"eth0\" tcp dport 8080 accept"), "{c}");
+        let ap_lines: Vec<&str> =
+            c.lines().filter(|l| l.contains("iifname \"wlan0\"") && l.contains("accept")).collect();
+        assert!(!ap_lines.is_empty() && ap_lines.iter().all(|l| !l.contains("8080")), "{ap_lines:?}");
+        assert!(!c.contains("iifname != "), "no interface is trusted wholesale: {c}");
+        let mut n = net("10.42.0.1/24", false);
+        n.staff_interface = None;
+        let c = render_nftables(&n);
+        assert!(!c.contains("8080"), "no staff interface: the management port is closed: {c}");
     }
 
     #[test]

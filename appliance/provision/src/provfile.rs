@@ -55,6 +55,9 @@ pub struct PortalSettings {
 pub struct Management {
     pub listen: SocketAddr,
     pub staff_token: String,
+    /// The staff interface (e.g. a staff VLAN `eth0.42`); `None`: the uplink's interface.
+    /// The management port is reachable there only, never on the access point.
+    pub interface: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -131,7 +134,7 @@ const TOP_KEYS: &[&str] =
     &["venue", "device_name", "trusted_keys", "wifi", "portal", "management", "origins", "uplink", "store"];
 const WIFI_KEYS: &[&str] = &["ssid", "passphrase", "security", "country", "channel", "band", "hidden", "max_clients"];
 const PORTAL_KEYS: &[&str] = &["address", "box_name"];
-const MGMT_KEYS: &[&str] = &["listen", "staff_token"];
+const MGMT_KEYS: &[&str] = &["listen", "staff_token", "interface"];
 const ORIGIN_KEYS: &[&str] = &["name", "address", "fingerprint", "server_name"];
 const UPLINK_KEYS: &[&str] = &["interface", "mode", "address", "gateway", "dns"];
 const STORE_KEYS: &[&str] = &["budget"];
@@ -345,11 +348,28 @@ pub fn validate(text: &str, profile: &HwProfile) -> Validation {
         ok.then_some(v)
     });
     let mut trusted_keys = Vec::new();
+    let mut bad_keys = false;
     for (k, span, path) in c.strings(&root, "trusted_keys") {
         match popseed_release::PublicKey::from_text(&k) {
             Ok(_) => trusted_keys.push(k),
-            Err(e) => c.err(&span, path, format!("not a publisher key (`ed25519:` + 32 bytes base64url): {e}")),
+            Err(e) => {
+                bad_keys = true;
+                c.err(
+                    &span,
+                    path,
+                    format!("not a publisher key (`ed25519:` + 32 bytes base64url): {}", popseed_core::chain(&e)),
+                )
+            }
         }
+    }
+    if trusted_keys.is_empty() && !bad_keys {
+        // fail closed: a box that trusts no publisher would refuse every release anyway
+        let span = c.value(&root, "trusted_keys", false).map(|(_, s)| s).unwrap_or_else(|| root.span.clone());
+        c.err(
+            &span,
+            "trusted_keys",
+            "name at least one publisher key (`popseed keygen` prints it): without one the box refuses every release",
+        );
     }
 
     let wifi = c.table(&root, "wifi", WIFI_KEYS, true).and_then(|t| check_wifi(&mut c, &t, profile));
@@ -382,7 +402,18 @@ pub fn validate(text: &str, profile: &HwProfile) -> Validation {
             }
         });
         staff_token = token.clone();
-        Some(Management { listen: listen?, staff_token: token? })
+        let interface = match c.string(&t, "interface", false) {
+            None => Some(None),
+            Some((s, span)) if interface_name_ok(&s) => {
+                let _ = span;
+                Some(Some(s))
+            }
+            Some((s, span)) => {
+                c.err(&span, "management.interface", format!("{s:?} is not a network interface name"));
+                None
+            }
+        };
+        Some(Management { listen: listen?, staff_token: token?, interface: interface? })
     });
 
     let origins = check_origins(&mut c, &root);
@@ -702,10 +733,15 @@ fn check_origins<'a>(c: &mut Checker<'a>, root: &Tbl<'a>) -> Option<Vec<Origin>>
     ok.then_some(out)
 }
 
+/// A Linux interface name: 1..15 of letters, digits, `-_.@`.
+fn interface_name_ok(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 15 && s.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.@".contains(ch))
+}
+
 fn check_uplink<'a>(c: &mut Checker<'a>, t: &Tbl<'a>, profile: &HwProfile) -> Option<Uplink> {
     let interface = match c.string(t, "interface", false) {
         Some((s, span)) => {
-            if s.is_empty() || s.len() > 15 || !s.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.@".contains(ch)) {
+            if !interface_name_ok(&s) {
                 c.err(&span, "uplink.interface", format!("{s:?} is not a network interface name"));
                 None
             } else {

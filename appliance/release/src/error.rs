@@ -86,6 +86,8 @@ pub enum ReleaseError {
     },
     #[error("manifest signature does not verify: the manifest was modified or signed by another key")]
     BadSignature,
+    #[error("this box trusts no publisher key (trusted_keys is empty), so it refuses every release (this one is signed by {actual})")]
+    NoTrustedKeys { actual: String },
     #[error("manifest is signed by {actual}, expected {expected}")]
     WrongKey { expected: String, actual: String },
     #[error(".torrent does not match the manifest: {0}")]

@@ -187,6 +187,9 @@ impl VerifiedRelease {
     pub fn from_bytes(manifest_bytes: &[u8], torrent_bytes: &[u8], trusted: Option<&[PublicKey]>) -> Result<Self> {
         let (manifest, publisher) = manifest::open(manifest_bytes)?;
         if let Some(trusted) = trusted {
+            if trusted.is_empty() {
+                return Err(ReleaseError::NoTrustedKeys { actual: publisher.fingerprint() });
+            }
             if !trusted.contains(&publisher) {
                 let expected = trusted.iter().map(|k| k.fingerprint()).collect::<Vec<_>>().join(" or ");
                 return Err(ReleaseError::WrongKey { expected, actual: publisher.fingerprint() });
@@ -357,6 +360,9 @@ mod tests {
             VerifiedRelease::load(&out, Some(&[SecretKey::generate().public()])),
             Err(ReleaseError::WrongKey { .. })
         ));
+        // trusting nobody refuses everything (fail closed), naming who signed it
+        let e = VerifiedRelease::load(&out, Some(&[])).unwrap_err();
+        assert!(matches!(&e, ReleaseError::NoTrustedKeys { actual } if *actual == key.public().fingerprint()), "{e}");
         // modified data
         let mut bytes = fs::read(src.join("video/a.mp4")).unwrap();
         bytes[100_000] ^= 1;
