@@ -102,6 +102,31 @@ struct Device {
 struct State {
     jobs: Vec<Queued>,
     devices: BTreeMap<String, Device>,
+    /// Refused devices forgotten to stay within [`MAX_REFUSED_REMEMBERED`].
+    refused_forgotten: u64,
+}
+
+/// Devices not on the allow-list the origin remembers (for the admin API); past this, the one
+/// seen longest ago is forgotten, so a stranger with fresh keys cannot grow the origin's memory.
+pub const MAX_REFUSED_REMEMBERED: usize = 256;
+
+impl State {
+    /// Notes a refused link from `fp`, forgetting the oldest refused device when over the cap.
+    fn remember_refused(&mut self, fp: &str, allow: &BTreeMap<String, String>, now: u64) {
+        let d = self.devices.entry(fp.to_owned()).or_default();
+        d.last_seen = Some(now);
+        d.refused = Some("not on this origin's allow-list".into());
+        let refused: Vec<(&String, Option<u64>)> =
+            self.devices.iter().filter(|(k, _)| !allow.contains_key(*k)).map(|(k, d)| (k, d.last_seen)).collect();
+        if refused.len() > MAX_REFUSED_REMEMBERED {
+            if let Some(oldest) =
+                refused.iter().filter(|(k, _)| k.as_str() != fp).min_by_key(|(_, t)| *t).map(|(k, _)| (*k).clone())
+            {
+                self.devices.remove(&oldest);
+                self.refused_forgotten += 1;
+            }
+        }
+    }
 }
 
 pub struct ControlHub {
@@ -312,9 +337,7 @@ impl ControlHub {
         if !self.allow.contains_key(&fp) {
             tracing::warn!(device = %fp, "device not on the allow-list; link refused");
             let mut st = self.lock();
-            let d = st.devices.entry(fp.clone()).or_default();
-            d.last_seen = Some(unix_now());
-            d.refused = Some("not on this origin's allow-list".into());
+            st.remember_refused(&fp, &self.allow, unix_now());
             drop(st);
             self.bump();
             refuse(&conn, "device not on this origin's allow-list");
@@ -449,5 +472,27 @@ pub struct HubAcceptor(pub Arc<ControlHub>);
 impl ControlAcceptor for HubAcceptor {
     fn serve(&self, conn: quinn::Connection) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(self.0.clone().serve_device(conn))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_devices_are_remembered_up_to_a_bound() {
+        let allow: BTreeMap<String, String> = [("SHA256:good".to_owned(), "box".to_owned())].into();
+        let mut st = State::default();
+        st.devices.entry("SHA256:good".into()).or_default().last_seen = Some(0);
+        for i in 0..(MAX_REFUSED_REMEMBERED as u64 + 1000) {
+            st.remember_refused(&format!("SHA256:stranger{i}"), &allow, 10 + i);
+        }
+        let refused = st.devices.keys().filter(|k| !allow.contains_key(*k)).count();
+        assert_eq!(refused, MAX_REFUSED_REMEMBERED, "a stranger with fresh keys cannot grow the origin's memory");
+        assert_eq!(st.refused_forgotten, 1000);
+        assert!(st.devices.contains_key("SHA256:good"), "allowed devices are never forgotten");
+        let last = format!("SHA256:stranger{}", MAX_REFUSED_REMEMBERED as u64 + 999);
+        assert!(st.devices.contains_key(&last), "the newest refusal is kept");
+        assert!(!st.devices.contains_key("SHA256:stranger0"), "the oldest refusal went first");
     }
 }
