@@ -121,6 +121,11 @@ impl<K: std::hash::Hash + Eq> PerKey<K> {
         self.buckets.entry(key).or_insert_with(|| TokenBucket::new(rate, burst, now)).try_take(1.0, now)
     }
 
+    /// Whether `key` holds a token now (takes nothing).
+    pub fn has_token(&mut self, key: &K, now: Instant) -> bool {
+        self.buckets.get_mut(key).is_none_or(|b| b.unlimited() || b.available(now) >= 1.0)
+    }
+
     /// Keys remembered now.
     pub fn tracked(&self) -> usize {
         self.buckets.len()

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use popseed_core::unix_now;
 
-use axum::extract::{Form, Request, State};
+use axum::extract::{ConnectInfo, Form, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -166,19 +166,47 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(st): St, Form(f): Form<LoginForm>) -> Response {
+/// The client's address (the listener hands it in; requests made in tests may lack it).
+fn client_ip(ext: &axum::http::Extensions) -> std::net::IpAddr {
+    ext.get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+fn too_many_tries(st: &Shared, html_page: bool) -> Response {
+    let msg = "too many wrong tokens from this address: wait a minute and try again";
+    let mut r = if html_page {
+        html(StatusCode::TOO_MANY_REQUESTS, dashboard::login(&st.device.name, Some(msg)))
+    } else {
+        (StatusCode::TOO_MANY_REQUESTS, Json(serde_json::json!({ "error": msg }))).into_response()
+    };
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    r
+}
+
+async fn login(State(st): St, req: Request) -> Response {
     if !st.auth.configured() {
         return not_configured(true);
+    }
+    let ip = client_ip(req.extensions());
+    let Ok(Form(f)) = Form::<LoginForm>::from_request(req, &()).await else {
+        return html(StatusCode::BAD_REQUEST, dashboard::login(&st.device.name, Some("Give the staff token.")));
+    };
+    let now = Instant::now();
+    if !st.auth.may_try(ip, now) {
+        return too_many_tries(&st, true);
     }
     if st.auth.token_ok(f.token.trim()) {
         logged_in(&st.auth, "/")
     } else {
+        st.auth.failed(ip, now);
         tracing::info!("dashboard login with a wrong token");
         html(StatusCode::UNAUTHORIZED, dashboard::login(&st.device.name, Some("Wrong token.")))
     }
 }
 
-async fn logout() -> Response {
+async fn logout(State(st): St, h: HeaderMap) -> Response {
+    st.auth.logout(h.get(header::COOKIE).and_then(|v| v.to_str().ok()));
     let mut r = Redirect::to("/").into_response();
     if let Ok(v) = HeaderValue::from_str(&auth::logout_cookie()) {
         r.headers_mut().insert(header::SET_COOKIE, v);
@@ -188,7 +216,7 @@ async fn logout() -> Response {
 
 fn logged_in(a: &Auth, to: &str) -> Response {
     let mut r = Redirect::to(to).into_response();
-    if let Some(v) = a.login_cookie().and_then(|c| HeaderValue::from_str(&c).ok()) {
+    if let Some(v) = a.login(Instant::now()).and_then(|c| HeaderValue::from_str(&c).ok()) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
@@ -216,10 +244,22 @@ async fn require_token(State(st): St, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let html_page = wants_html(h, &path);
     let get = |n: header::HeaderName| h.get(n).and_then(|v| v.to_str().ok());
-    match st.auth.check(get(header::AUTHORIZATION), get(header::COOKIE)) {
+    let now = Instant::now();
+    let ip = client_ip(req.extensions());
+    let presented = get(header::AUTHORIZATION).is_some()
+        || req.uri().query().is_some_and(|q| q.contains("token="))
+        || get(header::COOKIE).is_some_and(|c| c.contains(auth::COOKIE));
+    // a client out of tries is refused whatever it presents, so guessing learns nothing
+    if presented && !st.auth.may_try(ip, now) {
+        return too_many_tries(&st, html_page);
+    }
+    match st.auth.check(get(header::AUTHORIZATION), get(header::COOKIE), now) {
         Verdict::Allowed => next.run(req).await,
         Verdict::NotConfigured => not_configured(html_page),
         Verdict::Denied => {
+            if presented {
+                st.auth.failed(ip, now);
+            }
             // `?token=T` on a page: log the browser in and drop the token from the address.
             if req.method() == Method::GET && html_page {
                 let token = req.uri().query().and_then(serde_urlencoded_token);
@@ -227,6 +267,7 @@ async fn require_token(State(st): St, req: Request, next: Next) -> Response {
                     if st.auth.token_ok(&t) {
                         return logged_in(&st.auth, &path);
                     }
+                    st.auth.failed(ip, now);
                     return html(StatusCode::UNAUTHORIZED, dashboard::login(&st.device.name, Some("Wrong token.")));
                 }
             }

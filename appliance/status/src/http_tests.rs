@@ -232,10 +232,49 @@ async fn login_form_and_query_token_set_a_strict_httponly_cookie() {
     let (s, h, _) = send(&f.app, get_req(&format!("/?token={TOKEN}"))).await;
     assert_eq!(s, StatusCode::SEE_OTHER);
     assert_eq!(h[header::LOCATION], "/");
-    assert_eq!(h[header::SET_COOKIE].to_str().unwrap(), cookie);
+    let second = h[header::SET_COOKIE].to_str().unwrap().to_owned();
+    assert_ne!(second, cookie, "every login is its own random session");
     let (s, h, _) = send(&f.app, get_req("/?token=nope")).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(!h.contains_key(header::SET_COOKIE));
+    // logging out revokes that session on the box, not only in the browser
+    let req = Request::post("/logout").header(header::COOKIE, &pair).body(Body::empty()).unwrap();
+    let (s, _, _) = send(&f.app, req).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+    let req = Request::get("/").header(header::COOKIE, &pair).body(Body::empty()).unwrap();
+    let (s, _, _) = send(&f.app, req).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "a logged-out cookie replayed is refused");
+    let other = second.split(';').next().unwrap().to_owned();
+    let req = Request::get("/").header(header::COOKIE, &other).body(Body::empty()).unwrap();
+    assert_eq!(send(&f.app, req).await.0, StatusCode::OK, "the other session goes on");
+}
+
+#[tokio::test]
+async fn wrong_tokens_are_rate_limited_per_client() {
+    let f = fixture(Some(TOKEN));
+    let from = |mut r: Request<Body>, ip: [u8; 4]| {
+        r.extensions_mut().insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((ip, 5000))));
+        r
+    };
+    let mut codes = Vec::new();
+    for _ in 0..(auth::ATTEMPT_BURST as usize + 3) {
+        codes.push(send(&f.app, from(with_bearer("/api/status", "guess-guess-guess"), [10, 0, 0, 9])).await.0);
+    }
+    assert!(codes[..auth::ATTEMPT_BURST as usize].iter().all(|c| *c == StatusCode::UNAUTHORIZED), "{codes:?}");
+    assert!(codes[auth::ATTEMPT_BURST as usize..].iter().all(|c| *c == StatusCode::TOO_MANY_REQUESTS), "{codes:?}");
+    // even the right token waits now: a guesser must not learn that a guess was right
+    assert_eq!(
+        send(&f.app, from(with_bearer("/api/status", TOKEN), [10, 0, 0, 9])).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // right tokens do not spend tries: staff tools polling with the token are never locked out
+    for _ in 0..(3 * auth::ATTEMPT_BURST as usize) {
+        assert_eq!(send(&f.app, from(with_bearer("/api/status", TOKEN), [10, 0, 0, 7])).await.0, StatusCode::OK);
+    }
+    assert_eq!(
+        send(&f.app, from(with_bearer("/api/status", "x-guess"), [10, 0, 0, 8])).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
