@@ -347,6 +347,62 @@ def test_agent_sigkill_resumes_without_refetching(tmp_path):
     assert status(cfg)["bytes_fetched"] == missing_bytes
 
 
+HTTPS_SERVER = r"""
+import http.server, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=sys.argv[3], **k)
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(f"Serving HTTPS on port {srv.server_address[1]}", flush=True)
+srv.serve_forever()
+"""
+
+
+def test_https_web_seed_with_the_publishers_ca(tmp_path):
+    """An `https://` web seed behind a certificate of the publisher's own CA: refused until the
+    box trusts that CA (`web_seed_ca`), then the fill completes from it."""
+    ca, pki = tmp_path / "ca.pem", tmp_path / "pki"
+    pki.mkdir()
+    sh = lambda *a: subprocess.run(a, check=True, capture_output=True)
+    sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test publisher CA",
+       "-keyout", pki / "ca.key", "-out", ca)
+    sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", pki / "srv.key",
+       "-out", pki / "srv.csr")
+    (pki / "ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    sh("openssl", "x509", "-req", "-in", pki / "srv.csr", "-CA", ca, "-CAkey", pki / "ca.key", "-CAcreateserial",
+       "-days", "2", "-extfile", pki / "ext", "-out", pki / "srv.pem")
+    src = make_tree(tmp_path / "www" / "rel", {"a.bin": MiB + 5, "sub/b.bin": 300_000})
+    log = tmp_path / "https.log"
+    with open(log, "wb") as out:
+        srv = subprocess.Popen([sys.executable, "-u", "-c", HTTPS_SERVER, pki / "srv.pem", pki / "srv.key", tmp_path / "www"],
+                               stdout=out, stderr=subprocess.STDOUT)
+    try:
+        port = int(wait_for_line(log, r"^Serving HTTPS on port (\d+)$", what="the HTTPS server", proc=srv).group(1))
+        rel = publish(src, tmp_path / "rel", None, "--piece-size", "64KiB", "--web-seed", f"https://127.0.0.1:{port}/")
+        dead = free_port(2)
+        # without the CA: the certificate is not trusted, nothing is stored
+        cfg = agent_config(tmp_path, [(f"127.0.0.1:{dead}", "00" * 32)], rel.dir, name="untrusting")
+        agent = Proc(["agent", "--config", cfg, "--log", "info"], cfg.parent / "agent.log")
+        try:
+            wait_until(lambda: any(o["name"] == "web seed" and o["errors"] > 0
+                                   for o in status(cfg).get("origins", [])), WAIT,
+                       "the web seed's certificate to be refused")
+            assert status(cfg)["bytes_fetched"] == 0
+        finally:
+            agent.kill()
+        # trusting the publisher's CA: the fill completes over HTTPS
+        cfg = agent_config(tmp_path, [(f"127.0.0.1:{dead}", "00" * 32)], rel.dir,
+                           extra=f'web_seed_ca = "{ca}"', name="trusting")
+        run_agent(cfg)
+    finally:
+        srv.terminate()
+        srv.wait(WAIT)
+    store_files_match(cfg, rel)
+    web = next(o for o in status(cfg)["origins"] if o["name"] == "web seed")
+    assert web["pieces"] == rel.manifest["piece_count"], web
+
+
 def test_web_seed_fallback_when_no_origin_is_reachable(tmp_path):
     src = make_tree(tmp_path / "www" / "rel", {"a.bin": 3 * MiB + 5, "sub/b.bin": MiB})
     # the web server binds port 0 and says which port it got; the release names it

@@ -137,6 +137,7 @@ pub fn fetch_config(cfg: &AgentConfig) -> FetchConfig {
         backoff_max: f.backoff_max.map(|x| x.0).unwrap_or(d.backoff_max),
         web_seed_after: f.web_seed_after.map(|x| x.0).unwrap_or(d.web_seed_after),
         web_seed_parallel: d.web_seed_parallel,
+        web_seed_ca: f.web_seed_ca.clone(),
     }
 }
 

@@ -84,6 +84,8 @@ pub struct FetchSection {
     pub connect_timeout: Option<Dur>,
     pub backoff_max: Option<Dur>,
     pub web_seed_after: Option<Dur>,
+    /// PEM file of CA certificates trusted for `https://` web seeds, besides the built-in roots.
+    pub web_seed_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -211,6 +213,9 @@ impl AgentConfig {
             }
         };
         abs(&mut cfg.store.dir);
+        if let Some(ca) = &mut cfg.fetch.web_seed_ca {
+            abs(ca);
+        }
         for r in &mut cfg.releases {
             abs(&mut r.dir);
         }

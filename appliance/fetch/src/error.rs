@@ -9,6 +9,16 @@ pub enum FetchError {
     Origin(#[from] popseed_origin::OriginError),
     #[error("store")]
     Store(#[from] popseed_store::StoreError),
+    #[error("web seed CA file {path}")]
+    WebSeedCa {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("web seed TLS settings")]
+    Tls(#[source] rustls::Error),
+    #[error("web seed HTTP client")]
+    WebSeedClient(#[source] reqwest::Error),
     #[error("web seed has no piece {0} in this release")]
     NoSuchPiece(PieceIndex),
     #[error("web seed {url}")]

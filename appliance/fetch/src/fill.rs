@@ -43,6 +43,9 @@ pub struct FetchConfig {
     /// Use web seeds once no origin has been connected for this long.
     pub web_seed_after: Duration,
     pub web_seed_parallel: usize,
+    /// PEM file of CA certificates trusted for `https://` web seeds besides the built-in
+    /// (Mozilla) roots: a publisher's own CA.
+    pub web_seed_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for FetchConfig {
@@ -57,6 +60,7 @@ impl Default for FetchConfig {
             backoff_max: Duration::from_secs(10),
             web_seed_after: Duration::from_secs(3),
             web_seed_parallel: 4,
+            web_seed_ca: None,
         }
     }
 }
@@ -575,11 +579,7 @@ impl Fetcher {
     }
 
     async fn web_seed_task(self: Arc<Self>, shutdown: CancellationToken) {
-        let client = match reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .build()
-        {
+        let client = match webseed::client(self.cfg.web_seed_ca.as_deref()) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %popseed_core::chain(&e), "cannot build the web seed HTTP client");

@@ -1,10 +1,44 @@
 //! BEP 19 web seed fallback: a piece fetched with plain HTTP Range requests against the release's
-//! files on any static file server (`url-list` entries of the .torrent).
+//! files on any static file server (`url-list` entries of the .torrent), over `http://` or
+//! `https://` (rustls with the aws-lc provider, as QUIC uses; the Mozilla roots built in, so it
+//! works without the system's CA store, plus an optional publisher CA).
+
+use std::path::Path;
+use std::time::Duration;
 
 use popseed_core::PieceIndex;
 use popseed_release::VerifiedRelease;
 
 use crate::error::FetchError;
+
+/// Time to open a connection to a web seed, and the most a piece's requests may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The HTTP client for web seeds: TLS 1.2/1.3 through rustls and aws-lc, trusting the built-in
+/// roots and, when given, the CA certificates in `extra_ca` (PEM).
+pub fn client(extra_ca: Option<&Path>) -> Result<reqwest::Client, FetchError> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = extra_ca {
+        let pem = std::fs::read(path).map_err(|source| FetchError::WebSeedCa { path: path.to_path_buf(), source })?;
+        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+            let cert = cert.map_err(|source| FetchError::WebSeedCa { path: path.to_path_buf(), source })?;
+            roots.add(cert).map_err(FetchError::Tls)?;
+        }
+    }
+    let tls =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(FetchError::Tls)?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(FetchError::WebSeedClient)
+}
 
 /// URL of file `i` under web seed `base` (BEP 19: multi-file torrents add `<name>/<path>`;
 /// a single-file torrent uses `base` itself unless it ends with `/`).
