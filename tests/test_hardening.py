@@ -11,8 +11,9 @@ import base64
 import socket
 import subprocess
 import urllib.parse
+from pathlib import Path
 
-from conftest import WAIT, make_tree, popseed_path, publish
+from conftest import WAIT, make_tree, popseed_path, publish, wait_until
 from test_jobs import STAFF_TOKEN, box_config, http, start_box
 
 # popseed_http::DEFAULT_LIMITS: connections the management listener holds at once.
@@ -88,3 +89,55 @@ def test_an_agent_that_trusts_no_key_will_not_serve_a_configured_release(tmp_pat
     assert proc.returncode == 1, proc
     assert "trusts no publisher key" in proc.stderr, proc.stderr
     assert not (tmp_path / "store" / "releases" / rel.manifest["infohash"]).exists()
+
+
+def test_origin_serves_pieces_to_allow_listed_boxes_only(tmp_path):
+    """`popseed origin --require-device`: pieces go only to boxes showing an allow-listed device
+    certificate; a box pinning the wrong origin fingerprint refuses the origin itself."""
+    from test_fetch_origin import status, store_files_match
+    from test_jobs import Origin, keypair
+
+    rel = publish(make_tree(tmp_path / "src" / "talks", {"a.bin": 600_000, "b.bin": 70_000}), tmp_path / "rel",
+                  None, "--piece-size", "64KiB")
+    trusted = rel.manifest["publisher_key"]
+    allowed, stranger = keypair(tmp_path / "keys", "allowed"), keypair(tmp_path / "keys", "stranger")
+    (tmp_path / "origin").mkdir()
+    origin = Origin(tmp_path / "origin", [(rel.dir, rel.src)], [allowed["fingerprint"]], extra=["--require-device"])
+
+    def box(name: str, device: dict | None, fingerprint: str) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        lines = [f'trusted_keys = ["{trusted}"]', 'status_file = "status.json"', "[store]", 'dir = "store"',
+                 'min_free = "0"', "[fetch]", 'backoff_max = "1s"',
+                 "[[origins]]", 'name = "o"', f'address = "{origin.addr}"', f'fingerprint = "{fingerprint}"',
+                 "[[releases]]", f'dir = "{rel.dir}"']
+        if device:
+            lines += ["[control]", 'listen = "127.0.0.1:0"', f'staff_token = "{STAFF_TOKEN}"',
+                      f'device_key = "{device["key"]}"']
+        (d / "agent.toml").write_text("\n".join(lines) + "\n")
+        return d / "agent.toml"
+
+    def refused(cfg: Path, what: str) -> None:
+        p = subprocess.Popen([str(popseed_path()), "agent", "--config", str(cfg)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        try:
+            # the box says why it got nothing: the origin closed the connection, or the pin failed
+            wait_until(lambda: any(o["errors"] > 0 and o["pieces"] == 0 for o in status(cfg).get("origins", [])),
+                       WAIT, f"{what} to be refused")
+            assert status(cfg)["bytes_fetched"] == 0, what
+        finally:
+            p.kill()
+            p.wait()
+
+    try:
+        real_fp = origin.fp
+        refused(box("stranger", stranger, real_fp), "a box whose device is not on the allow-list")
+        refused(box("anonymous", None, real_fp), "a client without a device certificate")
+        refused(box("wrong-pin", allowed, "ab" * 32), "a box pinning another origin's fingerprint")
+        cfg = box("listed", allowed, real_fp)
+        run = subprocess.run([str(popseed_path()), "agent", "--config", str(cfg), "--exit-when-complete"],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        store_files_match(cfg, rel)
+    finally:
+        origin.proc.kill()

@@ -62,6 +62,7 @@ impl Control {
 
 pub fn start(
     c: &ControlSection,
+    device: Arc<DeviceIdentity>,
     store: Arc<Store>,
     fetcher: Arc<Fetcher>,
     origins: Vec<OriginSpec>,
@@ -69,7 +70,6 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> Result<Control, AgentError> {
     let token = c.token().map_err(AgentError::Token)?;
-    let device = Arc::new(DeviceIdentity::load_or_create(&c.device_key).map_err(AgentError::Control)?);
     let fp = device.fingerprint();
     let device_name = c
         .device_name

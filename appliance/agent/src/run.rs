@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use popseed_config::{AgentConfig, ConfigError};
+use popseed_control::DeviceIdentity;
 use popseed_core::{chain, ReadThrough};
 use popseed_fetch::{FetchConfig, Fetcher, Snapshot};
 use popseed_origin::{OriginSpec, Trust, DEFAULT_SERVER_NAME};
@@ -138,6 +139,7 @@ pub fn fetch_config(cfg: &AgentConfig) -> FetchConfig {
         web_seed_after: f.web_seed_after.map(|x| x.0).unwrap_or(d.web_seed_after),
         web_seed_parallel: d.web_seed_parallel,
         web_seed_ca: f.web_seed_ca.clone(),
+        device_identity: None,
     }
 }
 
@@ -168,7 +170,14 @@ pub async fn start(cfg: &AgentConfig, shutdown: CancellationToken) -> Result<Age
         releases.push(Arc::new(release));
     }
     let origins = origin_specs(cfg);
-    let fetcher = Fetcher::new(store.clone(), origins.clone(), fetch_config(cfg));
+    // the device identity: shown on the device link and to origins that serve listed boxes only
+    let device = match &cfg.control {
+        Some(c) => Some(Arc::new(DeviceIdentity::load_or_create(&c.device_key).map_err(AgentError::Control)?)),
+        None => None,
+    };
+    let mut fetch_cfg = fetch_config(cfg);
+    fetch_cfg.device_identity = device.as_ref().map(|d| d.tls_identity()).transpose().map_err(AgentError::Control)?;
+    let fetcher = Fetcher::new(store.clone(), origins.clone(), fetch_cfg);
     for r in &releases {
         fetcher.add_release(r.clone()).map_err(|err| AgentError::Store { dir: dir.clone(), err })?;
     }
@@ -176,9 +185,11 @@ pub async fn start(cfg: &AgentConfig, shutdown: CancellationToken) -> Result<Age
     if let Some(p) = &cfg.status_file {
         tokio::spawn(status_file_loop(p.clone(), fetcher.clone(), shutdown.clone()));
     }
-    let control = match &cfg.control {
-        Some(c) => Some(crate::control::start(c, store.clone(), fetcher.clone(), origins, trusted, shutdown.clone())?),
-        None => None,
+    let control = match (&cfg.control, device) {
+        (Some(c), Some(device)) => {
+            Some(crate::control::start(c, device, store.clone(), fetcher.clone(), origins, trusted, shutdown.clone())?)
+        }
+        _ => None,
     };
     // the port through which the portal and the swarm ask for missing pieces
     let read_through: Arc<dyn ReadThrough> = fetcher.clone();

@@ -466,6 +466,14 @@ async fn push(conn: &quinn::Connection, msg: &OriginMsg) -> Result<Reply, Contro
     Ok(link::decode_one::<Reply>(&buf)?)
 }
 
+/// With `popseed origin --require-device`: pieces go only to boxes on the allow-list, known by
+/// the device certificate they show.
+impl popseed_origin::ClientGate for ControlHub {
+    fn admits(&self, cert: Option<&CertificateDer<'_>>) -> bool {
+        cert.and_then(|c| cert_fingerprint(c).ok()).is_some_and(|fp| self.allow.contains_key(&fp))
+    }
+}
+
 /// Hands an origin's device-link connections to a hub.
 pub struct HubAcceptor(pub Arc<ControlHub>);
 

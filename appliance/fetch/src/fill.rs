@@ -46,6 +46,8 @@ pub struct FetchConfig {
     /// PEM file of CA certificates trusted for `https://` web seeds besides the built-in
     /// (Mozilla) roots: a publisher's own CA.
     pub web_seed_ca: Option<std::path::PathBuf>,
+    /// The box's device certificate, shown to origins that serve allow-listed boxes only.
+    pub device_identity: Option<popseed_origin::Identity>,
 }
 
 impl Default for FetchConfig {
@@ -61,6 +63,7 @@ impl Default for FetchConfig {
             web_seed_after: Duration::from_secs(3),
             web_seed_parallel: 4,
             web_seed_ca: None,
+            device_identity: None,
         }
     }
 }
@@ -209,7 +212,11 @@ impl Fetcher {
 
     async fn origin_task(self: Arc<Self>, id: OriginId, shutdown: CancellationToken) {
         let spec = self.origins[id].clone();
-        let connector = match OriginConnector::pieces(spec.clone(), self.cfg.connect_timeout) {
+        let connector = match OriginConnector::pieces_as(
+            spec.clone(),
+            self.cfg.device_identity.clone(),
+            self.cfg.connect_timeout,
+        ) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(origin = %spec.name, error = %chain(&e), "origin TLS settings are unusable");

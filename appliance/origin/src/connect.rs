@@ -38,7 +38,13 @@ pub struct OriginConnector {
 impl OriginConnector {
     /// For popseed/1: pieces, releases and the catalog.
     pub fn pieces(spec: OriginSpec, timeout: Duration) -> Result<Self, OriginError> {
-        let config = tls::client_config_for(&spec.trust, ALPN, None)?;
+        Self::pieces_as(spec, None, timeout)
+    }
+
+    /// For popseed/1, presenting the device's certificate when given (origins that serve
+    /// allow-listed boxes only ask for it).
+    pub fn pieces_as(spec: OriginSpec, device: Option<Identity>, timeout: Duration) -> Result<Self, OriginError> {
+        let config = tls::client_config_for(&spec.trust, ALPN, device)?;
         Self::with_config(spec, config, timeout)
     }
 

@@ -23,5 +23,5 @@ pub mod tls;
 pub use client::OriginClient;
 pub use connect::{connect, OriginConnector, OriginSpec, DEFAULT_CONNECT_TIMEOUT, DEFAULT_SERVER_NAME};
 pub use error::OriginError;
-pub use server::{ControlAcceptor, OriginConfig, OriginServer, ServedRelease};
+pub use server::{ClientGate, ControlAcceptor, OriginConfig, OriginServer, ServedRelease};
 pub use tls::{Identity, Trust};

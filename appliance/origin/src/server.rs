@@ -41,6 +41,13 @@ impl Default for OriginConfig {
     }
 }
 
+/// Decides which clients may fetch pieces (popseed/1) when an origin serves allow-listed boxes
+/// only (`popseed origin --require-device`); the control crate's hub implements it over its
+/// device allow-list. The certificate is the client's TLS certificate, if it showed one.
+pub trait ClientGate: Send + Sync {
+    fn admits(&self, cert: Option<&rustls::pki_types::CertificateDer<'_>>) -> bool;
+}
+
 /// A release an origin serves, with the directory holding its files.
 pub struct ServedRelease {
     pub release: VerifiedRelease,
@@ -109,6 +116,8 @@ struct Served {
 
 struct Shared {
     control: Option<Arc<dyn ControlAcceptor>>,
+    /// With `--require-device`: who may fetch pieces.
+    gate: Option<Arc<dyn ClientGate>>,
     releases: HashMap<InfoHash, Served>,
     stats: Arc<OriginStats>,
     cfg: OriginConfig,
@@ -145,8 +154,17 @@ impl OriginServer {
         let buffers = BufPool::new(PIECE_BUFFERS_KEPT);
         Ok(OriginServer {
             endpoint,
-            shared: Arc::new(Shared { control, releases, stats: Arc::default(), cfg, buffers }),
+            shared: Arc::new(Shared { control, gate: None, releases, stats: Arc::default(), cfg, buffers }),
         })
+    }
+
+    /// Serves pieces only to clients `gate` admits (the rest are closed as refused, counted in
+    /// `connections_refused`).
+    pub fn require_clients(mut self, gate: Arc<dyn ClientGate>) -> Self {
+        if let Some(s) = Arc::get_mut(&mut self.shared) {
+            s.gate = Some(gate);
+        }
+        self
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, OriginError> {
@@ -182,6 +200,10 @@ impl OriginServer {
                                 Some(c) => c.serve(conn).await,
                                 None => conn.close(code::REFUSED.into(), b"this origin takes no device links"),
                             }
+                        } else if !admitted(&conn, shared.gate.as_deref()) {
+                            shared.stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!("a client without an allow-listed device certificate was refused");
+                            crate::connect::refuse(&conn, "pieces are served to allow-listed devices only");
                         } else {
                             serve_connection(conn, shared.clone()).await;
                         }
@@ -194,6 +216,13 @@ impl OriginServer {
         self.endpoint.close(code::OK.into(), b"shutting down");
         self.endpoint.wait_idle().await;
     }
+}
+
+/// Whether `gate` (if any) admits the client of `conn`.
+fn admitted(conn: &quinn::Connection, gate: Option<&dyn ClientGate>) -> bool {
+    let Some(gate) = gate else { return true };
+    let certs = conn.peer_identity().and_then(|i| i.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok());
+    gate.admits(certs.as_ref().and_then(|c| c.first()))
 }
 
 fn is_control(conn: &quinn::Connection) -> bool {

@@ -39,6 +39,19 @@ pub struct Identity {
     pub key: PrivateKeyDer<'static>,
 }
 
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Identity { chain: self.chain.clone(), key: self.key.clone_key() }
+    }
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // never the key
+        f.debug_struct("Identity").field("fingerprint", &self.fingerprint()).finish()
+    }
+}
+
 impl Identity {
     /// A fresh self-signed certificate for `names` (DNS names or IP literals).
     pub fn self_signed(names: &[String]) -> Result<Identity, OriginError> {

@@ -55,6 +55,10 @@ pub struct OriginArgs {
     /// File whose first line is the admin API's bearer token.
     #[arg(long, value_name = "FILE", requires = "admin")]
     pub admin_token_file: Option<PathBuf>,
+    /// Serve pieces only to boxes on the --devices allow-list (they show their device
+    /// certificate); anyone else who reaches the origin is refused.
+    #[arg(long, requires = "devices")]
+    pub require_device: bool,
 }
 
 fn read_token(path: &std::path::Path) -> Result<String> {
@@ -122,7 +126,12 @@ pub fn run(a: OriginArgs) -> Result<()> {
             std::sync::Arc::new(popseed_control::hub::HubAcceptor(h))
                 as std::sync::Arc<dyn popseed_origin::ControlAcceptor>
         });
-        let server = OriginServer::bind_with_control(cfg, id, served, acceptor)?;
+        let mut server = OriginServer::bind_with_control(cfg, id, served, acceptor)?;
+        if a.require_device {
+            if let Some(h) = &hub {
+                server = server.require_clients(h.clone());
+            }
+        }
         let addr = server.local_addr()?;
         println!(
             "origin listening on {addr} (udp, ALPN popseed/1{})",
