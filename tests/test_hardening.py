@@ -141,3 +141,28 @@ def test_origin_serves_pieces_to_allow_listed_boxes_only(tmp_path):
         store_files_match(cfg, rel)
     finally:
         origin.proc.kill()
+
+
+def test_agent_tells_systemd_it_is_ready_and_sends_watchdog_keepalives(tmp_path):
+    """Under systemd (Type=notify, WatchdogSec=): READY=1 once serving, then WATCHDOG=1 at half
+    the watchdog interval; checked through a NOTIFY_SOCKET the test owns."""
+    import os
+
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(WAIT)
+    cfg = box_config(tmp_path / "box", trusted=[])
+    env = dict(os.environ, NOTIFY_SOCKET=str(sock_path), WATCHDOG_USEC="400000")
+    # systemd names the service's pid in WATCHDOG_PID: exec keeps the shell's pid for the agent
+    p = subprocess.Popen(["sh", "-c", 'WATCHDOG_PID=$$ exec "$0" agent --config "$1"', str(popseed_path()), str(cfg)],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        got = []
+        while got.count("WATCHDOG=1") < 2:
+            got.append(sock.recv(4096).decode().strip())
+        assert got[0] == "READY=1", got
+    finally:
+        p.kill()
+        p.wait()
+        sock.close()

@@ -275,7 +275,9 @@ def test_agent_unit_is_hardened():
     assert set(keys["ReadWritePaths"][0].split()) == {"-/var/lib/popseed", "-/boot/popseed"}
     assert keys["Restart"] == ["on-failure"] and keys["LimitNOFILE"] == ["65536"]
     assert keys["ExecStart"][0].startswith("/usr/bin/popseed agent --config /run/popseed/agent.toml")
-    assert "WatchdogSec" not in keys, "the agent sends no watchdog keep-alives yet"
+    # the agent notifies READY=1 and sends keep-alives (tests/test_hardening.py checks it does)
+    assert keys["Type"] == ["notify"] and keys["WatchdogSec"] == ["30s"] and keys["NotifyAccess"] == ["main"]
+    assert keys["MemoryMax"] == ["1G"] and keys["MemoryHigh"] == ["768M"]
 
 
 # ---------------------------------------------------------------------------------- genimage layout

@@ -55,6 +55,8 @@ pub fn run(a: AgentArgs) -> Result<()> {
         }
         let agent = popseed_agent::start(&cfg, shutdown.child_token()).await?;
         announce(&agent)?;
+        crate::notify::ready();
+        crate::notify::spawn_watchdog(shutdown.clone());
         watch(&agent, a.exit_when_complete, a.progress, &shutdown).await;
         shutdown.cancel();
         agent.stop().await;
@@ -135,6 +137,8 @@ async fn run_setup(cfg: &AgentConfig, status: Status, shutdown: CancellationToke
     let line = format!("popseed: setup mode ({} provisioning error(s)): serving the setup page\n", status.errors.len());
     std::io::stderr().lock().write_all(line.as_bytes())?;
     let state = Arc::new(SetupState::from_status(status));
+    crate::notify::ready();
+    crate::notify::spawn_watchdog(shutdown.clone());
     setup::serve(state, listen, dns, async move { shutdown.cancelled().await }).await?;
     Ok(())
 }

@@ -14,6 +14,7 @@ mod cmd_seed;
 mod cmd_status;
 mod cmd_store;
 mod demo;
+mod notify;
 mod progress;
 mod signals;
 
