@@ -13,11 +13,15 @@ import socket
 import struct
 import threading
 import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
 
 import pytest
 
 from conftest import (
     WAIT,
+    complete_lines,
     flip_byte,
     import_libtorrent,
     lt_add,
@@ -28,6 +32,7 @@ from conftest import (
     start_seed,
     store_import,
     tree_digests,
+    wait_until,
 )
 
 MiB = 1 << 20
@@ -57,9 +62,17 @@ class Peer:
     something the box sends, or for it to close the connection). `source`: the local address
     to connect from (the box's per-IP cap counts connections per source address)."""
 
-    def __init__(self, addr, timeout: float = WAIT, source: str | None = None):
+    def __init__(self, addr, timeout: float = WAIT, source: str | None = None, rcvbuf: int | None = None):
         self.timeout = timeout
-        self.s = socket.create_connection(addr, timeout=timeout, source_address=(source, 0) if source else None)
+        if rcvbuf is None:
+            self.s = socket.create_connection(addr, timeout=timeout, source_address=(source, 0) if source else None)
+        else:  # a small receive window, set before connecting (a peer that reads little or nothing)
+            self.s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            self.s.settimeout(timeout)
+            if source:
+                self.s.bind((source, 0))
+            self.s.connect(addr)
         self.buf = b""
 
     def send(self, b: bytes) -> None:
@@ -369,3 +382,131 @@ def test_per_ip_cap_refuses_extra_connections(partial):
     for p in peers:
         p.close()
     seed.wait_log(r"refused: per_ip_cap", "the refusal to be logged")
+
+
+# --------------------------------------------------------------------------- issue #16: memory, CPU, tracker
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """A /proc/PID/status memory field (VmRSS now, VmHWM the peak), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def drops(seed, text: str) -> int:
+    return sum(1 for ln in complete_lines(seed.log) if "peer dropped" in ln and text in ln)
+
+
+def metadata_request(piece: int) -> bytes:
+    return msg(20, bytes([3]) + f"d8:msg_typei0e5:piecei{piece}ee".encode())  # 3: the box's ut_metadata id
+
+
+# A seeder's RSS bound under the metadata flood below. The flood makes the box answer
+# 8 x 1998 requests for a full 16 KiB ut_metadata piece (~250 MB of replies) to peers that read
+# none of them: the box before #16 buffered every reply (it grew past this bound within a
+# second); now replies are made only when there is room to send them, and the 9th request
+# (4 per metadata piece, 2 pieces) drops the peer (`metadata_flood`).
+METADATA_FLOOD_RSS_BOUND_MIB = 64
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A 14 MiB release of 16 KiB pieces on its own seed (a clean peak RSS for the memory test):
+    its info dictionary (896 piece hashes, ~18 KB) fills a whole 16 KiB ut_metadata piece."""
+    base = tmp_path_factory.mktemp("memory")
+    src = make_tree(base / "small-release", {"a.bin": 14 * MiB}, seed="memory")
+    rel = publish(src, base / "release", None, "--piece-size", "16KiB", keys_dir=base / "keys")
+    store_import(base / "store", rel)
+    seed = start_seed(base / "store", base / "seed", "--announce-ip", "127.0.0.1")
+    ih = next(iter(seed.releases))
+    yield rel, seed, bytes.fromhex(ih)
+    log = seed.stop()
+    assert "panicked" not in log, log[-4000:]
+
+
+def test_metadata_flood_from_peers_that_never_read_keeps_memory_bounded(small):
+    rel, seed, ih = small
+    pid = seed.proc.pid
+    before = rss_kib(pid)
+    # 1998 requests (+ the extension handshake) per connection stay under the 2000 messages per
+    # second of the chatter limit, so that limit is not what stops them.
+    flood = b"".join(metadata_request(0) for _ in range(1998))
+    peers = []
+    for _ in range(8):  # the per-IP cap, from an address no other test uses
+        p = Peer(seed.peer, source="127.0.0.71", rcvbuf=4096)
+        p.open(ih)
+        p.send(msg(20, b"\x00d1:md11:ut_metadatai3eee"))
+        try:
+            p.send(flood)
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # dropped while we were still sending
+        peers.append(p)  # never read from again
+    bound = METADATA_FLOOD_RSS_BOUND_MIB << 10
+    # Wait for an event, whichever comes first: the box has dropped all 8 (and logged why), or its
+    # memory has passed the bound.
+    wait_until(lambda: drops(seed, "metadata request flood") >= 8 or rss_kib(pid) > bound, WAIT,
+               "the box to drop the metadata flooders (or its memory to pass the bound)")
+    peak = rss_kib(pid, "VmHWM")
+    assert peak <= bound, (f"seeder peak RSS {peak >> 10} MiB under a metadata flood (started at "
+                           f"{before >> 10} MiB; bound {METADATA_FLOOD_RSS_BOUND_MIB} MiB)")
+    assert drops(seed, "metadata request flood") >= 8
+    for p in peers:
+        p.close()
+    # and it still answers metadata to a peer that reads (a magnet download)
+    p = Peer(seed.peer)
+    p.open(ih)
+    p.send(msg(20, b"\x00d1:md11:ut_metadatai3eee"))
+    p.send(metadata_request(0))
+    mid, body = p.wait_for(20)[-1]
+    assert body[:1] == b"\x03" and b"8:msg_typei1e" in body, body[:80]
+    p.close()
+
+
+def test_cancel_flood_is_dropped(small):
+    rel, seed, ih = small
+    p = unchoked(seed, ih)
+    cancel = msg(8, struct.pack(">III", 0, 0, 16384))
+    batch = cancel * 50_000
+    # Cancels cost no reply: before #16 they were rate limited by nothing (356 k/s held a core,
+    # the peer was never dropped). Send until the box closes the connection: at most 4 million
+    # cancels (40 times the 100 000 per second the box allows); the send fails once it closed.
+    closed = False
+    try:
+        for _ in range(80):
+            p.send(batch)
+    except (ConnectionResetError, BrokenPipeError):
+        closed = True
+    assert closed or p.closed_by_box(), "cancel flood not dropped"
+    seed.wait_log(r"peer dropped: message flood \(all kinds\)", "the cancel flood's drop to be logged")
+
+
+def announce(tracker_url: str, ih: bytes, port: int, numwant: int = 200) -> bytes:
+    q = urllib.parse.urlencode({"info_hash": ih, "peer_id": b"-PY0001-trackerflood", "port": port,
+                                "left": 1, "compact": 1, "numwant": numwant})
+    with urllib.request.urlopen(f"{tracker_url}?{q}", timeout=WAIT) as r:
+        return r.read()
+
+
+def compact_peers(reply: bytes) -> list[tuple[str, int]]:
+    m = re.search(rb"5:peers(\d+):", reply)
+    assert m, reply
+    n, start = int(m.group(1)), m.end()
+    raw = reply[start:start + n]
+    return [(socket.inet_ntoa(raw[i:i + 4]), struct.unpack(">H", raw[i + 4:i + 6])[0]) for i in range(0, n, 6)]
+
+
+def test_tracker_caps_peers_per_ip_per_release(small):
+    rel, seed, ih = small
+    assert seed.tracker_url
+    # One client announcing from 40 ports (before #16 each one took a place in the release's
+    # 5000-peer table). Every announce reaches the tracker from 127.0.0.1.
+    for port in range(30_000, 30_040):
+        announce(seed.tracker_url, ih, port)
+    listed = compact_peers(announce(seed.tracker_url, ih, 31_000))
+    from_us = [p for p in listed if p[0] == "127.0.0.1" and 30_000 <= p[1] < 31_000]
+    # MAX_PEERS_PER_IP (8): the announcing address itself takes one of the 8 places, so at most
+    # 7 of the flood's ports are handed back, the most recent ones.
+    assert len(from_us) <= 7, f"{len(from_us)} entries of one IP handed out: {from_us}"
+    assert {p[1] for p in from_us} <= set(range(30_033, 30_040)), from_us

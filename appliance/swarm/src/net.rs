@@ -16,12 +16,12 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::choker::Choker;
-use crate::proto::{Catalog, DropReason, Event, PeerProto, ProtoConfig, TorrentMeta, PIECE_PREAMBLE_LEN};
+use crate::proto::{
+    Catalog, DropReason, Event, PeerProto, ProtoConfig, TorrentMeta, PIECE_PREAMBLE_LEN, SEND_HIGH_WATER,
+};
 use crate::stats::Stats;
 use popseed_core::{InfoHash, PieceIndex, ReadThrough, TokenBucket};
 
-/// Bytes kept queued in a peer's send buffer before more blocks are read.
-const SEND_HIGH_WATER: usize = 512 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per wake-up before giving writes a turn.
 const READS_PER_WAKE: usize = 8;
@@ -242,7 +242,9 @@ async fn peer_task(
     let mut events = shared.store.subscribe();
     let mut core = PeerProto::new(shared.proto.clone(), ip, shared.our_id, Instant::now());
     let mut rbuf = vec![0u8; READ_CHUNK];
-    let mut sbuf: Vec<u8> = Vec::with_capacity(SEND_HIGH_WATER + 256 * 1024);
+    // Grows to what the peer needs (about SEND_HIGH_WATER plus a block for a downloader);
+    // connections that never download keep no buffer.
+    let mut sbuf: Vec<u8> = Vec::new();
     let mut sent = 0usize;
     let mut bucket = upload_bucket(shared.peer_rate, Instant::now());
     let mut infohash: Option<InfoHash> = None;
@@ -253,6 +255,8 @@ async fn peer_task(
             return Some(r);
         }
         let want_write = sent < sbuf.len();
+        // Back-pressure: a peer that does not read its replies is not read from either.
+        let want_read = core.wants_input(sbuf.len() - sent);
         let mut deadline = tokio::time::Instant::from_std(core.poll_timeout());
         if let Some(w) = rate_wait {
             deadline = deadline.min(tokio::time::Instant::now() + w);
@@ -264,7 +268,7 @@ async fn peer_task(
                 Some(Cmd::Choke(c)) => core.set_choking(c),
                 None => return None,
             },
-            r = stream.readable() => {
+            r = stream.readable(), if want_read => {
                 if let Err(e) = r {
                     tracing::debug!(kind = ?e.kind(), "peer socket not readable");
                     return None;
@@ -392,7 +396,10 @@ fn fill(
         core.take_output(sbuf);
     }
     let Some(ih) = core.infohash() else { return Ok(()) };
-    while sbuf.len() - sent < SEND_HIGH_WATER {
+    while core.wants_output(sbuf.len() - sent) {
+        if core.next_metadata(sbuf)? {
+            continue;
+        }
         let Some(next) = core.peek_block() else { break };
         let n = next.length as f64;
         let now = Instant::now();

@@ -12,7 +12,7 @@
 //! byte when MSE is off. With RC4, received bytes are decrypted here and [`PeerProto::take_output`]
 //! encrypts control bytes; the shell encrypts the blocks it appends with [`PeerProto::seal`].
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use librqbit_core::lengths::{ChunkInfo, Lengths};
 use librqbit_peer_protocol::extended::ut_metadata::{UtMetadata, UtMetadataData};
 use librqbit_peer_protocol::extended::{ExtendedMessage, PeerExtendedMessageIds};
 use librqbit_peer_protocol::{serialize_piece_preamble, Handshake, Message, MessageDeserializeError, Request};
-use popseed_core::InfoHash;
+use popseed_core::{InfoHash, TokenBucket};
 use popseed_store::Bitfield;
 use rc4::cipher::StreamCipher;
 
@@ -43,6 +43,17 @@ pub const PIECE_PREAMBLE_LEN: usize = 13;
 const METADATA_PIECE: usize = 16 * 1024;
 /// Our extension id for ut_metadata (what librqbit-peer-protocol decodes as ut_metadata).
 const OUR_UT_METADATA: u8 = librqbit_peer_protocol::MY_EXTENDED_UT_METADATA;
+/// The shell tops a peer's send buffer up with blocks and metadata replies while fewer than this
+/// many bytes wait to be written ([`PeerProto::wants_output`]).
+pub const SEND_HIGH_WATER: usize = 512 * 1024;
+/// Back-pressure: while this many bytes or more wait to be written to a peer, nothing more is
+/// read from it ([`PeerProto::wants_input`]), so a peer that does not read cannot make the box
+/// buffer replies for it. Above [`SEND_HIGH_WATER`] plus one block, so serving blocks alone never
+/// stops a peer's requests from being read.
+pub const MAX_SEND_BACKLOG: usize = 1024 * 1024;
+/// Each ut_metadata piece may be asked for this many times per connection (a client asks once,
+/// again if the assembled dictionary fails its hash); more requests drop the peer.
+pub const METADATA_REQUESTS_PER_PIECE: u32 = 4;
 
 /// Protocol limits and identity, shared by all connections.
 #[derive(Debug, Clone)]
@@ -53,8 +64,13 @@ pub struct ProtoConfig {
     pub max_queue: usize,
     /// Requests for pieces we do not have before the peer is dropped.
     pub max_missing_requests: u32,
-    /// Non-request messages (have, interested, keep-alive, extended, ...) per second.
+    /// Non-request messages (have, interested, keep-alive, extended, ...) per second
+    /// (a token bucket holding one second's worth).
     pub max_chatter_per_sec: u32,
+    /// Messages of every kind (requests and cancels included) per second (a token bucket
+    /// holding one second's worth). Far above what a fast downloader sends: 16 KiB blocks at
+    /// 1 GiB/s are 65536 requests per second.
+    pub max_messages_per_sec: u32,
     pub keepalive: Duration,
     pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
@@ -71,6 +87,7 @@ impl Default for ProtoConfig {
             max_queue: 4000,
             max_missing_requests: 256,
             max_chatter_per_sec: 2000,
+            max_messages_per_sec: 100_000,
             keepalive: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(120),
             handshake_timeout: Duration::from_secs(10),
@@ -131,6 +148,10 @@ pub enum DropReason {
     BadBlockLength(u32),
     RequestFlood(usize),
     ChatterFlood,
+    /// More than [`ProtoConfig::max_messages_per_sec`] messages of any kind.
+    MessageFlood,
+    /// More ut_metadata requests than [`METADATA_REQUESTS_PER_PIECE`] per metadata piece.
+    MetadataFlood(u32),
     TooManyMissing(u32),
     BadBitfield {
         got: usize,
@@ -155,6 +176,8 @@ impl DropReason {
             DropReason::BadBlockLength(_) => "bad_block_length",
             DropReason::RequestFlood(_) => "request_flood",
             DropReason::ChatterFlood => "chatter_flood",
+            DropReason::MessageFlood => "message_flood",
+            DropReason::MetadataFlood(_) => "metadata_flood",
             DropReason::TooManyMissing(_) => "too_many_missing",
             DropReason::BadBitfield { .. } => "bad_bitfield",
             DropReason::Unexpected(_) => "unexpected_message",
@@ -180,6 +203,8 @@ impl fmt::Display for DropReason {
             DropReason::BadBlockLength(n) => write!(f, "block length {n} not in 1..={MAX_BLOCK}"),
             DropReason::RequestFlood(n) => write!(f, "request flood ({n} queued)"),
             DropReason::ChatterFlood => write!(f, "message flood"),
+            DropReason::MessageFlood => write!(f, "message flood (all kinds)"),
+            DropReason::MetadataFlood(n) => write!(f, "metadata request flood ({n} requests)"),
             DropReason::TooManyMissing(n) => write!(f, "{n} requests for pieces we do not have"),
             DropReason::BadBitfield { got, expected } => write!(f, "bitfield of {got} bytes, expected {expected}"),
             DropReason::Unexpected(m) => write!(f, "unexpected {m} message"),
@@ -191,7 +216,7 @@ impl fmt::Display for DropReason {
 }
 
 /// A block a peer asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BlockRequest {
     pub index: u32,
     pub begin: u32,
@@ -233,13 +258,27 @@ pub struct PeerProto {
     peer_ext: PeerExtendedMessageIds,
     peer_interested: bool,
     choking: bool,
-    queue: VecDeque<BlockRequest>,
-    /// Requests for missing pieces the fetcher was asked for; served when the piece arrives.
-    parked: Vec<BlockRequest>,
+    /// Queued requests in arrival order (by sequence number), with an index by request (all
+    /// copies of a request asked for more than once), so a cancel costs O(log n) instead of a
+    /// scan of the queue.
+    queue: BTreeMap<u64, BlockRequest>,
+    queued_at: BTreeSet<(BlockRequest, u64)>,
+    next_seq: u64,
+    /// Requests for missing pieces the fetcher was asked for, by piece; served when the piece
+    /// arrives. `parked_len` counts them.
+    parked: HashMap<u32, Vec<BlockRequest>>,
+    parked_len: usize,
     missing_requests: u32,
     requests_while_choked: u32,
-    chatter_window: Instant,
-    chatter: u32,
+    /// ut_metadata pieces asked for and not yet answered: replies are serialized only when the
+    /// shell has room for them ([`PeerProto::next_metadata`]).
+    metadata_queue: VecDeque<u32>,
+    /// ut_metadata requests over the connection's life.
+    metadata_requests: u32,
+    /// [`ProtoConfig::max_chatter_per_sec`].
+    chatter: TokenBucket,
+    /// [`ProtoConfig::max_messages_per_sec`].
+    messages: TokenBucket,
     created: Instant,
     last_recv: Instant,
     last_send: Instant,
@@ -263,7 +302,6 @@ fn malformed(e: MessageDeserializeError) -> DropReason {
 impl PeerProto {
     pub fn new(cfg: Arc<ProtoConfig>, peer_ip: IpAddr, our_id: [u8; 20], now: Instant) -> Self {
         PeerProto {
-            cfg,
             peer_ip,
             our_id,
             inbuf: Vec::new(),
@@ -273,12 +311,18 @@ impl PeerProto {
             peer_ext: PeerExtendedMessageIds::default(),
             peer_interested: false,
             choking: true,
-            queue: VecDeque::new(),
-            parked: Vec::new(),
+            queue: BTreeMap::new(),
+            queued_at: BTreeSet::new(),
+            next_seq: 0,
+            parked: HashMap::new(),
+            parked_len: 0,
             missing_requests: 0,
             requests_while_choked: 0,
-            chatter_window: now,
-            chatter: 0,
+            metadata_queue: VecDeque::new(),
+            metadata_requests: 0,
+            chatter: per_second(cfg.max_chatter_per_sec, now),
+            messages: per_second(cfg.max_messages_per_sec, now),
+            cfg,
             created: now,
             last_recv: now,
             last_send: now,
@@ -308,7 +352,11 @@ impl PeerProto {
         self.queue.len()
     }
     pub fn parked(&self) -> usize {
-        self.parked.len()
+        self.parked_len
+    }
+    /// ut_metadata requests waiting for their reply.
+    pub fn metadata_queued(&self) -> usize {
+        self.metadata_queue.len()
     }
     /// Pieces we have advertised to this peer.
     pub fn advertised(&self) -> &Bitfield {
@@ -454,12 +502,7 @@ impl PeerProto {
     }
 
     fn chatter(&mut self, now: Instant) -> Result<(), DropReason> {
-        if now.duration_since(self.chatter_window) >= Duration::from_secs(1) {
-            self.chatter_window = now;
-            self.chatter = 0;
-        }
-        self.chatter += 1;
-        if self.chatter > self.cfg.max_chatter_per_sec {
+        if !self.chatter.try_take(1.0, now) {
             return Err(DropReason::ChatterFlood);
         }
         Ok(())
@@ -470,6 +513,10 @@ impl PeerProto {
             Some(m) => m.clone(),
             None => return Err(DropReason::Internal("message before handshake".into())),
         };
+        // Every message, whatever its kind, costs a token.
+        if !self.messages.try_take(1.0, now) {
+            return Err(DropReason::MessageFlood);
+        }
         if bytes.len() > 4 {
             match bytes[4] {
                 // Known ids are parsed below; everything else (DHT port, fast extension we did
@@ -482,9 +529,7 @@ impl PeerProto {
         match msg {
             Message::Request(r) => self.request(r.into(), &meta),
             Message::Cancel(r) => {
-                let r = BlockRequest::from(r);
-                self.queue.retain(|q| *q != r);
-                self.parked.retain(|q| *q != r);
+                self.cancel(r.into());
                 Ok(())
             }
             Message::Piece(_) => Err(DropReason::Unexpected("piece")),
@@ -550,25 +595,87 @@ impl PeerProto {
             if self.missing_requests > self.cfg.max_missing_requests {
                 return Err(DropReason::TooManyMissing(self.missing_requests));
             }
-            if self.parked.len() >= self.cfg.reqq as usize {
-                return Err(DropReason::RequestFlood(self.parked.len()));
+            if self.parked_len >= self.cfg.reqq as usize {
+                return Err(DropReason::RequestFlood(self.parked_len));
             }
-            if !self.parked.iter().any(|p| p.index == r.index) {
+            let waiting = self.parked.entry(r.index).or_default();
+            if waiting.is_empty() {
                 self.events.push_back(Event::Demand { index: r.index });
             }
-            self.parked.push(r);
+            waiting.push(r);
+            self.parked_len += 1;
             return Ok(());
         }
-        if self.queue.len() >= self.cfg.max_queue {
-            return Err(DropReason::RequestFlood(self.queue.len() + 1));
+        let queued = self.queue.len() + self.metadata_queue.len();
+        if queued >= self.cfg.max_queue {
+            return Err(DropReason::RequestFlood(queued + 1));
         }
-        self.queue.push_back(r);
+        self.enqueue(r);
         Ok(())
     }
 
+    fn enqueue(&mut self, r: BlockRequest) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.insert(seq, r);
+        self.queued_at.insert((r, seq));
+    }
+
+    /// Removes every copy of a request from the queue, and from the parked ones: O(log n) per
+    /// copy removed.
+    fn cancel(&mut self, r: BlockRequest) {
+        while let Some(&(q, seq)) = self.queued_at.range((r, 0)..=(r, u64::MAX)).next() {
+            self.queued_at.remove(&(q, seq));
+            self.queue.remove(&seq);
+        }
+        if let Some(waiting) = self.parked.get_mut(&r.index) {
+            let before = waiting.len();
+            waiting.retain(|q| *q != r);
+            self.parked_len -= before - waiting.len();
+            if waiting.is_empty() {
+                self.parked.remove(&r.index);
+            }
+        }
+    }
+
+    fn clear_requests(&mut self) {
+        self.queue.clear();
+        self.queued_at.clear();
+        self.parked.clear();
+        self.parked_len = 0;
+    }
+
+    /// Queues a ut_metadata request; counted against the per-connection budget
+    /// ([`METADATA_REQUESTS_PER_PIECE`]) and, with the queued block requests, against
+    /// [`ProtoConfig::max_queue`]. The reply is serialized later, when the shell has room.
     fn metadata_request(&mut self, piece: u32, meta: &TorrentMeta) -> Result<(), DropReason> {
+        self.metadata_requests = self.metadata_requests.saturating_add(1);
+        let pieces = meta.info_bytes.len().div_ceil(METADATA_PIECE).max(1) as u32;
+        if self.metadata_requests > pieces.saturating_mul(METADATA_REQUESTS_PER_PIECE) {
+            return Err(DropReason::MetadataFlood(self.metadata_requests));
+        }
         if self.peer_ext.ut_metadata.is_none() {
             return Ok(()); // the peer gave us no id to answer with
+        }
+        let queued = self.queue.len() + self.metadata_queue.len();
+        if queued >= self.cfg.max_queue {
+            return Err(DropReason::RequestFlood(queued + 1));
+        }
+        self.metadata_queue.push_back(piece);
+        Ok(())
+    }
+
+    /// Appends the reply to the oldest queued ut_metadata request to `dst` (after the control
+    /// output, so the stream stays in order; encrypted with RC4), if one is queued. Call it only
+    /// while [`PeerProto::wants_output`] says there is room.
+    pub fn next_metadata(&mut self, dst: &mut Vec<u8>) -> Result<bool, DropReason> {
+        let Some(piece) = self.metadata_queue.pop_front() else { return Ok(false) };
+        let Some(meta) = self.meta.clone() else { return Ok(false) };
+        if self.has_output() {
+            self.take_output(dst);
+        }
+        if self.peer_ext.ut_metadata.is_none() {
+            return Ok(true); // a later extension handshake withdrew the peer's id
         }
         let info = &meta.info_bytes;
         let start = piece as usize * METADATA_PIECE;
@@ -578,7 +685,26 @@ impl PeerProto {
         } else {
             UtMetadata::Reject(piece)
         };
-        push(&mut self.out, &Message::Extended(ExtendedMessage::UtMetadata(reply)), METADATA_PIECE + 128, self.peer_ext)
+        let at = dst.len();
+        let res =
+            push(dst, &Message::Extended(ExtendedMessage::UtMetadata(reply)), METADATA_PIECE + 128, self.peer_ext);
+        if let Err(r) = res {
+            return self.fail(r).map(|()| false);
+        }
+        self.seal(&mut dst[at..]);
+        Ok(true)
+    }
+
+    /// Whether the shell should read more from the peer while `unsent` bytes wait to be
+    /// written to it (back-pressure, [`MAX_SEND_BACKLOG`]).
+    pub fn wants_input(&self, unsent: usize) -> bool {
+        unsent < MAX_SEND_BACKLOG
+    }
+
+    /// Whether the shell should append more blocks or metadata replies while `unsent` bytes
+    /// wait to be written ([`SEND_HIGH_WATER`]).
+    pub fn wants_output(&self, unsent: usize) -> bool {
+        unsent < SEND_HIGH_WATER
     }
 
     /// Next event for the shell.
@@ -617,7 +743,7 @@ impl PeerProto {
         if self.choking {
             return None;
         }
-        self.queue.front().copied()
+        self.queue.first_key_value().map(|(_, r)| *r)
     }
 
     /// Pops the next block and writes its piece-message header (13 bytes) to `preamble`. The
@@ -627,7 +753,8 @@ impl PeerProto {
             return None;
         }
         let meta = self.meta.clone()?;
-        let r = self.queue.pop_front()?;
+        let (seq, r) = self.queue.pop_first()?;
+        self.queued_at.remove(&(r, seq));
         let piece_index = meta.lengths.validate_piece_index(r.index)?;
         let chunk = ChunkInfo {
             piece_index,
@@ -648,8 +775,7 @@ impl PeerProto {
         }
         self.choking = choke;
         if choke {
-            self.queue.clear();
-            self.parked.clear();
+            self.clear_requests();
             self.out.extend_from_slice(&[0, 0, 0, 1, 0]);
         } else {
             self.requests_while_choked = 0;
@@ -661,10 +787,11 @@ impl PeerProto {
     /// all its outstanding requests (there is no reject message without BEP 6), so it asks
     /// again for pieces we advertise.
     pub fn refuse_missing(&mut self, index: u32) {
-        self.parked.retain(|r| r.index != index);
+        if let Some(waiting) = self.parked.remove(&index) {
+            self.parked_len -= waiting.len();
+        }
         if !self.choking {
-            self.queue.clear();
-            self.parked.clear();
+            self.clear_requests();
             self.out.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 1, 1]);
         }
     }
@@ -678,11 +805,12 @@ impl PeerProto {
         self.have.set(index);
         self.out.extend_from_slice(&[0, 0, 0, 5, 4]);
         self.out.extend_from_slice(&index.to_be_bytes());
-        if self.parked.iter().any(|r| r.index == index) {
-            let (ready, rest): (Vec<_>, Vec<_>) = self.parked.drain(..).partition(|r| r.index == index);
-            self.parked = rest;
+        if let Some(ready) = self.parked.remove(&index) {
+            self.parked_len -= ready.len();
             if !self.choking {
-                self.queue.extend(ready);
+                for r in ready {
+                    self.enqueue(r);
+                }
             }
         }
     }
@@ -744,6 +872,11 @@ fn ext_handshake(client: &str, peer_ip: IpAddr, reqq: u32, metadata_size: u32) -
     }
     d.push(b'e');
     d
+}
+
+/// A token bucket allowing `n` per second, holding one second's worth (0: unlimited).
+fn per_second(n: u32, now: Instant) -> TokenBucket {
+    TokenBucket::new(n as f64, n as f64, now)
 }
 
 fn push(out: &mut Vec<u8>, msg: &Message<'_>, room: usize, ext: PeerExtendedMessageIds) -> Result<(), DropReason> {

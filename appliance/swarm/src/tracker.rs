@@ -12,7 +12,12 @@ use percent_encoding::percent_decode;
 use popseed_core::InfoHash;
 
 /// Most peers kept per release.
-const MAX_PEERS_PER_RELEASE: usize = 5000;
+pub const MAX_PEERS_PER_RELEASE: usize = 5000;
+/// Most peers kept per release from one IP address (addresses differing only in the port).
+/// A client announcing from one more port replaces that address's least recently seen entry,
+/// so one client cannot fill a release's table (and a client that restarted on a new port is
+/// listed at once).
+pub const MAX_PEERS_PER_IP: usize = 8;
 /// Most peers returned per announce.
 const MAX_NUMWANT: usize = 200;
 
@@ -65,15 +70,24 @@ impl Swarms {
         self.peers.retain(|_, p| !p.is_empty());
     }
 
-    /// Adds or refreshes a peer (tracker announce or LSD); `stopped` removes it.
+    /// Adds or refreshes a peer (tracker announce or LSD); `stopped` removes it. At most
+    /// [`MAX_PEERS_PER_IP`] entries per IP address and [`MAX_PEERS_PER_RELEASE`] per release.
     pub fn upsert(&mut self, ih: InfoHash, addr: SocketAddr, seed: bool, stopped: bool, now: Instant) {
         let peers = self.peers.entry(ih).or_default();
         if stopped {
             peers.remove(&addr);
             return;
         }
-        if peers.len() >= MAX_PEERS_PER_RELEASE && !peers.contains_key(&addr) {
-            return;
+        if !peers.contains_key(&addr) {
+            let same_ip: Vec<(SocketAddr, Instant)> =
+                peers.iter().filter(|(a, _)| a.ip() == addr.ip()).map(|(a, e)| (*a, e.seen)).collect();
+            if same_ip.len() >= MAX_PEERS_PER_IP {
+                if let Some((oldest, _)) = same_ip.iter().min_by_key(|(a, seen)| (*seen, *a)) {
+                    peers.remove(oldest);
+                }
+            } else if peers.len() >= MAX_PEERS_PER_RELEASE {
+                return;
+            }
         }
         peers.insert(addr, PeerEntry { seen: now, seed });
     }
@@ -393,6 +407,51 @@ mod tests {
         want.extend_from_slice(b"d8:completei1e10:downloadedi1e10:incompletei1eeee");
         assert_eq!(sc, want);
         assert_eq!(failure("unknown release"), b"d14:failure reason15:unknown releasee".to_vec());
+    }
+
+    #[test]
+    fn one_ip_cannot_fill_a_release_table() {
+        // Issue #16: one client announcing from 5000 ports filled the release's table.
+        let t = Instant::now();
+        let ih = InfoHash([3; 20]);
+        let mut s = Swarms::new(Duration::from_secs(60));
+        let box_addr: SocketAddr = "10.0.0.1:6881".parse().unwrap();
+        let attacker: IpAddr = "10.0.0.66".parse().unwrap();
+        let a = |port| Announce { infohash: ih, port, left: Some(1), event: None, compact: true, numwant: 200 };
+        for (i, port) in (10_000..10_000 + MAX_PEERS_PER_RELEASE as u16).enumerate() {
+            s.announce(&a(port), attacker, box_addr, true, t + Duration::from_millis(i as u64));
+        }
+        let kept = s.peers(&ih);
+        assert_eq!(kept.len(), MAX_PEERS_PER_IP, "one IP keeps at most MAX_PEERS_PER_IP entries");
+        // The most recently seen ports are kept (a restarted client is listed at once).
+        let last = 10_000 + MAX_PEERS_PER_RELEASE as u16;
+        let mut ports: Vec<u16> = kept.iter().map(|p| p.port()).collect();
+        ports.sort();
+        assert_eq!(ports, (last - MAX_PEERS_PER_IP as u16..last).collect::<Vec<_>>());
+        // A refresh of a kept address evicts nothing.
+        s.announce(&a(last - 1), attacker, box_addr, true, t + Duration::from_secs(10));
+        assert_eq!(s.peers(&ih).len(), MAX_PEERS_PER_IP);
+        // Other attendees still get in, and are handed out.
+        let r = s.announce(&a(7000), "10.0.0.7".parse().unwrap(), box_addr, true, t + Duration::from_secs(10));
+        assert_eq!(s.peers(&ih).len(), MAX_PEERS_PER_IP + 1);
+        assert_eq!(r.windows(6).filter(|w| w[..4] == [10, 0, 0, 66]).count(), MAX_PEERS_PER_IP);
+        // LSD goes through the same table and the same cap.
+        for port in 20_000..20_100 {
+            s.upsert(ih, SocketAddr::new("10.0.0.8".parse().unwrap(), port), false, false, t);
+        }
+        assert_eq!(s.peers(&ih).iter().filter(|p| p.ip() == "10.0.0.8".parse::<IpAddr>().unwrap()).count(), 8);
+    }
+
+    #[test]
+    fn the_release_table_is_still_capped_across_many_ips() {
+        let t = Instant::now();
+        let ih = InfoHash([6; 20]);
+        let mut s = Swarms::new(Duration::from_secs(60));
+        for i in 0..(MAX_PEERS_PER_RELEASE as u32 + 100) {
+            let ip = IpAddr::from((0x0a00_0000u32 + i).to_be_bytes());
+            s.upsert(ih, SocketAddr::new(ip, 6881), false, false, t);
+        }
+        assert_eq!(s.peers(&ih).len(), MAX_PEERS_PER_RELEASE);
     }
 
     struct OneRelease(InfoHash);

@@ -365,8 +365,10 @@ fn ut_metadata_pieces_and_reject() {
         req.extend_from_slice(format!("d8:msg_typei0e5:piecei{piece}ee").as_bytes());
         p.receive(&msg(20, &req), now, &cat).unwrap();
     }
+    assert!(!p.has_output(), "replies wait until the shell has room for them");
+    assert_eq!(p.metadata_queued(), 4);
     let mut out = Vec::new();
-    p.take_output(&mut out);
+    while p.next_metadata(&mut out).unwrap() {}
     let msgs = messages(&out);
     assert_eq!(msgs.len(), 4);
     let info = &cat.meta.info_bytes;
@@ -535,4 +537,197 @@ fn mse_handshake_naming_another_release_is_dropped() {
     let (mut step3, _) = a.step3(&out[..crate::mse::KEY_LEN], 1, b"");
     step3.extend_from_slice(&handshake(InfoHash([9; 20]), true));
     assert_eq!(p.receive(&step3, now, &cat).unwrap_err().kind(), "mse_failed");
+}
+
+fn ext_handshake_with_ut_metadata(p: &mut PeerProto, cat: &Fake, now: Instant) {
+    let mut ext = vec![0u8];
+    ext.extend_from_slice(b"d1:md11:ut_metadatai7eee");
+    p.receive(&msg(20, &ext), now, cat).unwrap();
+}
+
+fn metadata_request(piece: u32) -> Vec<u8> {
+    let mut req = vec![OUR_UT_METADATA];
+    req.extend_from_slice(format!("d8:msg_typei0e5:piecei{piece}ee").as_bytes());
+    msg(20, &req)
+}
+
+#[test]
+fn metadata_flood_from_a_peer_that_never_reads_stays_bounded_and_is_dropped() {
+    // Issue #16: each request used to serialize a 16 KiB reply into the output at once, so a
+    // peer that asks and never reads grew the box's memory by 16 KiB per ~30-byte request.
+    // Now nothing is serialized until the shell has room, and the requests are counted.
+    let (mut p, cat, now, _) = attached(&[0], true);
+    ext_handshake_with_ut_metadata(&mut p, &cat, now);
+    let pieces = 40_000u32.div_ceil(16384); // the fake info dictionary: 3 metadata pieces
+    let budget = pieces * METADATA_REQUESTS_PER_PIECE;
+    let mut pending = Vec::new();
+    let mut result = Ok(());
+    for i in 0..1000u32 {
+        // Spread over time: the chatter limit (50/s here) is not what stops it.
+        result = p.receive(&metadata_request(i % pieces), now + Duration::from_millis(100 * u64::from(i)), &cat);
+        p.take_output(&mut pending);
+        if result.is_err() {
+            break;
+        }
+    }
+    let err = result.expect_err("a peer asking for the metadata over and over is dropped");
+    assert_eq!(err.kind(), "metadata_flood", "{err}");
+    assert_eq!(err, DropReason::MetadataFlood(budget + 1));
+    assert!(pending.len() < 1024, "{} bytes of replies buffered for a peer that reads nothing", pending.len());
+}
+
+#[test]
+fn metadata_requests_count_against_the_request_queue() {
+    // cfg(): max_queue 16. Queued metadata replies and queued blocks share it.
+    let big: Vec<u8> = vec![b'x'; 64 * 16384]; // 64 metadata pieces: the budget is not the limit
+    let meta = Arc::new(TorrentMeta::new(IH, TOTAL, PIECE, Arc::from(big.as_slice())).unwrap());
+    let mut have = Bitfield::new(PIECES);
+    have.set(0);
+    let cat = Fake { meta, have };
+    let (mut p, now) = peer();
+    p.receive(&handshake(IH, true), now, &cat).unwrap();
+    ext_handshake_with_ut_metadata(&mut p, &cat, now);
+    p.receive(&msg(2, &[]), now, &cat).unwrap();
+    p.set_choking(false);
+    for i in 0..10 {
+        p.receive(&metadata_request(i), now, &cat).unwrap();
+    }
+    for i in 0..6 {
+        p.receive(&request(0, (i % 2) * 16384, 16384 - i), now, &cat).unwrap();
+    }
+    assert_eq!((p.metadata_queued(), p.queued()), (10, 6));
+    assert_eq!(p.receive(&metadata_request(10), now, &cat), Err(DropReason::RequestFlood(17)));
+}
+
+#[test]
+fn metadata_replies_keep_stream_order_after_control_output() {
+    // A handshake and a metadata request in one read: our handshake must go out first.
+    let (mut p, now) = peer();
+    let cat = fake(&[0]);
+    let mut bytes = handshake(IH, true);
+    bytes.extend(msg(20, b"\x00d1:md11:ut_metadatai7eee"));
+    bytes.extend(metadata_request(0));
+    p.receive(&bytes, now, &cat).unwrap();
+    let mut out = Vec::new();
+    assert!(p.next_metadata(&mut out).unwrap());
+    assert_eq!(&out[..20], b"\x13BitTorrent protocol");
+    let msgs = messages(&out[68..]);
+    assert_eq!(msgs.len(), 3, "extended handshake, bitfield, then the metadata reply");
+    assert_eq!(&msgs[2][..2], &[20, 7]);
+    assert!(!p.next_metadata(&mut out).unwrap(), "nothing more queued");
+}
+
+#[test]
+fn back_pressure_stops_reading_from_a_peer_with_a_full_send_buffer() {
+    let (p, ..) = unchoked(&[0]);
+    // Blocks alone (topped up below SEND_HIGH_WATER, at most one block beyond it) never stop
+    // a downloader's requests from being read.
+    const { assert!(MAX_SEND_BACKLOG > SEND_HIGH_WATER + PIECE_PREAMBLE_LEN + MAX_BLOCK as usize) };
+    assert!(p.wants_output(SEND_HIGH_WATER - 1) && !p.wants_output(SEND_HIGH_WATER));
+    assert!(p.wants_input(SEND_HIGH_WATER + PIECE_PREAMBLE_LEN + MAX_BLOCK as usize));
+    assert!(p.wants_input(MAX_SEND_BACKLOG - 1));
+    assert!(!p.wants_input(MAX_SEND_BACKLOG));
+}
+
+#[test]
+fn cancel_flood_is_counted_and_dropped() {
+    // Issue #16: cancels were counted against no limit (356 k/s held a core and the peer was
+    // never dropped). Every message kind now costs a token of the message bucket: with the
+    // default config (100 000 per second), a burst of 250 000 cancels at one instant is dropped.
+    let cfg = Arc::new(ProtoConfig::default());
+    let now = Instant::now();
+    let mut p = PeerProto::new(cfg, "10.1.2.3".parse().unwrap(), *b"-PS0100-000000000000", now);
+    let cat = fake(&[0]);
+    p.receive(&handshake(IH, true), now, &cat).unwrap();
+    let mut cancel = request(0, 0, 16384);
+    cancel[4] = 8;
+    let batch: Vec<u8> = cancel.iter().copied().cycle().take(cancel.len() * 1000).collect();
+    let mut result = Ok(());
+    for _ in 0..250 {
+        result = p.receive(&batch, now, &cat);
+        if result.is_err() {
+            break;
+        }
+    }
+    let err = result.expect_err("cancel flood not dropped");
+    assert_eq!(err.kind(), "message_flood", "{err}");
+    // The same cancels at a sustainable rate are fine.
+    let (mut p, cat, mut t) = unchoked(&[0]);
+    for _ in 0..100 {
+        t += Duration::from_millis(100);
+        p.receive(&cancel, t, &cat).unwrap();
+    }
+}
+
+#[test]
+fn every_message_kind_counts_against_the_message_rate() {
+    let cfg = Arc::new(ProtoConfig { max_messages_per_sec: 20, max_queue: 1000, ..(*cfg()).clone() });
+    let mut cancel = request(0, 0, 16384);
+    cancel[4] = 8;
+    let kinds: Vec<(&str, Vec<u8>)> =
+        vec![("request", request(0, 0, 16384)), ("cancel", cancel), ("keep-alive", vec![0, 0, 0, 0])];
+    for (what, m) in kinds {
+        let (_, cat, now) = unchoked(&[0]);
+        let mut p = PeerProto::new(cfg.clone(), "10.1.2.3".parse().unwrap(), *b"-PS0100-000000000000", now);
+        p.receive(&handshake(IH, true), now, &cat).unwrap();
+        p.receive(&msg(2, &[]), now, &cat).unwrap();
+        p.set_choking(false);
+        // 20 tokens: the interested message took one.
+        for _ in 0..19 {
+            p.receive(&m, now, &cat).unwrap_or_else(|e| panic!("{what}: {e}"));
+        }
+        assert_eq!(p.receive(&m, now, &cat), Err(DropReason::MessageFlood), "{what}");
+    }
+}
+
+#[test]
+fn cancel_removes_any_queued_request_and_all_its_copies_keeping_the_order() {
+    let cfg = Arc::new(ProtoConfig { max_queue: 4000, ..(*cfg()).clone() });
+    let now = Instant::now();
+    let cat = fake(&[0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    let mut p = PeerProto::new(cfg, "10.1.2.3".parse().unwrap(), *b"-PS0100-000000000000", now);
+    p.receive(&handshake(IH, true), now, &cat).unwrap();
+    p.receive(&msg(2, &[]), now, &cat).unwrap();
+    p.set_choking(false);
+    let all: Vec<BlockRequest> = (0..9u32)
+        .flat_map(|index| (0..32u32).map(move |k| BlockRequest { index, begin: k * 1024, length: 1024 }))
+        .collect();
+    let mut t = now;
+    for r in &all {
+        t += Duration::from_millis(1);
+        p.receive(&request(r.index, r.begin, r.length), t, &cat).unwrap();
+    }
+    // A request asked for twice is queued twice; one cancel removes both copies.
+    p.receive(&request(0, 0, 1024), t, &cat).unwrap();
+    assert_eq!(p.queued(), all.len() + 1);
+    // Cancel every third one (and one that was never asked for).
+    for r in all.iter().step_by(3).chain([&BlockRequest { index: 0, begin: 5, length: 7 }]) {
+        let mut c = request(r.index, r.begin, r.length);
+        c[4] = 8;
+        t += Duration::from_millis(1);
+        p.receive(&c, t, &cat).unwrap();
+    }
+    let want: Vec<BlockRequest> = all.iter().enumerate().filter(|(i, _)| i % 3 != 0).map(|(_, r)| *r).collect();
+    assert_eq!(p.queued(), want.len());
+    let mut pre = [0u8; PIECE_PREAMBLE_LEN];
+    let mut got = Vec::new();
+    while let Some(r) = p.next_block(&mut pre) {
+        got.push(r);
+    }
+    assert_eq!(got, want, "served in arrival order, cancelled ones left out");
+}
+
+#[test]
+fn cancel_removes_a_parked_request() {
+    let (mut p, cat, now) = unchoked(&[0]);
+    p.receive(&request(5, 0, 16384), now, &cat).unwrap();
+    p.receive(&request(5, 16384, 16384), now, &cat).unwrap();
+    assert_eq!(p.poll_event(), Some(Event::Demand { index: 5 }));
+    let mut c = request(5, 0, 16384);
+    c[4] = 8;
+    p.receive(&c, now, &cat).unwrap();
+    assert_eq!(p.parked(), 1);
+    p.piece_stored(5);
+    assert_eq!((p.queued(), p.parked()), (1, 0));
+    assert_eq!(p.peek_block(), Some(BlockRequest { index: 5, begin: 16384, length: 16384 }));
 }
