@@ -510,3 +510,43 @@ def test_tracker_caps_peers_per_ip_per_release(small):
     # 7 of the flood's ports are handed back, the most recent ones.
     assert len(from_us) <= 7, f"{len(from_us)} entries of one IP handed out: {from_us}"
     assert {p[1] for p in from_us} <= set(range(30_033, 30_040)), from_us
+
+
+@pytest.fixture(scope="module")
+def capped(tmp_path_factory):
+    """A small release on a seed that admits 16 peers in all."""
+    base = tmp_path_factory.mktemp("capped")
+    src = make_tree(base / "capped-release", {"a.bin": 2 * MiB}, seed="capped")
+    rel = publish(src, base / "release", None, "--piece-size", str(PIECE), keys_dir=base / "keys")
+    store_import(base / "store", rel)
+    seed = start_seed(base / "store", base / "seed", "--announce-ip", "127.0.0.1", "--max-peers", "16")
+    ih = next(iter(seed.releases))
+    yield rel, seed, bytes.fromhex(ih)
+    log = seed.stop()
+    assert "panicked" not in log, log[-4000:]
+
+
+def test_half_open_connections_cannot_lock_peers_out(capped):
+    rel, seed, ih = capped
+    # Strangers fill the global cap (16 here) with connections that never send a byte.
+    holders = [Peer(seed.peer, source=src) for src in ("127.0.0.81", "127.0.0.82") for _ in range(8)]
+    # Once they have held their places without a handshake for 2 s, a newcomer takes the place of
+    # the oldest. Before #16 newcomers were refused until the holders' 10 s handshake timeout, and
+    # holders that reconnect at once kept the box full for as long as they liked. Waited for as
+    # events: a newcomer is answered (tried until it is), and the log says a holder gave way
+    # (not that it timed out).
+    def admitted():
+        p = Peer(seed.peer, source="127.0.0.84")
+        try:
+            return p.open(ih)
+        except (EOFError, ConnectionResetError, BrokenPipeError):
+            return None
+        finally:
+            p.close()
+
+    got = wait_until(admitted, WAIT, "a newcomer to be admitted past the half-open holders")
+    assert got["bitfield"] is not None
+    seed.wait_log(r"peer dropped: no handshake yet, gave way to a new connection at the peer cap",
+                  "a holder's eviction to be logged")
+    for h in holders:
+        h.close()

@@ -34,16 +34,28 @@ impl Choker {
         self.peers.insert(id, Slot { interested: false, unchoked: false, since: now });
     }
 
-    pub fn remove(&mut self, id: u64) {
-        self.peers.remove(&id);
+    /// Forgets a peer; true when it held a slot (a rechoke can give the slot away).
+    pub fn remove(&mut self, id: u64) -> bool {
+        self.peers.remove(&id).is_some_and(|s| s.unchoked)
     }
 
-    pub fn set_interested(&mut self, id: u64, interested: bool, now: Instant) {
-        if let Some(s) = self.peers.get_mut(&id) {
-            if s.interested != interested && !s.unchoked {
-                s.since = now;
-            }
-            s.interested = interested;
+    /// Records a peer's interest. True when a rechoke now would change the unchoked set: an
+    /// interested peer and a free slot, or a peer holding a slot that lost interest. (Otherwise
+    /// the periodic rechoke rotates slots, so a peer toggling its interest costs no rechoke.)
+    pub fn set_interested(&mut self, id: u64, interested: bool, now: Instant) -> bool {
+        let free = self.unchoked() < self.slots;
+        let Some(s) = self.peers.get_mut(&id) else { return false };
+        if s.interested == interested {
+            return false;
+        }
+        if !s.unchoked {
+            s.since = now;
+        }
+        s.interested = interested;
+        if interested {
+            !s.unchoked && free
+        } else {
+            s.unchoked
         }
     }
 
@@ -149,6 +161,25 @@ mod tests {
             assert_eq!(c.unchoked(), 2);
         }
         assert!(turns[1..].iter().all(|&n| n == 20), "{turns:?}");
+    }
+
+    #[test]
+    fn only_changes_that_can_move_a_slot_ask_for_a_rechoke() {
+        let t = Instant::now();
+        let mut c = Choker::new(1, Duration::from_secs(5));
+        c.add(1, t);
+        c.add(2, t);
+        assert!(c.set_interested(1, true, t), "a free slot");
+        assert!(!c.set_interested(1, true, t), "no change");
+        c.rechoke(t);
+        assert!(!c.set_interested(2, true, t), "no free slot: waits for the periodic rechoke");
+        assert!(!c.set_interested(2, false, t), "a choked peer losing interest frees nothing");
+        assert!(!c.remove(2), "a choked peer held no slot");
+        assert!(c.set_interested(1, false, t), "the slot holder lost interest");
+        assert_eq!(c.rechoke(t), vec![(1, false)]);
+        assert!(c.set_interested(1, true, t));
+        c.rechoke(t);
+        assert!(c.remove(1), "the slot holder left");
     }
 
     #[test]

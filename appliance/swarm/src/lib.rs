@@ -4,7 +4,8 @@
 //!   bitfield/have, choke/interest, request/piece/cancel, keep-alive, limits.
 //! * [`mse`]: the MSE/PE encrypted-handshake responder (no I/O), driven by [`proto`].
 //! * [`choker`]: upload slot rotation (pure); rate caps are `popseed_core::TokenBucket`s.
-//! * `net`: the tokio shell (listener, peer tasks, caps, timers).
+//! * [`peers`]: the listener's peer caps and which connection gives way at the global cap (pure).
+//! * `net`: the tokio shell (listener, peer tasks, timers).
 //! * [`tracker`]: the venue tracker's logic (announce, compact, scrape; pure), served over HTTP
 //!   by [`tracker_http`]; [`lsd`]: BEP 14.
 //! * [`Swarm`]: starts all of it on a [`Store`] and hands out the box's .torrent and magnets.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod lsd;
 pub mod mse;
 mod net;
+pub mod peers;
 pub mod proto;
 pub mod stats;
 pub mod tracker;

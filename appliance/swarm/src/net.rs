@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::choker::Choker;
+use crate::peers::PeerTable;
 use crate::proto::{
     Catalog, DropReason, Event, PeerProto, ProtoConfig, TorrentMeta, PIECE_PREAMBLE_LEN, SEND_HIGH_WATER,
 };
@@ -38,6 +38,8 @@ fn upload_bucket(rate: u64, now: Instant) -> TokenBucket {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Cmd {
     Choke(bool),
+    /// Give way to a new connection at the global cap ([`crate::peers`]).
+    Evict,
 }
 
 /// Store-backed release lookup, caching each release's [`TorrentMeta`].
@@ -80,11 +82,6 @@ impl Catalog for StoreCatalog {
     }
 }
 
-struct PeerHandle {
-    ip: IpAddr,
-    cmd: mpsc::UnboundedSender<Cmd>,
-}
-
 /// State shared by the listener and all peer tasks.
 pub(crate) struct Shared {
     pub(crate) store: Arc<Store>,
@@ -94,13 +91,11 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<Stats>,
     pub(crate) catalog: StoreCatalog,
     pub(crate) our_id: [u8; 20],
-    pub(crate) max_peers: usize,
-    pub(crate) max_per_ip: usize,
     pub(crate) peer_rate: u64,
     pub(crate) global_bucket: Option<Mutex<TokenBucket>>,
     choker: Mutex<Choker>,
-    peers: Mutex<HashMap<u64, PeerHandle>>,
-    next_id: AtomicU64,
+    /// Connected peers (caps, eviction) and each one's command channel.
+    peers: Mutex<PeerTable<mpsc::UnboundedSender<Cmd>>>,
 }
 
 impl Shared {
@@ -129,13 +124,10 @@ impl Shared {
             proto: Arc::new(proto),
             stats,
             our_id,
-            max_peers,
-            max_per_ip,
             peer_rate,
             global_bucket: (global_rate > 0).then(|| Mutex::new(upload_bucket(global_rate, now))),
             choker: Mutex::new(Choker::new(slots, min_hold)),
-            peers: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
+            peers: Mutex::new(PeerTable::new(max_peers, max_per_ip)),
         }
     }
 
@@ -146,31 +138,29 @@ impl Shared {
         }
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         for (id, unchoke) in changes {
-            if let Some(p) = peers.get(&id) {
-                let _ = p.cmd.send(Cmd::Choke(!unchoke));
+            if let Some(cmd) = peers.get(id) {
+                let _ = cmd.send(Cmd::Choke(!unchoke));
             }
         }
     }
 
-    /// Registers a new connection unless a cap is hit.
+    /// Registers a new connection unless a cap is hit; at the global cap a connection still
+    /// without a handshake may give way ([`PeerTable::admit`]).
     fn admit(&self, ip: IpAddr) -> Result<(u64, mpsc::UnboundedReceiver<Cmd>), &'static str> {
-        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if peers.len() >= self.max_peers {
-            return Err("peer_cap");
-        }
-        if peers.values().filter(|p| p.ip == ip).count() >= self.max_per_ip {
-            return Err("per_ip_cap");
-        }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        peers.insert(id, PeerHandle { ip, cmd: tx });
-        Ok((id, rx))
+        let admitted = self.peers.lock().unwrap_or_else(|p| p.into_inner()).admit(ip, Instant::now(), tx)?;
+        if let Some(evicted) = admitted.evicted {
+            let _ = evicted.send(Cmd::Evict);
+        }
+        Ok((admitted.id, rx))
     }
 
     fn leave(&self, id: u64) {
-        self.peers.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        self.choker.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-        self.rechoke();
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        let held_a_slot = self.choker.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        if held_a_slot {
+            self.rechoke();
+        }
     }
 }
 
@@ -266,6 +256,7 @@ async fn peer_task(
             _ = shutdown.cancelled() => return None,
             cmd = cmds.recv() => match cmd {
                 Some(Cmd::Choke(c)) => core.set_choking(c),
+                Some(Cmd::Evict) => return Some(DropReason::Evicted),
                 None => return None,
             },
             r = stream.readable(), if want_read => {
@@ -362,12 +353,19 @@ fn handle_events(
                 *infohash = Some(ih);
                 let (mse, rc4) = core.encryption();
                 tracing::debug!(mse, rc4, "peer attached");
+                shared.peers.lock().unwrap_or_else(|p| p.into_inner()).attached(id);
                 shared.choker.lock().unwrap_or_else(|p| p.into_inner()).add(id, Instant::now());
             }
             Event::Interested | Event::NotInterested => {
                 let interested = matches!(ev, Event::Interested);
-                shared.choker.lock().unwrap_or_else(|p| p.into_inner()).set_interested(id, interested, Instant::now());
-                shared.rechoke();
+                let changed = shared.choker.lock().unwrap_or_else(|p| p.into_inner()).set_interested(
+                    id,
+                    interested,
+                    Instant::now(),
+                );
+                if changed {
+                    shared.rechoke();
+                }
             }
             Event::Demand { index } => {
                 let Some(ih) = infohash else { continue };

@@ -67,10 +67,13 @@ pub struct ProtoConfig {
     /// Non-request messages (have, interested, keep-alive, extended, ...) per second
     /// (a token bucket holding one second's worth).
     pub max_chatter_per_sec: u32,
-    /// Messages of every kind (requests and cancels included) per second (a token bucket
-    /// holding one second's worth). Far above what a fast downloader sends: 16 KiB blocks at
-    /// 1 GiB/s are 65536 requests per second.
+    /// Messages of every kind (requests and cancels included) per second. Far above what a
+    /// fast downloader sends: 16 KiB blocks at 1 GiB/s are 65536 requests per second.
     pub max_messages_per_sec: u32,
+    /// How many messages beyond that rate a peer may send at once (the token bucket's size):
+    /// a tenth of a second's worth by default, 5 times the `reqq` a peer is told, so a flood is
+    /// judged after ten thousand messages instead of a second's worth.
+    pub message_burst: u32,
     pub keepalive: Duration,
     pub idle_timeout: Duration,
     pub handshake_timeout: Duration,
@@ -88,6 +91,7 @@ impl Default for ProtoConfig {
             max_missing_requests: 256,
             max_chatter_per_sec: 2000,
             max_messages_per_sec: 100_000,
+            message_burst: 10_000,
             keepalive: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(120),
             handshake_timeout: Duration::from_secs(10),
@@ -160,6 +164,9 @@ pub enum DropReason {
     Unexpected(&'static str),
     HandshakeTimeout,
     Idle,
+    /// Gave way to a new connection at the global peer cap, having sent no handshake within
+    /// [`crate::peers::EVICT_UNATTACHED_AFTER`].
+    Evicted,
     Internal(String),
 }
 
@@ -183,6 +190,7 @@ impl DropReason {
             DropReason::Unexpected(_) => "unexpected_message",
             DropReason::HandshakeTimeout => "handshake_timeout",
             DropReason::Idle => "idle",
+            DropReason::Evicted => "evicted",
             DropReason::Internal(_) => "internal",
         }
     }
@@ -210,6 +218,7 @@ impl fmt::Display for DropReason {
             DropReason::Unexpected(m) => write!(f, "unexpected {m} message"),
             DropReason::HandshakeTimeout => write!(f, "no handshake in time"),
             DropReason::Idle => write!(f, "idle timeout"),
+            DropReason::Evicted => write!(f, "no handshake yet, gave way to a new connection at the peer cap"),
             DropReason::Internal(e) => write!(f, "internal: {e}"),
         }
     }
@@ -321,7 +330,7 @@ impl PeerProto {
             metadata_queue: VecDeque::new(),
             metadata_requests: 0,
             chatter: per_second(cfg.max_chatter_per_sec, now),
-            messages: per_second(cfg.max_messages_per_sec, now),
+            messages: TokenBucket::new(cfg.max_messages_per_sec as f64, cfg.message_burst as f64, now),
             cfg,
             created: now,
             last_recv: now,
@@ -441,6 +450,10 @@ impl PeerProto {
         }
         let buf = std::mem::take(&mut self.inbuf);
         let mut pos = 0;
+        // Every message, whatever its kind, costs a token of the message bucket. The bucket is
+        // refilled once per read and charged once for all the messages in it.
+        let tokens = if self.messages.unlimited() { f64::INFINITY } else { self.messages.available(now) };
+        let mut used = 0.0;
         let res = loop {
             let rest = &buf[pos..];
             if rest.len() < 4 {
@@ -454,11 +467,16 @@ impl PeerProto {
             if rest.len() < total {
                 break Ok(());
             }
+            if used + 1.0 > tokens {
+                break Err(DropReason::MessageFlood);
+            }
+            used += 1.0;
             if let Err(r) = self.message(&rest[..total], now) {
                 break Err(r);
             }
             pos += total;
         };
+        self.messages.try_take(used, now);
         self.inbuf = buf;
         self.inbuf.drain(..pos);
         match res {
@@ -509,14 +527,17 @@ impl PeerProto {
     }
 
     fn message(&mut self, bytes: &[u8], now: Instant) -> Result<(), DropReason> {
-        let meta = match &self.meta {
-            Some(m) => m.clone(),
-            None => return Err(DropReason::Internal("message before handshake".into())),
+        // Borrowed out and put back rather than cloned: no atomic operation on the release's
+        // shared metadata per message.
+        let Some(meta) = self.meta.take() else {
+            return Err(DropReason::Internal("message before handshake".into()));
         };
-        // Every message, whatever its kind, costs a token.
-        if !self.messages.try_take(1.0, now) {
-            return Err(DropReason::MessageFlood);
-        }
+        let res = self.attached_message(bytes, &meta, now);
+        self.meta = Some(meta);
+        res
+    }
+
+    fn attached_message(&mut self, bytes: &[u8], meta: &TorrentMeta, now: Instant) -> Result<(), DropReason> {
         if bytes.len() > 4 {
             match bytes[4] {
                 // Known ids are parsed below; everything else (DHT port, fast extension we did
@@ -525,9 +546,12 @@ impl PeerProto {
                 _ => return self.chatter(now),
             }
         }
-        let (msg, _) = Message::deserialize(bytes, &[]).map_err(malformed)?;
+        let msg = match fixed_message(bytes) {
+            Some(m) => m,
+            None => Message::deserialize(bytes, &[]).map_err(malformed)?.0,
+        };
         match msg {
-            Message::Request(r) => self.request(r.into(), &meta),
+            Message::Request(r) => self.request(r.into(), meta),
             Message::Cancel(r) => {
                 self.cancel(r.into());
                 Ok(())
@@ -567,7 +591,7 @@ impl PeerProto {
             }
             Message::Extended(ExtendedMessage::UtMetadata(UtMetadata::Request(piece))) => {
                 self.chatter(now)?;
-                self.metadata_request(piece, &meta)
+                self.metadata_request(piece, meta)
             }
             Message::Extended(_) => self.chatter(now),
         }
@@ -872,6 +896,26 @@ fn ext_handshake(client: &str, peer_ip: IpAddr, reqq: u32, metadata_size: u32) -
     }
     d.push(b'e');
     d
+}
+
+/// Decodes the fixed-layout messages that make up nearly all of a peer's traffic (keep-alive,
+/// choke/unchoke/interest, have, request, cancel) without librqbit's general decoder; anything
+/// else, or a length that does not fit, is left to it. `bytes` is one whole message with its
+/// length prefix.
+fn fixed_message(bytes: &[u8]) -> Option<Message<'static>> {
+    let u32_at = |i: usize| -> Option<u32> { Some(u32::from_be_bytes(bytes.get(i..i + 4)?.try_into().ok()?)) };
+    let request = || Some(Request::new(u32_at(5)?, u32_at(9)?, u32_at(13)?));
+    match (bytes.len(), bytes.get(4)) {
+        (4, None) => Some(Message::KeepAlive),
+        (5, Some(0)) => Some(Message::Choke),
+        (5, Some(1)) => Some(Message::Unchoke),
+        (5, Some(2)) => Some(Message::Interested),
+        (5, Some(3)) => Some(Message::NotInterested),
+        (9, Some(4)) => Some(Message::Have(u32_at(5)?)),
+        (17, Some(6)) => Some(Message::Request(request()?)),
+        (17, Some(8)) => Some(Message::Cancel(request()?)),
+        _ => None,
+    }
 }
 
 /// A token bucket allowing `n` per second, holding one second's worth (0: unlimited).

@@ -633,7 +633,8 @@ fn back_pressure_stops_reading_from_a_peer_with_a_full_send_buffer() {
 fn cancel_flood_is_counted_and_dropped() {
     // Issue #16: cancels were counted against no limit (356 k/s held a core and the peer was
     // never dropped). Every message kind now costs a token of the message bucket: with the
-    // default config (100 000 per second), a burst of 250 000 cancels at one instant is dropped.
+    // default config (100 000 per second, 10 000 at once), a burst of cancels at one instant is
+    // dropped at the 10 001st.
     let cfg = Arc::new(ProtoConfig::default());
     let now = Instant::now();
     let mut p = PeerProto::new(cfg, "10.1.2.3".parse().unwrap(), *b"-PS0100-000000000000", now);
@@ -651,6 +652,11 @@ fn cancel_flood_is_counted_and_dropped() {
     }
     let err = result.expect_err("cancel flood not dropped");
     assert_eq!(err.kind(), "message_flood", "{err}");
+    let mut p = PeerProto::new(Arc::new(ProtoConfig::default()), "10.1.2.3".parse().unwrap(), [0; 20], now);
+    p.receive(&handshake(IH, true), now, &cat).unwrap();
+    let burst = ProtoConfig::default().message_burst as usize;
+    p.receive(&cancel.repeat(burst), now, &cat).unwrap();
+    assert_eq!(p.receive(&cancel, now, &cat), Err(DropReason::MessageFlood), "the burst is spent");
     // The same cancels at a sustainable rate are fine.
     let (mut p, cat, mut t) = unchoked(&[0]);
     for _ in 0..100 {
@@ -661,7 +667,8 @@ fn cancel_flood_is_counted_and_dropped() {
 
 #[test]
 fn every_message_kind_counts_against_the_message_rate() {
-    let cfg = Arc::new(ProtoConfig { max_messages_per_sec: 20, max_queue: 1000, ..(*cfg()).clone() });
+    let cfg =
+        Arc::new(ProtoConfig { max_messages_per_sec: 20, message_burst: 20, max_queue: 1000, ..(*cfg()).clone() });
     let mut cancel = request(0, 0, 16384);
     cancel[4] = 8;
     let kinds: Vec<(&str, Vec<u8>)> =
@@ -730,4 +737,25 @@ fn cancel_removes_a_parked_request() {
     p.piece_stored(5);
     assert_eq!((p.queued(), p.parked()), (1, 0));
     assert_eq!(p.peek_block(), Some(BlockRequest { index: 5, begin: 16384, length: 16384 }));
+}
+
+#[test]
+fn fixed_layout_messages_decode_as_librqbit_decodes_them() {
+    let mut cases: Vec<Vec<u8>> = vec![vec![0, 0, 0, 0], request(1, 2, 3), msg(4, &7u32.to_be_bytes())];
+    for id in 0..4 {
+        cases.push(msg(id, &[]));
+    }
+    let mut cancel = request(u32::MAX, 16384, 1);
+    cancel[4] = 8;
+    cases.push(cancel);
+    for m in &cases {
+        let fast = fixed_message(m).expect("a fixed-layout message");
+        let full = Message::deserialize(m, &[]).unwrap().0;
+        assert_eq!(format!("{fast:?}"), format!("{full:?}"));
+    }
+    // Wrong lengths and other ids go to librqbit (which rejects the wrong lengths).
+    for m in [msg(6, &[0; 11]), msg(4, &[0; 3]), msg(2, &[1]), msg(5, &[0; 2]), msg(20, b"\0de")] {
+        assert!(fixed_message(&m).is_none(), "{m:?}");
+    }
+    assert!(Message::deserialize(&msg(6, &[0; 11]), &[]).is_err());
 }
