@@ -515,10 +515,11 @@ def small_release(tmp: Path):
     return publish(src, tmp / "release", pub, "--name", "talks", "--piece-size", "256KiB")
 
 
-def provisioning_file(origin: Origin) -> str:
+def provisioning_file(origin: Origin, release) -> str:
     return f"""# written by tests/imagetools.py
 venue = "Image test hall"
 device_name = "image-test-1"
+trusted_keys = ["{release.manifest['publisher_key']}"]
 
 [wifi]
 ssid = "popseed image test"
@@ -540,8 +541,10 @@ fingerprint = "{origin.fingerprint}"
 """
 
 
-def standin_agent_toml(origin: Origin) -> str:
+def standin_agent_toml(origin: Origin, release) -> str:
     return f"""# hand-written agent.toml for the firstboot stand-in (tests/imagetools.py)
+trusted_keys = ["{release.manifest['publisher_key']}"]
+
 [store]
 dir = "/var/lib/popseed/store"
 min_free = "16MiB"
@@ -564,10 +567,10 @@ def provision(guest: Guest, origin: Origin, release, tmp: Path) -> None:
     prewarm job, on the box's boot partition."""
     cfg = tmp / "boot-file"
     if guest.info["standin_firstboot"]:
-        cfg.write_text(standin_agent_toml(origin))
+        cfg.write_text(standin_agent_toml(origin, release))
         guest.put_file(cfg, "agent.toml")
     else:
-        cfg.write_text(provisioning_file(origin))
+        cfg.write_text(provisioning_file(origin, release))
         guest.put_file(cfg, "popseed.toml")
     guest.put_dir(release.dir, "test-releases/talks")
 
