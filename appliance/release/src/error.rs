@@ -73,6 +73,8 @@ pub enum ReleaseError {
     #[error("invalid .torrent: {0}")]
     BadTorrent(String),
     #[error("invalid .torrent")]
+    TorrentBencode(#[source] crate::bencode::BencodeError),
+    #[error("invalid .torrent")]
     TorrentDecode(#[source] librqbit_bencode::DeserializeError),
     #[error("cannot encode the .torrent")]
     TorrentEncode(#[source] librqbit_bencode::SerializeError),

@@ -2,6 +2,7 @@
 //! A publisher turns a folder into a BitTorrent v1 .torrent plus an ed25519-signed manifest that
 //! binds the infohash; every other component accepts only a [`VerifiedRelease`].
 
+pub mod bencode;
 pub mod critical;
 pub mod datadir;
 pub mod error;

@@ -1,9 +1,10 @@
 //! BitTorrent v1 metainfo (.torrent) files: building them from a layout with librqbit's bencode
 //! types, parsing them back into a [`Layout`], and magnet links.
 
+use crate::bencode;
 use bytes::Bytes;
 use librqbit_bencode::raw_value::RawValue;
-use librqbit_bencode::{BencodeValue, ByteBuf, ByteBufOwned};
+use librqbit_bencode::{BencodeValue, ByteBufOwned};
 use librqbit_core::torrent_metainfo::{torrent_from_bytes, TorrentMetaV1File, TorrentMetaV1Info};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS, NON_ALPHANUMERIC};
 use popseed_core::InfoHash;
@@ -148,6 +149,16 @@ fn utf8(b: &[u8], what: &str) -> Result<String> {
 
 /// Parses a .torrent file. Refuses unsafe paths, non-UTF-8 names and inconsistent piece counts.
 pub fn parse_torrent(bytes: &[u8]) -> Result<Metainfo> {
+    // librqbit-bencode does not check numbers for overflow: the bytes are checked first, and the
+    // one field it reads narrower than 64 bits (`piece length`, a u32) is range-checked here.
+    bencode::check_whole(bytes).map_err(ReleaseError::TorrentBencode)?;
+    let (top, _) = bencode::decode_prefix(bytes).map_err(ReleaseError::TorrentBencode)?;
+    let piece_length = bencode::dict_get(&top, b"info").and_then(|i| bencode::dict_get(i, b"piece length"));
+    if let Some(n) = piece_length.and_then(bencode::as_int) {
+        if !(1..=i64::from(u32::MAX)).contains(&n) {
+            return Err(ReleaseError::BadTorrent(format!("piece length {n} is out of range")));
+        }
+    }
     let t = torrent_from_bytes(bytes).map_err(ReleaseError::TorrentDecode)?;
     let info = &t.info.data;
     let name = utf8(info.name.as_ref().map(|n| n.0).unwrap_or_default(), "name")?;
@@ -190,20 +201,17 @@ pub fn parse_torrent(bytes: &[u8]) -> Result<Metainfo> {
         single_file,
         layout,
         trackers,
-        web_seeds: parse_url_list(bytes),
+        web_seeds: url_list(&top),
     })
 }
 
-/// BEP 19 `url-list`: a single string or a list of strings.
-fn parse_url_list(bytes: &[u8]) -> Vec<String> {
-    let Ok(BencodeValue::Dict(top)) = librqbit_bencode::dyn_from_bytes::<ByteBuf>(bytes) else {
-        return Vec::new();
-    };
-    let text = |v: &BencodeValue<ByteBuf>| match v {
+/// BEP 19 `url-list` of the top dictionary: a single string or a list of strings.
+fn url_list(top: &bencode::Value<'_>) -> Vec<String> {
+    let text = |v: &bencode::Value<'_>| match v {
         BencodeValue::Bytes(b) => std::str::from_utf8(b.0).ok().map(str::to_owned),
         _ => None,
     };
-    match top.get(&ByteBuf(b"url-list")) {
+    match bencode::dict_get(top, b"url-list") {
         Some(BencodeValue::List(l)) => l.iter().filter_map(text).collect(),
         Some(v) => text(v).into_iter().collect(),
         None => Vec::new(),
@@ -314,5 +322,25 @@ mod tests {
         let evil = b"d4:infod5:filesld6:lengthi1e4:pathl2:..1:xeee4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee";
         let err = parse_torrent(evil).unwrap_err();
         assert!(err.to_string().contains("unsafe"), "{err}");
+    }
+
+    /// librqbit-bencode reads numbers without an overflow check (a panic with overflow checks
+    /// on, a wrapped value in release builds): such torrents are refused before it decodes them.
+    #[test]
+    fn numbers_librqbit_would_overflow_are_refused() {
+        // 2^32 + 16 KiB: librqbit's u32 would read 16 KiB where every other client reads 4 GiB.
+        let wraps = b"d4:infod6:lengthi5e4:name1:x12:piece lengthi4294983680e6:pieces20:aaaaaaaaaaaaaaaaaaaaee";
+        let err = parse_torrent(wraps).unwrap_err();
+        assert!(err.to_string().contains("piece length 4294983680 is out of range"), "{err}");
+        let zero = b"d4:infod6:lengthi5e4:name1:x12:piece lengthi0e6:pieces20:aaaaaaaaaaaaaaaaaaaaee";
+        assert!(matches!(parse_torrent(zero), Err(ReleaseError::BadTorrent(_))));
+        for evil in [
+            &b"d13:creation datei99999999999999999999e4:infod6:lengthi5e4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaee"[..],
+            b"d4:infod6:lengthi5e4:name1:x12:piece lengthi16384e6:pieces80000000000000000000000:aee",
+            b"d8:announce10:http://t/a4:infod6:lengthi5e4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaaeeX",
+        ] {
+            let err = parse_torrent(evil).unwrap_err();
+            assert!(matches!(err, ReleaseError::TorrentBencode(_)), "{err:?}");
+        }
     }
 }
