@@ -28,6 +28,8 @@ use popseed_core::{InfoHash, TokenBucket};
 use popseed_store::Bitfield;
 use rc4::cipher::StreamCipher;
 
+use popseed_release::bencode;
+
 use crate::mse::{MseError, MseResponder, Rc4Pair};
 
 /// Length of the plaintext BitTorrent handshake.
@@ -308,6 +310,24 @@ fn malformed(e: MessageDeserializeError) -> DropReason {
     DropReason::Malformed(e.to_string())
 }
 
+fn bad_bencode(e: bencode::BencodeError) -> DropReason {
+    DropReason::Malformed(e.to_string())
+}
+
+/// Applies a BEP 10 handshake's `m` dictionary to the ids we send the peer's extensions under.
+/// An id of 0 disables the extension; a name the dictionary leaves out keeps its id (a later
+/// handshake changes only what it names). Ids are one byte: anything else drops the peer.
+fn apply_extension_ids(ids: &mut PeerExtendedMessageIds, m: &bencode::Value<'_>) -> Result<(), DropReason> {
+    for (name, slot) in [(&b"ut_metadata"[..], &mut ids.ut_metadata), (b"ut_pex", &mut ids.ut_pex)] {
+        let Some(v) = bencode::dict_get(m, name) else { continue };
+        let id = bencode::as_int(v).and_then(|i| u8::try_from(i).ok()).ok_or_else(|| {
+            DropReason::Malformed(format!("extension id of {} is not a byte", String::from_utf8_lossy(name)))
+        })?;
+        *slot = (id != 0).then_some(id);
+    }
+    Ok(())
+}
+
 impl PeerProto {
     pub fn new(cfg: Arc<ProtoConfig>, peer_ip: IpAddr, our_id: [u8; 20], now: Instant) -> Self {
         PeerProto {
@@ -542,7 +562,8 @@ impl PeerProto {
             match bytes[4] {
                 // Known ids are parsed below; everything else (DHT port, fast extension we did
                 // not advertise, future ids) is ignored as BEP 3 asks, within the chatter limit.
-                0..=8 | 20 => {}
+                0..=8 => {}
+                20 => return self.extended(&bytes[5..], meta, now),
                 _ => return self.chatter(now),
             }
         }
@@ -585,15 +606,44 @@ impl PeerProto {
                 }
                 self.chatter(now)
             }
-            Message::Extended(ExtendedMessage::Handshake(h)) => {
-                self.peer_ext = h.m;
-                self.chatter(now)
+            Message::Extended(_) => Err(DropReason::Internal("extension message past the extension decoder".into())),
+        }
+    }
+
+    /// A BEP 10 extension message (`payload`: its extended id, then a bencoded dictionary).
+    /// librqbit-bencode's typed decoding overflows on long numbers (an id of 259 reads as 3), so
+    /// the dictionaries are read with the checked decoder of [`popseed_release::bencode`] and only
+    /// the fields the box uses: the handshake's `m` ids and ut_metadata requests. Other
+    /// extensions are chatter.
+    fn extended(&mut self, payload: &[u8], meta: &TorrentMeta, now: Instant) -> Result<(), DropReason> {
+        self.chatter(now)?;
+        let Some((&id, body)) = payload.split_first() else {
+            return Err(DropReason::Malformed("extension message without an extended id".into()));
+        };
+        match id {
+            0 => {
+                bencode::check_whole(body).map_err(bad_bencode)?;
+                let (hs, _) = bencode::decode_prefix(body).map_err(bad_bencode)?;
+                if let Some(m) = bencode::dict_get(&hs, b"m") {
+                    apply_extension_ids(&mut self.peer_ext, m)?;
+                }
+                Ok(())
             }
-            Message::Extended(ExtendedMessage::UtMetadata(UtMetadata::Request(piece))) => {
-                self.chatter(now)?;
-                self.metadata_request(piece, meta)
+            OUR_UT_METADATA => {
+                // A data message's piece follows its dictionary; as a seeder the box asks for none.
+                let (msg, _) = bencode::decode_prefix(body).map_err(bad_bencode)?;
+                let int = |key: &[u8]| bencode::dict_get(&msg, key).and_then(bencode::as_int);
+                match int(b"msg_type") {
+                    Some(0) => {
+                        let piece = int(b"piece")
+                            .and_then(|p| u32::try_from(p).ok())
+                            .ok_or_else(|| DropReason::Malformed("ut_metadata request without a piece".into()))?;
+                        self.metadata_request(piece, meta)
+                    }
+                    _ => Ok(()),
+                }
             }
-            Message::Extended(_) => self.chatter(now),
+            _ => Ok(()),
         }
     }
 

@@ -393,6 +393,50 @@ fn malformed_extended_message_is_dropped() {
     assert!(matches!(p.receive(&msg(20, b"\x00not bencode"), now, &cat), Err(DropReason::Malformed(_))));
 }
 
+/// librqbit-bencode reads an id of 259 as 3 and panics on numbers past 64 bits (with overflow
+/// checks): extension dictionaries go through the checked decoder, and such peers are dropped.
+#[test]
+fn extension_numbers_that_would_overflow_drop_the_peer() {
+    for bad in [
+        &b"\x00d1:md11:ut_metadatai259eee"[..],
+        b"\x00d1:md11:ut_metadatai-1eee",
+        b"\x00d1:pi99999999999999999999999e1:md11:ut_metadatai3eee",
+        b"\x00d1:v99999999999999999999999:xe",
+        b"\x00d1:md11:ut_metadatai3eeeTRAILING",
+    ] {
+        let (mut p, cat, now, _) = attached(&[0], true);
+        let got = p.receive(&msg(20, bad), now, &cat);
+        assert!(matches!(got, Err(DropReason::Malformed(_))), "{:?}: {got:?}", String::from_utf8_lossy(bad));
+    }
+    // A request for a metadata piece past u32 is malformed too, not wrapped to piece 0.
+    let (mut p, cat, now, _) = attached(&[0], true);
+    ext_handshake_with_ut_metadata(&mut p, &cat, now);
+    let mut req = vec![OUR_UT_METADATA];
+    req.extend_from_slice(b"d8:msg_typei0e5:piecei4294967296ee");
+    assert!(matches!(p.receive(&msg(20, &req), now, &cat), Err(DropReason::Malformed(_))));
+}
+
+/// An id of 0 disables an extension (BEP 10): no metadata goes out under id 0, which is the
+/// extension handshake's own id, and a later handshake that disables ut_metadata is obeyed.
+#[test]
+fn ut_metadata_id_zero_disables_replies() {
+    let (mut p, cat, now, _) = attached(&[0], true);
+    p.receive(&msg(20, b"\x00d1:md11:ut_metadatai0eee"), now, &cat).unwrap();
+    p.receive(&metadata_request(0), now, &cat).unwrap();
+    assert_eq!(p.metadata_queued(), 0, "nothing to answer under: ut_metadata is disabled");
+
+    let (mut p, cat, now, _) = attached(&[0], true);
+    ext_handshake_with_ut_metadata(&mut p, &cat, now);
+    // A later handshake naming another extension only keeps ut_metadata's id ...
+    p.receive(&msg(20, b"\x00d1:md6:ut_pexi2eee"), now, &cat).unwrap();
+    p.receive(&metadata_request(0), now, &cat).unwrap();
+    assert_eq!(p.metadata_queued(), 1);
+    // ... and one that disables it stops further replies.
+    p.receive(&msg(20, b"\x00d1:md11:ut_metadatai0eee"), now, &cat).unwrap();
+    p.receive(&metadata_request(1), now, &cat).unwrap();
+    assert_eq!(p.metadata_queued(), 1);
+}
+
 #[test]
 fn timeouts_keepalive_idle_and_handshake() {
     let (mut p, now) = peer();
