@@ -3,6 +3,9 @@
 # fuzz/README.md), on the stable toolchain:
 #   bash scripts/fuzz.sh [SECONDS] [TARGET...]   each target for SECONDS (default 60)
 #   bash scripts/fuzz.sh --replay [TARGET...]    each corpus and artifacts-found input once
+#   bash scripts/fuzz.sh --smoke RUNS [TARGET...] replay, then RUNS mutations from a fixed seed
+#                                                (-seed=1 -runs=RUNS: the same inputs every run,
+#                                                stopped by count, never by the clock; CI uses it)
 # 1. installs cargo-fuzz (cargo install --locked) and a C++ compiler (libFuzzer) when missing,
 # 2. builds all targets with `cargo fuzz build --sanitizer none` (RUSTC_BOOTSTRAP=1 lets
 #    stable rustc take the -Z flags cargo-fuzz may pass) into $FUZZ_TARGET_DIR (default
@@ -12,9 +15,8 @@
 # 4. prints per target the executions reached (libFuzzer's stat::number_of_executed_units) and
 #    exits non-zero if any target crashed, leaked past the RSS limit or timed out; the input
 #    is in out/fuzz/artifacts/<target>/ and the log in out/fuzz/<target>.log.
-# POPSEED_FUZZ_STRICT=1 stops tolerating the findings that wait for a fix in appliance code
-# (fuzz/README.md, "Findings"): `POPSEED_FUZZ_STRICT=1 bash scripts/fuzz.sh --replay` passes
-# once they are fixed.
+# Past findings (fuzz/README.md, "Findings") are fixed in appliance code; the targets tolerate
+# none of them, so replaying artifacts-found/ checks they stay fixed.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,10 +27,15 @@ mkdir -p "$out"
 say() { printf '\n==> %s\n' "$*"; }
 
 replay=0
+smoke=0
 secs=60
 if [ "${1:-}" = "--replay" ]; then
     replay=1
     shift
+elif [ "${1:-}" = "--smoke" ]; then
+    [[ "${2:-}" =~ ^[0-9]+$ ]] || { echo "fuzz.sh: --smoke needs a number of runs" >&2; exit 2; }
+    smoke="$2"
+    shift 2
 elif [[ "${1:-}" =~ ^[0-9]+$ ]]; then
     secs="$1"
     shift
@@ -87,6 +94,12 @@ for t in "${targets[@]}"; do
         mapfile -t files < <(find "${seeds[@]}" -type f | sort)
         (cd "$out" && "$exe" -artifact_prefix="$out/artifacts/$t/" -rss_limit_mb=2048 -timeout=20 \
             -print_final_stats=1 "${files[@]}") >"$log" 2>&1 || rc=$?
+    elif ((smoke)); then
+        # libFuzzer writes new inputs to its first directory: an emptied one, so a smoke run
+        # starts from the committed seeds only and its inputs depend on nothing but the commit.
+        rm -rf "$out/smoke-corpus/$t" && mkdir -p "$out/smoke-corpus/$t"
+        (cd "$out" && "$exe" "$out/smoke-corpus/$t" "${seeds[@]}" -seed=1 -runs="$smoke" -print_final_stats=1 \
+            -artifact_prefix="$out/artifacts/$t/" -rss_limit_mb=2048 -timeout=20) >"$log" 2>&1 || rc=$?
     else
         mkdir -p "$out/corpus/$t"
         (cd "$out" && "$exe" "$out/corpus/$t" "${seeds[@]}" -max_total_time="$secs" -print_final_stats=1 \
@@ -107,7 +120,7 @@ for t in "${targets[@]}"; do
     summary+=("$line")
 done
 
-say "summary ($(($(date +%s) - total0)) s for ${#targets[@]} targets, $([ $replay = 1 ] && echo replay || echo "${secs} s each"))"
+say "summary ($(($(date +%s) - total0)) s for ${#targets[@]} targets, $(if ((replay)); then echo replay; elif ((smoke)); then echo "${smoke} runs each, seed 1"; else echo "${secs} s each"; fi))"
 printf '%s\n' "${summary[@]}"
 if ((${#failed[@]})); then
     echo "fuzz.sh: ${#failed[@]} target(s) failed: ${failed[*]} (inputs in out/fuzz/artifacts/, logs in out/fuzz/)"

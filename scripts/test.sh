@@ -68,7 +68,8 @@ cargo build --release -p popseed
 export POPSEED_BIN="$target/release/popseed"
 
 # ---------------------------------------------------------------- tests
-# Run both suites even if the first fails, then report both.
+# Run every suite even if an earlier one fails, then report them all.
+fuzz_runs=20000
 say "cargo test --workspace --release"
 cargo_rc=0
 cargo test --workspace --release 2>&1 | tee "$out/cargo-test.log" || cargo_rc=$?
@@ -79,6 +80,12 @@ PYTHONDONTWRITEBYTECODE=1 "$py" -m pytest tests/ -v \
     --basetemp="$out/pytest-tmp" --junitxml="$out/pytest-junit.xml" 2>&1 |
     tee "$out/pytest.log" || py_rc=$?
 
+# Every parser of outside bytes: its corpus and past findings replayed, then 20000 mutations
+# from a fixed seed (scripts/fuzz.sh --smoke; stops by count, so the run is the same each time).
+say "fuzz smoke (scripts/fuzz.sh --smoke $fuzz_runs)"
+fuzz_rc=0
+bash scripts/fuzz.sh --smoke "$fuzz_runs" 2>&1 | tee "$out/fuzz.log" || fuzz_rc=$?
+
 # ---------------------------------------------------------------- summary
 cargo_sum="$({ grep -E '^test result:' "$out/cargo-test.log" || true; } |
     awk '{p+=$4; f+=$6; i+=$8} END {printf "%d passed, %d failed, %d ignored", p, f, i}')"
@@ -86,6 +93,8 @@ py_sum="$({ grep -E '^=+ .* in [0-9.]+s' "$out/pytest.log" || true; } | tail -n1
 say "summary"
 echo "cargo test: ${cargo_sum} in libtest binaries (exit ${cargo_rc})"
 echo "pytest:     ${py_sum:-no summary} (exit ${py_rc})"
+fuzz_sum="$({ grep -E '^fuzz.sh: ' "$out/fuzz.log" || true; } | tail -n1 | sed 's/^fuzz.sh: //')"
+echo "fuzz smoke: ${fuzz_sum:-no summary} (${fuzz_runs} runs each, exit ${fuzz_rc})"
 # One plain closing line over both suites.
 totals="$({ grep -E '^test result:' "$out/cargo-test.log" || true; } | awk '{p+=$4; f+=$6} END {print p+0, f+0}')"
 read -r cp cf <<<"$totals"
@@ -94,7 +103,7 @@ pf="$({ grep -oE '[0-9]+ (failed|error)' <<<"${py_sum:-}" || true; } | awk '{s+=
 # custom-harness test binaries (e.g. the store crash test) close with "N passed, N failed"
 read -r hp hf <<<"$({ grep -E '^[0-9]+ passed, [0-9]+ failed$' "$out/cargo-test.log" || true; } | awk '{p+=$1; f+=$3} END {print p+0, f+0}')"
 cp=$((cp + hp)); cf=$((cf + hf))
-if ((cargo_rc || py_rc)); then
+if ((cargo_rc || py_rc || fuzz_rc)); then
     echo "test.sh: FAILED (logs in out/test/)"
     echo "total: $((cp + pp)) passed, $((cf + ${pf:-0})) failed"
     exit 1

@@ -2,21 +2,17 @@
 //! `popseed_release::metainfo::parse_torrent`, then the box's re-issue with its own tracker and
 //! web seed (`with_trackers`), the magnet link and the web seed path segments.
 //!
-//! Asserts: no panic (inputs with numbers librqbit-bencode overflows on are skipped unless
-//! POPSEED_FUZZ_STRICT: finding 1); the infohash is the SHA-1 of the info bytes; the layout's piece count
+//! Asserts: no panic (numbers past 64 bits, or a piece length past u32, are refused before
+//! librqbit-bencode reads them: finding 1, fixed); the infohash is the SHA-1 of the info bytes; the layout's piece count
 //! matches its length; re-issuing keeps infohash, layout, trackers and web seeds and parses
 //! again; building a torrent from the parsed layout parses back to the same layout.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use popseed_fuzz::{librqbit_would_overflow, strict};
 use popseed_release::hashing::piece_hash;
 use popseed_release::metainfo::{build_torrent, magnet, parse_torrent, path_segment, with_trackers, TorrentOptions};
 
 fuzz_target!(|data: &[u8]| {
-    if !strict() && librqbit_would_overflow(data, &[], &[b"6:length", b"13:creation date"]) {
-        return; // finding 1 (README.md)
-    }
     let Ok(m) = parse_torrent(data) else { return };
     assert_eq!(piece_hash(&m.info_bytes), m.infohash.0, "infohash is SHA-1 of the info dictionary");
     let l = &m.layout;
@@ -50,7 +46,12 @@ fuzz_target!(|data: &[u8]| {
         name: m.name.clone(),
         single_file: m.single_file,
         trackers: non_empty.clone(),
-        web_seeds: m.web_seeds.iter().filter(|w| w.starts_with("http://") || w.starts_with("https://")).cloned().collect(),
+        web_seeds: m
+            .web_seeds
+            .iter()
+            .filter(|w| w.starts_with("http://") || w.starts_with("https://"))
+            .cloned()
+            .collect(),
         ..Default::default()
     };
     if let Ok((bytes, ih)) = build_torrent(&m.layout, &opts) {

@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use popseed_core::InfoHash;
-use popseed_fuzz::{bencode_value, bt_handshake, chunks, librqbit_would_overflow, strict, Initiator, Step3, CRYPTO_PLAINTEXT, CRYPTO_RC4, MSE_KEY_LEN};
+use popseed_fuzz::{
+    bencode_prefix, bencode_value, bt_handshake, chunks, Initiator, Step3, CRYPTO_PLAINTEXT, CRYPTO_RC4, MSE_KEY_LEN,
+};
 use popseed_store::Bitfield;
 use popseed_swarm::mse::req2_hash;
 use popseed_swarm::proto::{
@@ -63,7 +65,7 @@ fn piece_size(i: u32) -> u32 {
 struct OutCheck {
     buf: Vec<u8>,
     handshake_seen: bool,
-    /// Our extension handshake went out (later id-0 messages are finding 2 unless strict).
+    /// Our extension handshake went out (a later id-0 message would be finding 2).
     ext_handshake_sent: bool,
     /// Piece messages expected next, in order (index, begin, length), from blocks served.
     blocks: std::collections::VecDeque<(u32, u32, u32)>,
@@ -108,7 +110,8 @@ impl OutCheck {
                     assert_eq!(p[p.len() - 1] & ((1u8 << spare) - 1), 0, "spare bits clear");
                 }
                 7 => {
-                    let (i, b) = (u32::from_be_bytes([p[0], p[1], p[2], p[3]]), u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+                    let (i, b) =
+                        (u32::from_be_bytes([p[0], p[1], p[2], p[3]]), u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
                     let want = self.blocks.pop_front().expect("a piece message for a block we served");
                     assert_eq!((i, b, (p.len() - 8) as u32), want, "piece message matches the block served");
                 }
@@ -119,10 +122,9 @@ impl OutCheck {
                         self.ext_handshake_sent = true;
                         bencode_value(d).expect("our extended handshake is bencode");
                     } else {
-                        // Finding 2 (README.md): a peer whose extension handshake maps
-                        // ut_metadata to 0 ("disabled", BEP 10) gets metadata replies under
-                        // extended id 0, the handshake's id. Tolerated unless strict.
-                        assert!(p[0] != 0 || !strict(), "a message under extended id 0 after our handshake");
+                        // Finding 2 (README.md, fixed): nothing after our handshake goes out
+                        // under extended id 0 (a peer's ut_metadata id of 0 disables it).
+                        assert!(p[0] != 0, "a message under extended id 0 after our handshake");
                         // ut_metadata: a dictionary, then (for data) the piece bytes
                         let end = dict_end(d);
                         assert!(end <= d.len());
@@ -137,25 +139,26 @@ impl OutCheck {
 
 /// Length of the bencoded dictionary at the start of `d`.
 fn dict_end(d: &[u8]) -> usize {
-    (2..=d.len())
-        .find(|&n| bencode_value(&d[..n]).is_ok())
-        .unwrap_or_else(|| panic!("no bencoded dictionary in {:?}", String::from_utf8_lossy(d)))
+    assert_eq!(d.first(), Some(&b'd'), "extension message is not a dictionary");
+    bencode_prefix(d).unwrap_or_else(|e| panic!("bad dictionary ({e}) in {:?}", String::from_utf8_lossy(d)))
+}
+
+/// The info dictionary the fake release serves over ut_metadata (40 000 bytes: 3 pieces).
+fn info() -> &'static Arc<[u8]> {
+    static I: std::sync::OnceLock<Arc<[u8]>> = std::sync::OnceLock::new();
+    I.get_or_init(|| (0..40_000u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into())
 }
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 7 {
         return;
     }
-    if !strict() && librqbit_would_overflow(data, &[b"11:ut_metadata", b"6:ut_pex"], &[]) {
-        return; // finding 1 (README.md): extension messages are bencode read by librqbit
-    }
     let (head, stream) = data.split_at(7);
     let flags = head[0];
     let cuts = &head[1..3];
     let actions = &head[3..7];
 
-    let info: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
-    let meta = Arc::new(TorrentMeta::new(IH, TOTAL, PIECE, Arc::from(info.as_slice())).expect("a release"));
+    let meta = Arc::new(TorrentMeta::new(IH, TOTAL, PIECE, info().clone()).expect("a release"));
     let mut have = Bitfield::new(PIECES);
     for p in 0..5 {
         if flags & (0x08 << p) != 0 {

@@ -47,11 +47,7 @@ fn portal() -> &'static Running {
             let size = l.piece_size(i).expect("a piece") as usize;
             store.put_piece(&release.infohash(), PieceIndex(i), &all[start..start + size]).expect("a piece stored");
         }
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a runtime");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("a runtime");
         let cfg = PortalConfig {
             http_listen: "127.0.0.1:0".parse().expect("an address"),
             dns_listen: "127.0.0.1:0".parse().expect("an address"),

@@ -92,12 +92,16 @@ fn generate() {
         "url-list-string.torrent",
         b"d8:announce10:http://t/a4:infod6:lengthi5e4:name1:x12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae8:url-list10:http://ws/e",
     );
+    // ---------------------------------------------------------------- bencode
+    put("bencode", "release.torrent", &release.torrent_bytes);
+    put("bencode", "ext-handshake", b"d1:md11:ut_metadatai3e6:ut_pexi2ee1:pi6881e4:reqqi250e1:v8:popseed0e");
+    put("bencode", "metadata-data", b"d8:msg_typei1e5:piecei0e10:total_sizei5eeRAW..");
+    put("bencode", "extremes", b"li9223372036854775807ei-9223372036854775808e0:lleldeee");
     put("manifest", "manifest.json", &release.manifest_bytes);
     let compact: serde_json::Value = serde_json::from_slice(&release.manifest_bytes).expect("json");
     put("manifest", "compact.json", &serde_json::to_vec(&compact).expect("json"));
     let mut extra = compact.clone();
-    extra["manifest"]["critical"] =
-        serde_json::json!([{"spec": "@0-", "path": null, "offset": 0, "length": 18446744073709551615u64},
+    extra["manifest"]["critical"] = serde_json::json!([{"spec": "@0-", "path": null, "offset": 0, "length": 18446744073709551615u64},
                            {"spec": "d/b c.bin", "path": "d/b c.bin", "offset": 4000, "length": 9000}]);
     put("manifest", "wide-critical.json", &serde_json::to_vec(&extra).expect("json"));
     put("manifest", "unsigned.json", br#"{"manifest":{"format":"popseed-manifest/1"}}"#);
@@ -189,7 +193,11 @@ fn generate() {
     let partial = pct(&[0x22; 20]);
     let q = |sel: u8, s: String| cat(&[&[sel], s.as_bytes()]);
     put("tracker", "announce-started", &q(0, format!("info_hash={held}&peer_id=-lt0000-aaaaaaaaaaaa&port=6881&uploaded=0&downloaded=0&left=45000&compact=1&event=started")));
-    put("tracker", "announce-completed-v6", &q(4, format!("info_hash={held}&peer_id=-qB4000-bbbbbbbbbbbb&port=51413&left=0&event=completed&numwant=500")));
+    put(
+        "tracker",
+        "announce-completed-v6",
+        &q(4, format!("info_hash={held}&peer_id=-qB4000-bbbbbbbbbbbb&port=51413&left=0&event=completed&numwant=500")),
+    );
     put("tracker", "announce-noncompact", &q(1, format!("info_hash={partial}&port=6882&compact=0&left=1")));
     put("tracker", "announce-stopped-mapped", &q(8, format!("info_hash={held}&port=6881&event=stopped")));
     put("tracker", "announce-unknown", &q(0, format!("info_hash={}&port=1", pct(&[0x33; 20]))));
@@ -250,8 +258,16 @@ fn generate() {
     put("peer_wire", "plaintext-cut", &cat(&[&[0x01 | 0x04 | 0x58, 9, 31, 1, 0x24, 0x33, 0x0a], &msgs]));
     put("peer_wire", "mse-plaintext", &cat(&[&[0x02 | 0x04 | 0xf8, 17, 0, 1, 0, 0, 0], &msgs]));
     put("peer_wire", "mse-rc4", &cat(&[&[0x03 | 0x04 | 0xf8, 5, 40, 1, 0x54, 0, 2], &msgs]));
-    put("peer_wire", "raw-handshake", &cat(&[&[0x04 | 0xf8, 0, 0, 1, 0, 0, 0], &bt_handshake(&InfoHash([7; 20]), true), &msgs]));
-    put("peer_wire", "raw-unknown-infohash", &cat(&[&[0xf8, 0, 0, 0, 0, 0, 0], &bt_handshake(&InfoHash([8; 20]), false)]));
+    put(
+        "peer_wire",
+        "raw-handshake",
+        &cat(&[&[0x04 | 0xf8, 0, 0, 1, 0, 0, 0], &bt_handshake(&InfoHash([7; 20]), true), &msgs]),
+    );
+    put(
+        "peer_wire",
+        "raw-unknown-infohash",
+        &cat(&[&[0xf8, 0, 0, 0, 0, 0, 0], &bt_handshake(&InfoHash([8; 20]), false)]),
+    );
 
     // ---------------------------------------------------------------- MSE
     let ia = bt_handshake(&InfoHash([7; 20]), true);
@@ -315,9 +331,14 @@ budget = "400GiB"
     put("provision", "good-rpi5-5ghz", &cat(&[&[1], five.as_bytes()]));
     let open_net = "venue = \"x\"\ntrusted_keys = []\n[wifi]\nssid = \"x\"\nsecurity = \"open\"\ncountry = \"US\"\n[portal]\naddress = \"10.0.0.1/16\"\n[management]\nstaff_token = \"aaaaaaaaaaaaaaaaaaaa\"\n";
     put("provision", "open-network", &cat(&[&[0], open_net.as_bytes()]));
-    let example = std::fs::read(here().join("../appliance/provision/popseed.example.toml")).expect("the example popseed.toml");
+    let example =
+        std::fs::read(here().join("../appliance/provision/popseed.example.toml")).expect("the example popseed.toml");
     put("provision", "example", &cat(&[&[0], &example]));
-    put("provision", "misspelt-keys", &cat(&[&[0], b"venu = \"x\"\n[wifi]\nsid = 3\nchannel = 300\n[portal]\naddress = \"10.0.0.1\"\n"]));
+    put(
+        "provision",
+        "misspelt-keys",
+        &cat(&[&[0], b"venu = \"x\"\n[wifi]\nsid = 3\nchannel = 300\n[portal]\naddress = \"10.0.0.1\"\n"]),
+    );
 
     let device_key = popseed_release::PublicKey(ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key());
     let profile = popseed_provision::HwProfile::builtin_generic();
@@ -384,7 +405,10 @@ device_key = "device.key"
     put(
         "core_parse",
         "fingerprint",
-        &cat(&[&[2], b"sha256:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff"]),
+        &cat(&[
+            &[2],
+            b"sha256:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd:ee:ff",
+        ]),
     );
     put("core_parse", "publisher-key", &cat(&[&[3], key.as_bytes()]));
 

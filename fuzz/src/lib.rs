@@ -125,11 +125,10 @@ pub fn bencode_value(b: &[u8]) -> Result<usize, String> {
                     .filter(|s| s.bytes().all(|c| c.is_ascii_digit()))
                     .and_then(|s| s.parse().ok())
                     .ok_or("bad string length")?;
-                let end = colon + 1 + len;
-                if end > b.len() {
-                    return Err("string past the end".into());
+                match (colon + 1).checked_add(len) {
+                    Some(end) if end <= b.len() => Ok(end),
+                    _ => Err("string past the end".into()),
                 }
-                Ok(end)
             }
             Some(c) => Err(format!("unexpected byte {c:#x} at {pos}")),
             None => Err("truncated".into()),
@@ -140,6 +139,18 @@ pub fn bencode_value(b: &[u8]) -> Result<usize, String> {
         return Err(format!("{} trailing bytes", b.len() - end));
     }
     Ok(end)
+}
+
+/// Length of the one well-formed bencoded value at the start of `b` (bytes may follow it, as
+/// the piece data follows the dictionary of a ut_metadata data message).
+pub fn bencode_prefix(b: &[u8]) -> Result<usize, String> {
+    match bencode_value(b) {
+        Ok(n) => Ok(n),
+        Err(e) => match e.strip_suffix(" trailing bytes").and_then(|n| n.parse::<usize>().ok()) {
+            Some(rest) => Ok(b.len() - rest),
+            None => Err(e),
+        },
+    }
 }
 
 /// The 768-bit MSE prime.
@@ -246,60 +257,4 @@ pub fn bt_msg(id: u8, payload: &[u8]) -> Vec<u8> {
     m.push(id);
     m.extend_from_slice(payload);
     m
-}
-
-/// `POPSEED_FUZZ_STRICT` set: the targets stop tolerating the findings listed in README.md
-/// ("Findings") that wait for a fix in appliance code. Replaying `artifacts-found/` in strict
-/// mode is how a fix is verified; the default (tolerant) mode keeps CI fuzzing everything else.
-pub fn strict() -> bool {
-    static S: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *S.get_or_init(|| std::env::var_os("POPSEED_FUZZ_STRICT").is_some())
-}
-
-/// Finding 1 (README.md): librqbit-bencode reads every number with `atoi`, which overflows on
-/// a value too large for the field: a panic under the overflow checks fuzz builds (and debug
-/// builds) have, a silent wrap in the release build. True when `data` holds such a number: a
-/// run of 20+ digits where a string length may be read, an integer after one of `u8_keys` over 255, after one of
-/// `wide_keys` over i64::MAX (unknown keys are read as i64), anywhere else over u32::MAX (the narrowest other field type).
-/// Targets skip these inputs unless [`strict`].
-pub fn librqbit_would_overflow(data: &[u8], u8_keys: &[&[u8]], wide_keys: &[&[u8]]) -> bool {
-    let mut i = 0;
-    while i < data.len() {
-        if !data[i].is_ascii_digit() || (i > 0 && data[i - 1].is_ascii_digit()) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < data.len() && data[i].is_ascii_digit() {
-            i += 1;
-        }
-        let digits = &data[start..i];
-        let neg = start > 0 && data[start - 1] == b'-';
-        let int_at = if neg { start.checked_sub(2) } else { start.checked_sub(1) };
-        // atoi reads the whole run before the parser looks at what follows it
-        let is_int = int_at.is_some_and(|k| data[k] == b'i');
-        if !is_int {
-            if digits.len() >= 20 {
-                return true;
-            }
-            continue;
-        }
-        let value: u128 = if digits.len() > 38 {
-            u128::MAX
-        } else {
-            std::str::from_utf8(digits).ok().and_then(|s| s.parse().ok()).unwrap_or(u128::MAX)
-        };
-        let before = &data[..int_at.unwrap_or(0)];
-        let limit: u128 = if u8_keys.iter().any(|k| before.ends_with(k)) {
-            u8::MAX as u128
-        } else if wide_keys.iter().any(|k| before.ends_with(k)) {
-            i64::MAX as u128
-        } else {
-            u32::MAX as u128
-        };
-        if value > limit {
-            return true;
-        }
-    }
-    false
 }
