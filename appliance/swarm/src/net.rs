@@ -155,8 +155,17 @@ impl Shared {
         Ok((admitted.id, rx))
     }
 
-    fn leave(&self, id: u64) {
-        self.peers.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    /// Forgets a connection that ended; an abusive one gets its address banned
+    /// ([`PeerTable::ban`]).
+    fn leave(&self, id: u64, ip: IpAddr, reason: Option<&DropReason>) {
+        {
+            let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+            peers.remove(id);
+            if reason.is_some_and(DropReason::is_abuse) {
+                let length = peers.ban(ip, Instant::now());
+                tracing::info!(%ip, seconds = length.as_secs(), "peer address banned");
+            }
+        }
         let held_a_slot = self.choker.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         if held_a_slot {
             self.rechoke();
@@ -192,7 +201,7 @@ pub(crate) async fn listen(listener: TcpListener, shared: Arc<Shared>, shutdown:
                 tokio::spawn(async move {
                     shared.stats.peer_connected();
                     let reason = peer_task(&shared, id, stream, ip, rx, shutdown).await;
-                    shared.leave(id);
+                    shared.leave(id, ip, reason.as_ref());
                     shared.stats.peer_disconnected(reason.as_ref().map(|r| r.kind()));
                     match reason {
                         Some(r) => tracing::info!(kind = r.kind(), "peer dropped: {r}"),
@@ -201,7 +210,12 @@ pub(crate) async fn listen(listener: TcpListener, shared: Arc<Shared>, shutdown:
                 });
             }
             Err(why) => {
-                tracing::info!("peer refused: {why}");
+                // A banned address reconnecting at once would fill the log: counted only.
+                if why == "banned" {
+                    tracing::debug!(%ip, "peer refused: {why}");
+                } else {
+                    tracing::info!("peer refused: {why}");
+                }
                 shared.stats.refused(why);
                 drop(stream);
             }

@@ -196,6 +196,34 @@ impl DropReason {
             DropReason::Internal(_) => "internal",
         }
     }
+
+    /// Whether the peer misbehaved (flooded, lied, sent what no client sends) rather than
+    /// failed or went away; its address is then refused for a while ([`crate::peers::BAN_FIRST`]).
+    /// A client that wants a release the box lacks, speaks no BitTorrent or MSE we accept, or is
+    /// slow is not abusive.
+    pub fn is_abuse(&self) -> bool {
+        match self {
+            DropReason::MessageTooLong(_)
+            | DropReason::Malformed(_)
+            | DropReason::BadIndex(_)
+            | DropReason::PastEnd { .. }
+            | DropReason::BadBlockLength(_)
+            | DropReason::RequestFlood(_)
+            | DropReason::ChatterFlood
+            | DropReason::MessageFlood
+            | DropReason::MetadataFlood(_)
+            | DropReason::TooManyMissing(_)
+            | DropReason::BadBitfield { .. }
+            | DropReason::Unexpected(_) => true,
+            DropReason::NotBitTorrent
+            | DropReason::Mse(_)
+            | DropReason::UnknownInfohash(_)
+            | DropReason::HandshakeTimeout
+            | DropReason::Idle
+            | DropReason::Evicted
+            | DropReason::Internal(_) => false,
+        }
+    }
 }
 
 impl fmt::Display for DropReason {
