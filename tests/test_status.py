@@ -211,7 +211,7 @@ pin = true
 # --------------------------------------------------------------------------- privacy
 
 CLIENTS = {"portal": "127.0.0.77", "dns": "127.0.0.78", "peer": "127.0.0.79", "tracker": "127.0.0.80",
-           "utp": "127.0.0.81", "manage": "127.0.0.82"}
+           "utp": "127.0.0.81", "manage": "127.0.0.82", "peer2": "127.0.0.83"}
 
 
 def _http_from(source: str, port: int, method: str, path: str, body: bytes | None = None, headers=None) -> int:
@@ -257,11 +257,13 @@ dir = "{rel.dir}"
         # peers: a valid handshake then garbage (dropped at once), and an HTTP request on the peer
         # port (taken for an MSE opening that never completes: dropped at the 10 s handshake
         # timeout). Each is read until the box closes it, so both drops happen (and are logged)
-        # while the agent runs.
+        # while the agent runs. The first is abuse, which bans its address: the second comes
+        # from another one.
         drops = sum("peer dropped" in ln for ln in complete_lines(agent.log))
-        for payload in [b"\x13BitTorrent protocol" + bytes(8) + bytes.fromhex(ih) + b"-XX0001-" + bytes(12)
-                        + struct.pack(">I", 1 << 30), b"GET / HTTP/1.1\r\n\r\n"]:
-            with socket.create_connection(("127.0.0.1", peer), timeout=WAIT, source_address=(CLIENTS["peer"], 0)) as s:
+        for src, payload in [(CLIENTS["peer"], b"\x13BitTorrent protocol" + bytes(8) + bytes.fromhex(ih) + b"-XX0001-"
+                              + bytes(12) + struct.pack(">I", 1 << 30)),
+                             (CLIENTS["peer2"], b"GET / HTTP/1.1\r\n\r\n")]:
+            with socket.create_connection(("127.0.0.1", peer), timeout=WAIT, source_address=(src, 0)) as s:
                 s.sendall(payload)
                 try:
                     while s.recv(65536):
@@ -295,7 +297,7 @@ dir = "{rel.dir}"
     assert metric(m, "popseed_dns_queries_total") >= 1
     assert metric(m, "popseed_portal_downloads_total") >= 1
     assert metric(m, "popseed_peers_accepted_total") >= 2
-    assert "peer dropped" in log and "tracker request" in log and "client acknowledged the portal" in log, log[-3000:]
+    assert "peer dropped" in log and "peer address banned" in log and "tracker request" in log and "client acknowledged the portal" in log, log[-3000:]
     # ... and no client address appears anywhere
     for what, ip in CLIENTS.items():
         assert ip not in log, f"the {what} client's address {ip} is in the log:\n" + "\n".join(l for l in log.splitlines() if ip in l)

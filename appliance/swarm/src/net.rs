@@ -163,7 +163,8 @@ impl Shared {
             peers.remove(id);
             if reason.is_some_and(DropReason::is_abuse) {
                 let length = peers.ban(ip, Instant::now());
-                tracing::info!(%ip, seconds = length.as_secs(), "peer address banned");
+                // No address in the log: the box keeps no record of who attended.
+                tracing::info!(seconds = length.as_secs(), "peer address banned");
             }
         }
         let held_a_slot = self.choker.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
@@ -212,7 +213,7 @@ pub(crate) async fn listen(listener: TcpListener, shared: Arc<Shared>, shutdown:
             Err(why) => {
                 // A banned address reconnecting at once would fill the log: counted only.
                 if why == "banned" {
-                    tracing::debug!(%ip, "peer refused: {why}");
+                    tracing::debug!("peer refused: {why}");
                 } else {
                     tracing::info!("peer refused: {why}");
                 }
