@@ -193,12 +193,18 @@ pub async fn start(cfg: &AgentConfig, shutdown: CancellationToken) -> Result<Age
     };
     // the port through which the portal and the swarm ask for missing pieces
     let read_through: Arc<dyn ReadThrough> = fetcher.clone();
+    // and the port through which the swarm's peer connections take download work
     let swarm = match &cfg.swarm {
-        Some(sc) => Some(
-            popseed_swarm::Swarm::start(store.clone(), read_through.clone(), sc.clone(), shutdown.clone())
-                .await
-                .map_err(AgentError::Swarm)?,
-        ),
+        Some(sc) => {
+            let ports = popseed_swarm::SwarmPorts { read_through: read_through.clone(), fill: fetcher.clone() };
+            let mut sc = sc.clone();
+            sc.static_peers = cfg.fetch.peers.clone();
+            Some(
+                popseed_swarm::Swarm::start(store.clone(), ports, sc, shutdown.clone())
+                    .await
+                    .map_err(AgentError::Swarm)?,
+            )
+        }
         None => None,
     };
     let portal = match &cfg.portal {

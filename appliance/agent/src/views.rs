@@ -32,6 +32,7 @@ impl popseed_status::FillView for FillForStatus {
                 .into_iter()
                 .map(|o| SourceFill {
                     name: o.name,
+                    kind: o.kind.to_owned(),
                     connected: o.connected,
                     dropped: o.dropped,
                     pieces: o.pieces,
@@ -57,6 +58,9 @@ impl popseed_status::SwarmView for SwarmForStatus {
             bytes_uploaded: s.bytes_uploaded,
             peers_connected: s.peers_connected,
             peers_accepted: s.peers_accepted,
+            peers_dialed: s.peers_dialed,
+            bytes_downloaded: s.bytes_downloaded,
+            bad_pieces: s.bad_pieces,
             dropped: s.dropped,
         }
     }

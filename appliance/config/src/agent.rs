@@ -86,6 +86,10 @@ pub struct FetchSection {
     pub web_seed_after: Option<Dur>,
     /// PEM file of CA certificates trusted for `https://` web seeds, besides the built-in roots.
     pub web_seed_ca: Option<PathBuf>,
+    /// BitTorrent peers (`"10.0.0.12:6881"`) the swarm downloads from besides those the
+    /// trackers and LSD find: sibling boxes where multicast is blocked. Needs `[swarm]`.
+    #[serde(default)]
+    pub peers: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -47,6 +47,10 @@ pub struct SwarmConfig {
     /// Accept MSE/PE (encrypted) handshakes, choosing plaintext when the peer offers it.
     /// When false, an encrypted opening is dropped at once and the client retries in plaintext.
     pub mse: bool,
+    /// Peers to download from whatever the trackers say (`[fetch] peers` of agent.toml, copied
+    /// here by the agent: sites where multicast is blocked list their sibling boxes).
+    #[serde(skip)]
+    pub static_peers: Vec<SocketAddr>,
 }
 
 impl Default for SwarmConfig {
@@ -72,6 +76,7 @@ impl Default for SwarmConfig {
             lsd_interval_secs: 300,
             utp_reset: true,
             mse: true,
+            static_peers: Vec::new(),
         }
     }
 }

@@ -10,7 +10,8 @@
 //! - [`parse_fingerprint`]: a pinned certificate fingerprint as people write it.
 //! - [`error::chain`]: one line for an error and its sources, for logs and reasons.
 //! - [`ReadThrough`]: the port through which the portal and the swarm ask the fetcher for
-//!   pieces the store lacks.
+//!   pieces the store lacks; [`PeerFill`]: the port through which the swarm's peer connections
+//!   take download work from the fetcher.
 //!
 //! Nothing here does I/O except [`RateLimiter::acquire`], which sleeps.
 
@@ -20,6 +21,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod infohash;
 pub mod job;
+pub mod peer_fill;
 pub mod piece;
 pub mod rate;
 pub mod read_through;
@@ -31,6 +33,7 @@ pub use error::chain;
 pub use fingerprint::{parse_fingerprint, BadFingerprint};
 pub use infohash::{InfoHash, ParseInfoHashError};
 pub use job::JobState;
+pub use peer_fill::{NoPeerFill, PeerFill, PeerSourceId};
 pub use piece::PieceIndex;
 pub use rate::{PerKey, RateLimiter, TokenBucket};
 pub use read_through::{NoReadThrough, ReadThrough};

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use popseed_core::{chain, Backoff, InfoHash, PieceIndex, RateLimiter, ReadThrough};
+use popseed_core::{chain, Backoff, InfoHash, PeerFill, PeerSourceId, PieceIndex, RateLimiter, ReadThrough};
 use popseed_origin::proto::Status;
 use popseed_origin::{OriginClient, OriginConnector, OriginSpec};
 use popseed_release::VerifiedRelease;
@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::{ReleaseProgress, Snapshot, Tracker};
-use crate::scheduler::{OriginId, Scheduler};
+use crate::scheduler::{Scheduler, Source};
 use crate::webseed;
 
 /// Most pieces one store put takes from a request stream.
@@ -27,8 +27,7 @@ const STORE_BATCH_WAIT: Duration = Duration::from_millis(100);
 /// First delay before dialling an origin again; it doubles up to `backoff_max`.
 const RECONNECT_FIRST: Duration = Duration::from_millis(250);
 
-/// Scheduler id of the web seed pseudo-origin.
-const WEB_SEED: OriginId = usize::MAX;
+const WEB_SEED: Source = Source::WebSeed;
 
 #[derive(Debug, Clone)]
 pub struct FetchConfig {
@@ -98,8 +97,8 @@ impl Fetcher {
         let mut sched = Scheduler::new();
         let mut tracker = Tracker::new();
         for (i, o) in origins.iter().enumerate() {
-            sched.add_origin(i);
-            tracker.origin(i).name = o.name.clone();
+            sched.add_origin(Source::Origin(i));
+            tracker.origin(Source::Origin(i)).name = o.name.clone();
         }
         Arc::new(Fetcher {
             store,
@@ -191,7 +190,7 @@ impl Fetcher {
     /// Runs the fill until `shutdown` (it keeps running when complete, for read-through).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
-        for id in 0..self.origins.len() {
+        for id in (0..self.origins.len()).map(Source::Origin) {
             let me = self.clone();
             let sd = shutdown.clone();
             tasks.spawn(async move { me.origin_task(id, sd).await });
@@ -203,15 +202,16 @@ impl Fetcher {
         tasks.shutdown().await;
     }
 
-    fn record_error(&self, origin: OriginId, msg: String) {
+    fn record_error(&self, origin: Source, msg: String) {
         let mut t = lock(&self.tracker);
         let o = t.origin(origin);
         o.errors += 1;
         o.last_error = Some(msg);
     }
 
-    async fn origin_task(self: Arc<Self>, id: OriginId, shutdown: CancellationToken) {
-        let spec = self.origins[id].clone();
+    async fn origin_task(self: Arc<Self>, id: Source, shutdown: CancellationToken) {
+        let Source::Origin(n) = id else { return };
+        let spec = self.origins[n].clone();
         let connector = match OriginConnector::pieces_as(
             spec.clone(),
             self.cfg.device_identity.clone(),
@@ -274,7 +274,7 @@ impl Fetcher {
     }
 
     /// Keeps `streams_per_origin` requests in flight on one connection until it fails.
-    async fn drive(self: Arc<Self>, id: OriginId, client: OriginClient, shutdown: CancellationToken) -> Ended {
+    async fn drive(self: Arc<Self>, id: Source, client: OriginClient, shutdown: CancellationToken) -> Ended {
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..self.cfg.streams_per_origin.max(1) {
             let me = self.clone();
@@ -299,7 +299,7 @@ impl Fetcher {
     /// Next batch for `origin`, waiting for work to appear.
     async fn next_work(
         &self,
-        origin: OriginId,
+        origin: Source,
         shutdown: &CancellationToken,
     ) -> Option<Vec<crate::scheduler::Assignment>> {
         loop {
@@ -316,7 +316,7 @@ impl Fetcher {
                 if let Some(first) = probe.first().copied() {
                     // Never more than an equal share of what is left, so one origin (or one
                     // stream) does not take a small release or a fill's tail for itself.
-                    let origins = (0..self.origins.len()).filter(|&o| !s.is_dropped(o)).count();
+                    let origins = (0..self.origins.len()).filter(|&o| !s.is_dropped(Source::Origin(o))).count();
                     let slots = (origins * self.cfg.streams_per_origin).max(1);
                     let share = (s.unassigned(&first.infohash) + 1).div_ceil(slots);
                     let n = self.batch_size(&first.infohash).min(share.max(1));
@@ -342,7 +342,7 @@ impl Fetcher {
         }
     }
 
-    async fn stream_worker(self: Arc<Self>, id: OriginId, client: OriginClient, shutdown: CancellationToken) -> Ended {
+    async fn stream_worker(self: Arc<Self>, id: Source, client: OriginClient, shutdown: CancellationToken) -> Ended {
         // A batch is stored in the background while the stream goes on (and, after its last
         // batch, while the next request is already in flight), so the origin never waits on this
         // box's hashing and disk; one store per stream runs at a time, so a stream holds at most
@@ -357,7 +357,7 @@ impl Fetcher {
 
     async fn stream_loop(
         self: Arc<Self>,
-        id: OriginId,
+        id: Source,
         client: OriginClient,
         shutdown: CancellationToken,
         storing: &mut PendingStore,
@@ -460,7 +460,7 @@ impl Fetcher {
         &self,
         release: &Arc<VerifiedRelease>,
         pieces: Vec<(u32, bytes::Bytes)>,
-        origin: OriginId,
+        origin: Source,
     ) -> StoreOutcome {
         if pieces.len() == 1 {
             let (index, data) = pieces.into_iter().next().expect("one piece");
@@ -509,7 +509,7 @@ impl Fetcher {
         }
     }
 
-    fn piece_stored(&self, ih: &InfoHash, index: u32, len: u64, origin: OriginId) {
+    fn piece_stored(&self, ih: &InfoHash, index: u32, len: u64, origin: Source) {
         let (first, critical) = {
             let mut s = lock(&self.sched);
             (s.done(ih, index), s.is_critical(ih, index))
@@ -525,7 +525,7 @@ impl Fetcher {
         release: &Arc<VerifiedRelease>,
         index: u32,
         data: bytes::Bytes,
-        origin: OriginId,
+        origin: Source,
     ) -> StoreOutcome {
         let ih = release.infohash();
         let store = self.store.clone();
@@ -545,7 +545,7 @@ impl Fetcher {
             }
             Ok(Put::InProgress) => StoreOutcome::Ok,
             Err(StoreError::HashMismatch { .. }) | Err(StoreError::WrongLength { .. }) => {
-                tracing::warn!(release = %ih, index, origin, "piece failed its hash check; discarded");
+                tracing::warn!(release = %ih, index, source = ?origin, "piece failed its hash check; discarded");
                 lock(&self.tracker).origin(origin).hash_failures += 1;
                 let drop = lock(&self.sched).hash_failed(&ih, index, origin);
                 self.work.notify_waiters();
@@ -564,7 +564,7 @@ impl Fetcher {
 
     /// Pieces the store could not take for a reason other than their data (e.g. store full):
     /// they go back to the queue after a pause, so a full disk does not spin the fill.
-    async fn not_stored(&self, ih: &InfoHash, pieces: &[u32], origin: OriginId, error: String) {
+    async fn not_stored(&self, ih: &InfoHash, pieces: &[u32], origin: Source, error: String) {
         tracing::warn!(release = %ih, ?pieces, %error, "could not store pieces");
         self.record_error(origin, error);
         {
@@ -653,6 +653,55 @@ impl ReadThrough for Fetcher {
     }
 }
 
+/// The peer-fill port: the swarm's connections take pieces from the same scheduler as the
+/// origins, outside the fill's rate cap (a LAN peer costs no uplink).
+impl PeerFill for Fetcher {
+    fn filling(&self) -> Vec<InfoHash> {
+        lock(&self.sched).incomplete()
+    }
+
+    fn wants(&self, release: &InfoHash) -> bool {
+        lock(&self.sched).missing(release).is_some_and(|m| m > 0)
+    }
+
+    fn assign(
+        &self,
+        release: &InfoHash,
+        source: PeerSourceId,
+        has: &dyn Fn(PieceIndex) -> bool,
+        max: usize,
+    ) -> Vec<PieceIndex> {
+        let picked = lock(&self.sched).next_for_peer(release, Source::Peer(source), max, |i| has(PieceIndex(i)));
+        picked.into_iter().map(PieceIndex).collect()
+    }
+
+    fn stored(&self, release: &InfoHash, piece: PieceIndex, bytes: u64, source: PeerSourceId) {
+        self.piece_stored(release, piece.get(), bytes, Source::Peer(source));
+        self.progress_changed.notify_waiters();
+    }
+
+    fn bad_piece(&self, release: &InfoHash, piece: PieceIndex, source: PeerSourceId) {
+        lock(&self.tracker).origin(Source::Peer(source)).hash_failures += 1;
+        lock(&self.sched).hash_failed(release, piece.get(), Source::Peer(source));
+        self.work.notify_waiters();
+    }
+
+    fn give_back(&self, release: &InfoHash, pieces: &[PieceIndex], source: PeerSourceId) {
+        {
+            let mut s = lock(&self.sched);
+            for p in pieces {
+                s.give_back(release, p.get(), Source::Peer(source));
+            }
+        }
+        self.work.notify_waiters();
+    }
+
+    fn lost(&self, source: PeerSourceId) {
+        lock(&self.sched).origin_lost(Source::Peer(source));
+        self.work.notify_waiters();
+    }
+}
+
 /// A stream worker's batch being stored in the background (one at a time).
 #[derive(Default)]
 struct PendingStore {
@@ -664,7 +713,7 @@ struct StoreTask {
     fetcher: Arc<Fetcher>,
     infohash: InfoHash,
     indices: Vec<u32>,
-    origin: OriginId,
+    origin: Source,
 }
 
 impl PendingStore {
@@ -675,7 +724,7 @@ impl PendingStore {
         fetcher: &Arc<Fetcher>,
         release: &Arc<VerifiedRelease>,
         batch: Vec<(u32, bytes::Bytes)>,
-        origin: OriginId,
+        origin: Source,
     ) -> StoreOutcome {
         let before = self.finish().await;
         let indices = batch.iter().map(|p| p.0).collect();

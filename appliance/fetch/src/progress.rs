@@ -4,13 +4,17 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use popseed_core::InfoHash;
+use popseed_core::{InfoHash, PeerSourceId};
+
+use crate::scheduler::Source;
 use serde::Serialize;
 
-/// Counters per origin (or the web seed).
+/// Counters per origin, for the web seeds, and for all BitTorrent peers together.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct OriginProgress {
     pub name: String,
+    /// `origin`, `web_seed` or `peers`: uplink sources cost the venue's uplink, peers do not.
+    pub kind: &'static str,
     pub connected: bool,
     pub dropped: bool,
     pub pieces: u64,
@@ -55,7 +59,7 @@ pub struct Snapshot {
 
 pub(crate) struct Tracker {
     releases: Vec<(ReleaseProgress, Instant)>,
-    pub(crate) origins: HashMap<usize, OriginProgress>,
+    pub(crate) origins: HashMap<Source, OriginProgress>,
     window: VecDeque<(Instant, u64)>,
     bytes_fetched: u64,
 }
@@ -77,11 +81,22 @@ impl Tracker {
         self.releases.retain(|(r, _)| r.infohash != *ih);
     }
 
-    pub fn origin(&mut self, id: usize) -> &mut OriginProgress {
-        self.origins.entry(id).or_default()
+    /// The counters of a source; every peer connection counts in one row (`peers`).
+    pub fn origin(&mut self, id: Source) -> &mut OriginProgress {
+        let (key, kind) = match id {
+            Source::Origin(_) => (id, "origin"),
+            Source::WebSeed => (id, "web_seed"),
+            Source::Peer(_) => (Source::Peer(PeerSourceId(0)), "peers"),
+        };
+        let row = self.origins.entry(key).or_default();
+        row.kind = kind;
+        if kind == "peers" && row.name.is_empty() {
+            row.name = "BitTorrent peers".into();
+        }
+        row
     }
 
-    pub fn stored(&mut self, ih: &InfoHash, index: u32, bytes: u64, critical: bool, origin: usize) {
+    pub fn stored(&mut self, ih: &InfoHash, index: u32, bytes: u64, critical: bool, origin: Source) {
         let now = Instant::now();
         self.bytes_fetched += bytes;
         self.window.push_back((now, bytes));
@@ -115,7 +130,7 @@ impl Tracker {
             self.window.front().map(|(t, _)| now.duration_since(*t).max(Duration::from_millis(500))).unwrap_or(WINDOW);
         let rate = recent as f64 / span.as_secs_f64();
         let remaining: u64 = self.releases.iter().map(|(r, _)| r.total_bytes - r.bytes_done.min(r.total_bytes)).sum();
-        let mut origins: Vec<(usize, OriginProgress)> = self.origins.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let mut origins: Vec<(Source, OriginProgress)> = self.origins.iter().map(|(k, v)| (*k, v.clone())).collect();
         origins.sort_by_key(|(k, _)| *k);
         Snapshot {
             releases: self.releases.iter().map(|(r, _)| r.clone()).collect(),

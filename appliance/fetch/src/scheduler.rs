@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use popseed_core::InfoHash;
+use popseed_core::{InfoHash, PeerSourceId};
 
 /// Hash failures after which an origin is dropped.
 pub const MAX_BAD_PIECES: u32 = 3;
@@ -33,12 +33,19 @@ fn planned_priority(critical: bool, plan_pos: usize) -> i32 {
     }
 }
 
-pub type OriginId = usize;
+/// Where a piece comes from: an origin (its place in agent.toml), the web seeds, or one
+/// BitTorrent connection of the swarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    Origin(usize),
+    WebSeed,
+    Peer(PeerSourceId),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Piece {
     Missing,
-    InFlight(OriginId),
+    InFlight(Source),
     Present,
 }
 
@@ -51,7 +58,7 @@ struct ReleasePlan {
     retry: VecDeque<u32>,
     demand: VecDeque<u32>,
     /// Origins whose bytes for this piece failed the hash check.
-    bad_from: HashMap<u32, Vec<OriginId>>,
+    bad_from: HashMap<u32, Vec<Source>>,
     missing: u32,
     critical_missing: u32,
 }
@@ -73,7 +80,7 @@ struct OriginState {
 #[derive(Default)]
 pub struct Scheduler {
     releases: Vec<ReleasePlan>,
-    origins: HashMap<OriginId, OriginState>,
+    origins: HashMap<Source, OriginState>,
 }
 
 impl Scheduler {
@@ -131,11 +138,11 @@ impl Scheduler {
         self.releases.iter_mut().find(|r| &r.infohash == ih)
     }
 
-    pub fn add_origin(&mut self, id: OriginId) {
+    pub fn add_origin(&mut self, id: Source) {
         self.origins.entry(id).or_default();
     }
 
-    pub fn is_dropped(&self, id: OriginId) -> bool {
+    pub fn is_dropped(&self, id: Source) -> bool {
         self.origins.get(&id).is_some_and(|o| o.dropped)
     }
 
@@ -151,7 +158,7 @@ impl Scheduler {
     }
 
     /// Up to `max` pieces of one release for `origin`, most urgent first.
-    pub fn next_batch(&mut self, origin: OriginId, max: usize) -> Vec<Assignment> {
+    pub fn next_batch(&mut self, origin: Source, max: usize) -> Vec<Assignment> {
         if self.is_dropped(origin) {
             return Vec::new();
         }
@@ -227,6 +234,69 @@ impl Scheduler {
         out
     }
 
+    /// Up to `max` missing pieces of `ih` for a BitTorrent peer that holds those `has` says, most
+    /// urgent first: on-demand pieces, then retries, then missing critical pieces, then the
+    /// plan. Unlike an origin, a peer holds only some pieces: those it lacks stay where they are
+    /// for the other sources (the shared plan cursor only passes pieces no longer missing).
+    pub fn next_for_peer(&mut self, ih: &InfoHash, peer: Source, max: usize, has: impl Fn(u32) -> bool) -> Vec<u32> {
+        let Some(r) = self.releases.iter_mut().find(|r| &r.infohash == ih) else { return Vec::new() };
+        let mut out = Vec::new();
+        let usable = |r: &ReleasePlan, i: u32| {
+            r.pieces.get(i as usize) == Some(&Piece::Missing)
+                && has(i)
+                && !r.bad_from.get(&i).is_some_and(|b| b.contains(&peer))
+        };
+        let take = |r: &mut ReleasePlan, i: u32, out: &mut Vec<u32>| {
+            r.pieces[i as usize] = Piece::InFlight(peer);
+            out.push(i);
+        };
+        for queue in [0, 1] {
+            let mut k = 0;
+            loop {
+                let q = if queue == 0 { &r.demand } else { &r.retry };
+                if k >= q.len() || out.len() >= max {
+                    break;
+                }
+                let i = q[k];
+                if usable(r, i) {
+                    if queue == 0 {
+                        r.demand.remove(k)
+                    } else {
+                        r.retry.remove(k)
+                    };
+                    take(r, i, &mut out);
+                } else if r.pieces[i as usize] != Piece::Missing {
+                    if queue == 0 {
+                        r.demand.remove(k)
+                    } else {
+                        r.retry.remove(k)
+                    };
+                } else {
+                    k += 1;
+                }
+            }
+        }
+        if out.len() < max && r.critical_missing > 0 {
+            let mut critical: Vec<u32> = r.critical.iter().copied().filter(|&c| usable(r, c)).collect();
+            critical.sort_unstable();
+            for c in critical.into_iter().take(max - out.len()) {
+                take(r, c, &mut out);
+            }
+        }
+        while r.cursor < r.plan.len() && r.pieces[r.plan[r.cursor] as usize] != Piece::Missing {
+            r.cursor += 1;
+        }
+        let mut pos = r.cursor;
+        while pos < r.plan.len() && out.len() < max {
+            let i = r.plan[pos];
+            if usable(r, i) {
+                take(r, i, &mut out);
+            }
+            pos += 1;
+        }
+        out
+    }
+
     /// The piece is now present in the store. Returns true the first time (a copy stored twice,
     /// e.g. from an origin that was given up on and another, counts once).
     pub fn done(&mut self, ih: &InfoHash, index: u32) -> bool {
@@ -234,6 +304,7 @@ impl Scheduler {
             if let Some(p) = r.pieces.get_mut(index as usize) {
                 if *p != Piece::Present {
                     *p = Piece::Present;
+                    r.bad_from.remove(&index);
                     r.missing -= 1;
                     if r.critical.contains(&index) {
                         r.critical_missing -= 1;
@@ -255,13 +326,30 @@ impl Scheduler {
         }
     }
 
+    /// `source` will not deliver the piece after all: back to the queue, unless another source
+    /// has it in flight by now.
+    pub fn give_back(&mut self, ih: &InfoHash, index: u32, source: Source) {
+        let mine = self.release(ih).is_some_and(|r| r.pieces.get(index as usize) == Some(&Piece::InFlight(source)));
+        if mine {
+            self.failed(ih, index);
+        }
+    }
+
+    /// Releases with pieces still missing.
+    pub fn incomplete(&self) -> Vec<InfoHash> {
+        self.releases.iter().filter(|r| r.missing > 0).map(|r| r.infohash).collect()
+    }
+
     /// `origin` sent bytes for the piece that failed the hash check. Returns true when the
     /// origin has now sent too many bad pieces and is dropped.
-    pub fn hash_failed(&mut self, ih: &InfoHash, index: u32, origin: OriginId) -> bool {
+    pub fn hash_failed(&mut self, ih: &InfoHash, index: u32, origin: Source) -> bool {
         if let Some(r) = self.release(ih) {
             r.bad_from.entry(index).or_default().push(origin);
         }
         self.failed(ih, index);
+        if matches!(origin, Source::Peer(_)) {
+            return false; // the swarm drops and bans a peer at its first bad piece
+        }
         let o = self.origins.entry(origin).or_default();
         o.bad_pieces += 1;
         if o.bad_pieces >= MAX_BAD_PIECES && !o.dropped {
@@ -272,7 +360,7 @@ impl Scheduler {
     }
 
     /// `origin` does not have the piece: ask the others.
-    pub fn unavailable(&mut self, ih: &InfoHash, index: u32, origin: OriginId) {
+    pub fn unavailable(&mut self, ih: &InfoHash, index: u32, origin: Source) {
         if let Some(r) = self.release(ih) {
             r.bad_from.entry(index).or_default().push(origin);
         }
@@ -280,7 +368,7 @@ impl Scheduler {
     }
 
     /// Puts back every piece in flight from `origin` (it went away).
-    pub fn origin_lost(&mut self, origin: OriginId) {
+    pub fn origin_lost(&mut self, origin: Source) {
         for r in &mut self.releases {
             for (i, p) in r.pieces.iter_mut().enumerate() {
                 if *p == Piece::InFlight(origin) {
@@ -323,6 +411,8 @@ mod tests {
     use super::*;
 
     const IH: InfoHash = InfoHash([1; 20]);
+    const O0: Source = Source::Origin(0);
+    const O1: Source = Source::Origin(1);
 
     fn indices(a: &[Assignment]) -> Vec<u32> {
         a.iter().map(|a| a.index).collect()
@@ -332,19 +422,19 @@ mod tests {
     fn critical_first_then_file_order_skipping_present() {
         let mut s = Scheduler::new();
         s.add_release(IH, 8, &[5, 6, 5], |i| i == 1 || i == 6);
-        let b = s.next_batch(0, 3);
+        let b = s.next_batch(O0, 3);
         assert_eq!(indices(&b), vec![5], "only critical pieces while one is missing");
         assert_eq!(b[0].priority, PRIORITY_CRITICAL);
-        assert!(s.next_batch(1, 3).is_empty(), "the critical piece is in flight: others wait");
+        assert!(s.next_batch(O1, 3).is_empty(), "the critical piece is in flight: others wait");
         assert!(planned_priority(true, 5) > planned_priority(true, 6), "plan order is send order");
         assert!(planned_priority(true, 1 << 30) > planned_priority(false, 0));
         s.done(&IH, 5);
-        let b = s.next_batch(0, 2);
+        let b = s.next_batch(O0, 2);
         assert_eq!(indices(&b), vec![0, 2]);
         assert!(b[0].priority <= PRIORITY_NORMAL && b[0].priority > b[1].priority);
         assert_eq!(s.unassigned(&IH), 3);
-        assert_eq!(indices(&s.next_batch(1, 10)), vec![3, 4, 7]);
-        assert!(s.next_batch(0, 10).is_empty(), "everything is in flight");
+        assert_eq!(indices(&s.next_batch(O1, 10)), vec![3, 4, 7]);
+        assert!(s.next_batch(O0, 10).is_empty(), "everything is in flight");
         assert_eq!((s.missing(&IH), s.unassigned(&IH)), (Some(5), 0));
         s.failed(&IH, 4);
         assert_eq!(s.unassigned(&IH), 1, "a failed piece is handed out again");
@@ -354,23 +444,23 @@ mod tests {
     fn barrier_lifts_when_no_origin_may_serve_the_critical_piece() {
         let mut s = Scheduler::new();
         s.add_release(IH, 3, &[2], |_| false);
-        assert_eq!(indices(&s.next_batch(0, 1)), vec![2]);
-        s.unavailable(&IH, 2, 0);
-        assert_eq!(indices(&s.next_batch(0, 5)), vec![0, 1], "origin 0 lacks the critical piece");
-        assert_eq!(indices(&s.next_batch(1, 5)), vec![2]);
+        assert_eq!(indices(&s.next_batch(O0, 1)), vec![2]);
+        s.unavailable(&IH, 2, O0);
+        assert_eq!(indices(&s.next_batch(O0, 5)), vec![0, 1], "origin 0 lacks the critical piece");
+        assert_eq!(indices(&s.next_batch(O1, 5)), vec![2]);
     }
 
     #[test]
     fn demand_jumps_the_queue_and_failures_retry() {
         let mut s = Scheduler::new();
         s.add_release(IH, 10, &[], |_| false);
-        assert_eq!(indices(&s.next_batch(0, 2)), vec![0, 1]);
+        assert_eq!(indices(&s.next_batch(O0, 2)), vec![0, 1]);
         s.demand(&IH, &[9, 8]);
-        let b = s.next_batch(0, 3);
+        let b = s.next_batch(O0, 3);
         assert_eq!(indices(&b), vec![9, 8, 2]);
         assert_eq!(b[0].priority, PRIORITY_DEMAND);
         s.failed(&IH, 0);
-        assert_eq!(indices(&s.next_batch(1, 1)), vec![0]);
+        assert_eq!(indices(&s.next_batch(O1, 1)), vec![0]);
         s.done(&IH, 0);
         s.done(&IH, 0);
         assert_eq!(s.missing(&IH), Some(9));
@@ -380,33 +470,33 @@ mod tests {
     fn bad_data_avoids_the_origin_then_drops_it() {
         let mut s = Scheduler::new();
         s.add_release(IH, 10, &[], |_| false);
-        s.add_origin(0);
-        s.add_origin(1);
-        assert_eq!(indices(&s.next_batch(0, 1)), vec![0]);
-        assert!(!s.hash_failed(&IH, 0, 0));
+        s.add_origin(O0);
+        s.add_origin(O1);
+        assert_eq!(indices(&s.next_batch(O0, 1)), vec![0]);
+        assert!(!s.hash_failed(&IH, 0, O0));
         // origin 0 is not given piece 0 again; origin 1 is
-        assert_eq!(indices(&s.next_batch(0, 1)), vec![1]);
-        assert_eq!(indices(&s.next_batch(1, 1)), vec![0]);
-        assert!(!s.hash_failed(&IH, 1, 0));
-        assert_eq!(indices(&s.next_batch(0, 1)), vec![2]);
-        assert!(s.hash_failed(&IH, 2, 0), "third bad piece drops the origin");
-        assert!(s.is_dropped(0));
-        assert!(s.next_batch(0, 5).is_empty());
-        let rest = indices(&s.next_batch(1, 10));
+        assert_eq!(indices(&s.next_batch(O0, 1)), vec![1]);
+        assert_eq!(indices(&s.next_batch(O1, 1)), vec![0]);
+        assert!(!s.hash_failed(&IH, 1, O0));
+        assert_eq!(indices(&s.next_batch(O0, 1)), vec![2]);
+        assert!(s.hash_failed(&IH, 2, O0), "third bad piece drops the origin");
+        assert!(s.is_dropped(O0));
+        assert!(s.next_batch(O0, 5).is_empty());
+        let rest = indices(&s.next_batch(O1, 10));
         assert!(rest.contains(&1) && rest.contains(&2));
     }
 
     #[test]
     fn job_order_and_demand_across_releases() {
         let mut s = Scheduler::new();
-        s.add_origin(0);
+        s.add_origin(O0);
         s.add_release(InfoHash([1; 20]), 4, &[], |_| false);
         s.add_release(InfoHash([2; 20]), 4, &[], |_| false);
-        assert_eq!(s.next_batch(0, 1)[0].infohash, InfoHash([1; 20]), "added first, served first");
+        assert_eq!(s.next_batch(O0, 1)[0].infohash, InfoHash([1; 20]), "added first, served first");
         s.set_order(&[InfoHash([2; 20])]);
-        assert_eq!(s.next_batch(0, 1)[0].infohash, InfoHash([2; 20]), "the job order wins");
+        assert_eq!(s.next_batch(O0, 1)[0].infohash, InfoHash([2; 20]), "the job order wins");
         s.demand(&InfoHash([1; 20]), &[3]);
-        let b = s.next_batch(0, 4);
+        let b = s.next_batch(O0, 4);
         assert_eq!(
             (b[0].infohash, b[0].index, b[0].priority),
             (InfoHash([1; 20]), 3, PRIORITY_DEMAND),
@@ -419,14 +509,49 @@ mod tests {
     fn origin_lost_puts_its_pieces_back() {
         let mut s = Scheduler::new();
         s.add_release(IH, 4, &[], |_| false);
-        assert_eq!(indices(&s.next_batch(0, 2)), vec![0, 1]);
-        assert_eq!(indices(&s.next_batch(1, 1)), vec![2]);
-        s.origin_lost(0);
-        assert_eq!(indices(&s.next_batch(1, 5)), vec![0, 1, 3]);
+        assert_eq!(indices(&s.next_batch(O0, 2)), vec![0, 1]);
+        assert_eq!(indices(&s.next_batch(O1, 1)), vec![2]);
+        s.origin_lost(O0);
+        assert_eq!(indices(&s.next_batch(O1, 5)), vec![0, 1, 3]);
         for i in 0..4 {
             s.done(&IH, i);
         }
         assert!(s.all_done());
         assert!(!s.has_work());
+    }
+
+    #[test]
+    fn a_peer_gets_only_pieces_it_has_and_leaves_the_rest_to_others() {
+        let mut s = Scheduler::new();
+        s.add_release(IH, 10, &[7], |i| i == 0);
+        let p1 = Source::Peer(PeerSourceId(1));
+        let p2 = Source::Peer(PeerSourceId(2));
+        // the critical piece first when the peer has it, then plan order among what it has
+        assert_eq!(s.next_for_peer(&IH, p1, 3, |i| i % 2 == 1), vec![7, 1, 3]);
+        // pieces the first peer lacks are still there for an origin, in plan order (once the
+        // critical piece is in: until then origins send critical pieces only)
+        assert!(s.next_batch(O0, 2).is_empty());
+        assert!(s.done(&IH, 7));
+        assert_eq!(indices(&s.next_batch(O0, 2)), vec![2, 4]);
+        assert_eq!(s.next_for_peer(&IH, p2, 10, |_| true), vec![5, 6, 8, 9]);
+        assert!(s.next_for_peer(&IH, p1, 10, |i| i % 2 == 1).is_empty(), "everything it has is in flight");
+        // demand goes first; a peer that lost its pieces gives them back for anyone
+        s.origin_lost(p2);
+        s.demand(&IH, &[9]);
+        assert_eq!(s.next_for_peer(&IH, p1, 2, |i| i % 2 == 1), vec![9, 5]);
+        assert_eq!(indices(&s.next_batch(O0, 10)), vec![6, 8]);
+    }
+
+    #[test]
+    fn a_bad_piece_from_a_peer_is_not_asked_of_it_again_and_drops_no_origin() {
+        let mut s = Scheduler::new();
+        s.add_release(IH, 3, &[], |_| false);
+        let p1 = Source::Peer(PeerSourceId(1));
+        assert_eq!(s.next_for_peer(&IH, p1, 1, |_| true), vec![0]);
+        assert!(!s.hash_failed(&IH, 0, p1));
+        assert!(!s.is_dropped(p1));
+        assert_eq!(s.next_for_peer(&IH, p1, 3, |_| true), vec![1, 2], "not piece 0 again");
+        assert_eq!(indices(&s.next_batch(O0, 3)), vec![0], "others may serve it");
+        assert!(s.done(&IH, 0));
     }
 }

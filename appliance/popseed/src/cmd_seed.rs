@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use popseed_core::{ByteSize, NoReadThrough};
+use popseed_core::ByteSize;
 use popseed_store::{Store, StoreConfig};
 use popseed_swarm::{Shutdown, Swarm, SwarmConfig};
 
@@ -81,7 +81,7 @@ pub fn run(a: SeedArgs) -> Result<()> {
     rt.block_on(async move {
         let shutdown = Shutdown::new();
         // a store served on its own: nothing fetches what it lacks
-        let swarm = Swarm::start(store.clone(), Arc::new(NoReadThrough), cfg, shutdown.clone()).await?;
+        let swarm = Swarm::start(store.clone(), popseed_swarm::SwarmPorts::none(), cfg, shutdown.clone()).await?;
         if let Some(dir) = &a.torrents_out {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }

@@ -91,6 +91,7 @@ impl Shared {
                 .iter()
                 .map(|o| OriginStatus {
                     name: o.name.clone(),
+                    kind: o.kind.clone(),
                     connected: o.connected,
                     dropped: o.dropped,
                     bytes: o.bytes,

@@ -114,6 +114,22 @@ impl Collector for Scrape {
             "origin",
             &by_origin(|x| x.errors),
         )?;
+        // by kind: what came over the uplink (origins, web seeds) and what the venue's peers
+        // gave for free (uplink bytes saved)
+        let mut kinds: std::collections::BTreeMap<String, u64> =
+            ["origin", "web_seed", "peers"].iter().map(|k| ((*k).to_owned(), 0)).collect();
+        for x in o {
+            *kinds.entry(x.kind.clone()).or_default() += x.bytes;
+        }
+        let kinds: Vec<(String, u64)> = kinds.into_iter().collect();
+        counters(
+            &mut e,
+            "fill_received",
+            "Verified piece bytes stored by the fill, by source kind (origin, web_seed: uplink; peers: the venue)",
+            Some(Unit::Bytes),
+            "kind",
+            &kinds,
+        )?;
         let conn: Vec<(String, f64)> =
             o.iter().map(|x| (x.name.clone(), if x.connected { 1.0 } else { 0.0 })).collect();
         gauges(&mut e, "origin_connected", "1 while the origin is connected", None, "origin", &conn)?;
@@ -172,6 +188,21 @@ impl Collector for Scrape {
             counter(&mut e, "peer_sent", "Piece bytes sent to BitTorrent peers", Some(Unit::Bytes), s.bytes_uploaded)?;
             gauge(&mut e, "peers_connected", "BitTorrent peers connected now", None, s.peers_connected)?;
             counter(&mut e, "peers_accepted", "BitTorrent peer connections accepted", None, s.peers_accepted)?;
+            counter(
+                &mut e,
+                "peers_dialed",
+                "Outgoing connections to peers of releases being filled",
+                None,
+                s.peers_dialed,
+            )?;
+            counter(
+                &mut e,
+                "peer_received",
+                "Piece bytes downloaded from BitTorrent peers and stored",
+                Some(Unit::Bytes),
+                s.bytes_downloaded,
+            )?;
+            counter(&mut e, "peer_bad_pieces", "Pieces from peers that failed their hash check", None, s.bad_pieces)?;
             let dropped: Vec<(String, u64)> = s.dropped.iter().map(|(k, v)| (k.clone(), *v)).collect();
             counters(&mut e, "peers_dropped", "Peers dropped or refused, by reason", None, "reason", &dropped)?;
         }

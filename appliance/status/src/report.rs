@@ -40,6 +40,9 @@ pub struct StoreStatus {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OriginStatus {
     pub name: String,
+    /// `origin`, `web_seed` or `peers` ([`crate::SourceFill::kind`]).
+    #[serde(default)]
+    pub kind: String,
     pub connected: bool,
     pub dropped: bool,
     pub bytes: u64,

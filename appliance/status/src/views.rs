@@ -22,6 +22,9 @@ pub struct ReleaseFill {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceFill {
     pub name: String,
+    /// `origin` or `web_seed` (both cost the venue's uplink) or `peers` (all BitTorrent peers
+    /// together: venue boxes and attendees, free).
+    pub kind: String,
     pub connected: bool,
     /// Given up on for this fill (repeated bad data).
     pub dropped: bool,
@@ -65,6 +68,12 @@ pub struct SwarmCounters {
     pub bytes_uploaded: u64,
     pub peers_connected: u64,
     pub peers_accepted: u64,
+    /// Outgoing connections opened to peers of releases being filled.
+    pub peers_dialed: u64,
+    /// Piece bytes received from peers and stored (verified).
+    pub bytes_downloaded: u64,
+    /// Pieces from peers that failed their hash check.
+    pub bad_pieces: u64,
     /// Peers dropped or refused, by reason label.
     pub dropped: BTreeMap<String, u64>,
 }

@@ -2,6 +2,8 @@
 //!
 //! * [`proto`]: the per-peer protocol state machine (no I/O): handshake, BEP 10, ut_metadata,
 //!   bitfield/have, choke/interest, request/piece/cancel, keep-alive, limits.
+//! * [`download`]: the downloading half of a connection (pure): peer bitfield, pipelined block
+//!   requests, piece assembly, snubbing.
 //! * [`mse`]: the MSE/PE encrypted-handshake responder (no I/O), driven by [`proto`].
 //! * [`choker`]: upload slot rotation (pure); rate caps are `popseed_core::TokenBucket`s.
 //! * [`peers`]: the listener's peer caps and which connection gives way at the global cap (pure).
@@ -13,11 +15,15 @@
 //! A peer's request for a piece the store lacks goes to the [`popseed_core::ReadThrough`] port
 //! handed to [`Swarm::start`] (the agent's fetcher); the request is served when the store
 //! reports the piece stored. With `NoReadThrough` (`popseed seed` on its own) it is refused at
-//! once. [`SwarmConfig`] is the `[swarm]` section of agent.toml, from popseed-config.
+//! once. The box downloads too: connections to peers that hold pieces of a release being filled
+//! take their work from the [`popseed_core::PeerFill`] port (the same fetcher), and the dialer
+//! connects to the peers of those releases. [`SwarmConfig`] is the `[swarm]` section of
+//! agent.toml, from popseed-config.
 //!
 //! See docs/swarm.md for what the box speaks and its limits.
 
 pub mod choker;
+pub mod download;
 pub mod error;
 pub mod lsd;
 pub mod mse;
@@ -33,7 +39,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use popseed_core::{InfoHash, ReadThrough};
+use popseed_core::{InfoHash, NoPeerFill, NoReadThrough, PeerFill, ReadThrough};
 use popseed_release::metainfo;
 use popseed_store::Store;
 use tokio::net::TcpListener;
@@ -109,6 +115,22 @@ impl tracker::Holdings for StoreHoldings {
     }
 }
 
+/// What the swarm calls out to (the agent wires the fetcher into both).
+#[derive(Clone)]
+pub struct SwarmPorts {
+    /// Where a peer's request for a missing piece goes.
+    pub read_through: Arc<dyn ReadThrough>,
+    /// Where download work comes from.
+    pub fill: Arc<dyn PeerFill>,
+}
+
+impl SwarmPorts {
+    /// A store served on its own: nothing fetched for peers, nothing downloaded.
+    pub fn none() -> Self {
+        SwarmPorts { read_through: Arc::new(NoReadThrough), fill: Arc::new(NoPeerFill) }
+    }
+}
+
 /// A running swarm: peer listener, rechoke loop, tracker and LSD. Dropping it does not stop
 /// it; call [`Swarm::shutdown`] (or cancel the token given to [`run`]).
 pub struct Swarm {
@@ -126,11 +148,12 @@ pub struct Swarm {
 
 impl Swarm {
     /// Binds the listeners and starts serving every release in `store` (releases added later
-    /// are served too); pieces a peer asks for that are missing go to `read_through`. Stops
-    /// when `shutdown` is cancelled.
+    /// are served too); pieces a peer asks for that are missing go to `ports.read_through`,
+    /// and peers of releases `ports.fill` wants are dialed and downloaded from. Stops when
+    /// `shutdown` is cancelled.
     pub async fn start(
         store: Arc<Store>,
-        read_through: Arc<dyn ReadThrough>,
+        ports: SwarmPorts,
         cfg: SwarmConfig,
         shutdown: CancellationToken,
     ) -> Result<Swarm, SwarmError> {
@@ -166,7 +189,8 @@ impl Swarm {
         let rechoke = Duration::from_secs(cfg.rechoke_interval_secs.max(1));
         let shared = Arc::new(net::Shared::new(
             store.clone(),
-            read_through,
+            ports.read_through,
+            ports.fill,
             proto,
             stats.clone(),
             cfg.max_peers.max(1),
@@ -182,8 +206,14 @@ impl Swarm {
             ip: cfg.announce_ip.or(specific(Some(peer_addr))),
             port: public_port,
         });
+        let mut own = vec![peer_addr, SocketAddr::new(public_ip, public_port)];
+        if peer_addr.ip().is_unspecified() {
+            own.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), peer_addr.port()));
+        }
+        let dial = net::DialSources { static_peers: cfg.static_peers.clone(), swarms: swarms.clone(), own };
         let mut tasks = vec![
             tokio::spawn(net::listen(listener, shared.clone(), shutdown.clone())),
+            tokio::spawn(net::dial_loop(shared.clone(), dial, shutdown.clone())),
             tokio::spawn(net::rechoke_loop(shared, rechoke, shutdown.clone())),
         ];
         if let Some(l) = tracker_listener {
@@ -262,11 +292,11 @@ impl Swarm {
 /// Runs a swarm until `shutdown` is cancelled.
 pub async fn run(
     store: Arc<Store>,
-    read_through: Arc<dyn ReadThrough>,
+    ports: SwarmPorts,
     cfg: SwarmConfig,
     shutdown: CancellationToken,
 ) -> Result<(), SwarmError> {
-    let swarm = Swarm::start(store, read_through, cfg, shutdown.clone()).await?;
+    let swarm = Swarm::start(store, ports, cfg, shutdown.clone()).await?;
     shutdown.cancelled().await;
     swarm.shutdown().await;
     Ok(())

@@ -1,15 +1,17 @@
 //! The tokio shell around [`crate::proto`]: the TCP listener with global and per-IP peer caps,
-//! one task per peer (socket readiness, store events, choke commands, timers, rate limits),
-//! the periodic rechoke, and the [`Catalog`] backed by the store. Blocks are read from the
-//! store straight into the socket send buffer, right after their piece-message header.
+//! the dialer that connects to peers of releases being filled, one task per peer (socket
+//! readiness, store events, choke commands, timers, rate limits, download work from the
+//! [`PeerFill`] port, pieces handed to the store), the periodic rechoke, and the [`Catalog`]
+//! backed by the store. Blocks are read from the store straight into the socket send buffer,
+//! right after their piece-message header.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::ErrorKind;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use popseed_store::{Bitfield, Store, StoreError, StoreEvent};
+use popseed_store::{Bitfield, Put, Store, StoreError, StoreEvent};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -20,11 +22,26 @@ use crate::proto::{
     Catalog, DropReason, Event, PeerProto, ProtoConfig, TorrentMeta, PIECE_PREAMBLE_LEN, SEND_HIGH_WATER,
 };
 use crate::stats::Stats;
-use popseed_core::{InfoHash, PieceIndex, ReadThrough, TokenBucket};
+use popseed_core::{Backoff, InfoHash, PeerFill, PeerSourceId, PieceIndex, ReadThrough, TokenBucket};
 
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per wake-up before giving writes a turn.
 const READS_PER_WAKE: usize = 8;
+
+/// How often a connection asks the fill again whether it wants the release and has work for
+/// it (pieces given back by other sources, a job started after the peer connected).
+const FILL_RECHECK: Duration = Duration::from_secs(1);
+/// How often the dialer looks for peers to connect to.
+pub(crate) const DIAL_INTERVAL: Duration = Duration::from_secs(2);
+/// Longest an outgoing TCP connect may take.
+pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Outgoing connections per release at most.
+pub(crate) const MAX_DIALED_PER_RELEASE: usize = 30;
+/// After a failed dial, an address waits from this long, doubling up to [`DIAL_BACKOFF_MAX`].
+const DIAL_BACKOFF_FIRST: Duration = Duration::from_secs(5);
+const DIAL_BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Addresses with a dial backoff remembered at most.
+const MAX_DIAL_BACKOFFS: usize = 4096;
 
 /// Smallest upload burst: one 128 KiB block never waits on itself.
 const MIN_UPLOAD_BURST: u64 = 128 * 1024;
@@ -87,6 +104,8 @@ pub(crate) struct Shared {
     pub(crate) store: Arc<Store>,
     /// Where missing pieces a peer asks for are requested (the fetcher).
     pub(crate) read_through: Arc<dyn ReadThrough>,
+    /// Where download work comes from and goes back to (the fetcher).
+    pub(crate) fill: Arc<dyn PeerFill>,
     pub(crate) proto: Arc<ProtoConfig>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) catalog: StoreCatalog,
@@ -96,6 +115,10 @@ pub(crate) struct Shared {
     choker: Mutex<Choker>,
     /// Connected peers (caps, eviction) and each one's command channel.
     peers: Mutex<PeerTable<mpsc::UnboundedSender<Cmd>>>,
+    /// Outgoing connections open, by release and address.
+    dialed: Mutex<HashSet<(InfoHash, SocketAddr)>>,
+    /// Dialed addresses that turned out to be this box, for the dialer to skip.
+    self_addrs: Mutex<Vec<SocketAddr>>,
 }
 
 impl Shared {
@@ -103,6 +126,7 @@ impl Shared {
     pub(crate) fn new(
         store: Arc<Store>,
         read_through: Arc<dyn ReadThrough>,
+        fill: Arc<dyn PeerFill>,
         proto: ProtoConfig,
         stats: Arc<Stats>,
         max_peers: usize,
@@ -121,6 +145,7 @@ impl Shared {
             catalog: StoreCatalog::new(store.clone()),
             store,
             read_through,
+            fill,
             proto: Arc::new(proto),
             stats,
             our_id,
@@ -128,7 +153,13 @@ impl Shared {
             global_bucket: (global_rate > 0).then(|| Mutex::new(upload_bucket(global_rate, now))),
             choker: Mutex::new(Choker::new(slots, min_hold)),
             peers: Mutex::new(PeerTable::new(max_peers, max_per_ip)),
+            dialed: Mutex::new(HashSet::new()),
+            self_addrs: Mutex::new(Vec::new()),
         }
+    }
+
+    fn take_self_addrs(&self) -> Vec<SocketAddr> {
+        std::mem::take(&mut *self.self_addrs.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn rechoke(&self) {
@@ -196,19 +227,8 @@ pub(crate) async fn listen(listener: TcpListener, shared: Arc<Shared>, shutdown:
         };
         match shared.admit(ip) {
             Ok((id, rx)) => {
-                let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    shared.stats.peer_connected();
-                    let reason = peer_task(&shared, id, stream, ip, rx, shutdown).await;
-                    shared.leave(id, ip, reason.as_ref());
-                    shared.stats.peer_disconnected(reason.as_ref().map(|r| r.kind()));
-                    match reason {
-                        Some(r) => tracing::info!(kind = r.kind(), "peer dropped: {r}"),
-                        None => tracing::debug!("peer disconnected"),
-                    }
-                });
+                let core = PeerProto::new(shared.proto.clone(), ip, shared.our_id, Instant::now());
+                spawn_peer(shared.clone(), id, stream, ip, rx, core, None, shutdown.clone());
             }
             Err(why) => {
                 // A banned address reconnecting at once would fill the log: counted only.
@@ -222,6 +242,128 @@ pub(crate) async fn listen(listener: TcpListener, shared: Arc<Shared>, shutdown:
             }
         }
     }
+}
+
+/// Runs one connection (accepted, or dialed for `dialed`) to its end, then forgets it: its
+/// slot, its address if it abused, whatever it had in flight for the fill.
+#[allow(clippy::too_many_arguments)]
+fn spawn_peer(
+    shared: Arc<Shared>,
+    id: u64,
+    stream: TcpStream,
+    ip: IpAddr,
+    rx: mpsc::UnboundedReceiver<Cmd>,
+    core: PeerProto,
+    dialed: Option<(InfoHash, SocketAddr)>,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    tokio::spawn(async move {
+        shared.stats.peer_connected();
+        let reason = peer_task(&shared, id, stream, rx, core, shutdown).await;
+        shared.fill.lost(PeerSourceId(id));
+        if let Some(key) = dialed {
+            shared.dialed.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            if reason == Some(DropReason::SelfConnection) {
+                shared.self_addrs.lock().unwrap_or_else(|p| p.into_inner()).push(key.1);
+            }
+        }
+        shared.leave(id, ip, reason.as_ref());
+        shared.stats.peer_disconnected(reason.as_ref().map(|r| r.kind()));
+        match reason {
+            Some(r) => tracing::info!(kind = r.kind(), outgoing = dialed.is_some(), "peer dropped: {r}"),
+            None => tracing::debug!("peer disconnected"),
+        }
+    });
+}
+
+/// Where the dialer finds peers of a release: the static peers of agent.toml and whatever the
+/// venue tracker and LSD learned.
+pub(crate) struct DialSources {
+    pub(crate) static_peers: Vec<SocketAddr>,
+    pub(crate) swarms: Arc<Mutex<crate::tracker::Swarms>>,
+    /// The box's own peer addresses (never dialed).
+    pub(crate) own: Vec<SocketAddr>,
+}
+
+/// Connects to peers of every release the fill wants, until `shutdown`: each known address at
+/// most once per release, at most [`MAX_DIALED_PER_RELEASE`] per release, an address that failed
+/// waiting [`DIAL_BACKOFF_FIRST`] doubling to [`DIAL_BACKOFF_MAX`].
+pub(crate) async fn dial_loop(shared: Arc<Shared>, sources: DialSources, shutdown: CancellationToken) {
+    let backoffs: Arc<Mutex<HashMap<SocketAddr, (Backoff, Instant)>>> = Arc::default();
+    let mut never: HashSet<SocketAddr> = sources.own.iter().copied().collect();
+    let mut tick = tokio::time::interval(DIAL_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for ih in shared.fill.filling() {
+            let Some((meta, _)) = shared.catalog.lookup(&ih) else { continue };
+            let mut candidates = sources.static_peers.clone();
+            candidates.extend(sources.swarms.lock().unwrap_or_else(|p| p.into_inner()).peers(&ih));
+            let now = Instant::now();
+            for addr in candidates {
+                if never.contains(&addr) || addr.ip().is_unspecified() || addr.port() == 0 {
+                    continue;
+                }
+                if backoffs.lock().unwrap_or_else(|p| p.into_inner()).get(&addr).is_some_and(|(_, t)| now < *t) {
+                    continue;
+                }
+                {
+                    let mut dialed = shared.dialed.lock().unwrap_or_else(|p| p.into_inner());
+                    let open = dialed.iter().filter(|(d, _)| *d == ih).count();
+                    if open >= MAX_DIALED_PER_RELEASE || !dialed.insert((ih, addr)) {
+                        continue;
+                    }
+                }
+                let (shared, backoffs, shutdown, meta) =
+                    (shared.clone(), backoffs.clone(), shutdown.clone(), meta.clone());
+                tokio::spawn(async move {
+                    if let Err(why) = dial(&shared, ih, addr, meta, shutdown).await {
+                        shared.dialed.lock().unwrap_or_else(|p| p.into_inner()).remove(&(ih, addr));
+                        tracing::debug!(%why, "peer dial failed");
+                        let mut b = backoffs.lock().unwrap_or_else(|p| p.into_inner());
+                        if b.len() >= MAX_DIAL_BACKOFFS && !b.contains_key(&addr) {
+                            let now = Instant::now();
+                            b.retain(|_, (_, t)| *t > now);
+                        }
+                        if b.len() < MAX_DIAL_BACKOFFS || b.contains_key(&addr) {
+                            let entry = b.entry(addr).or_insert_with(|| {
+                                (Backoff::new(DIAL_BACKOFF_FIRST, DIAL_BACKOFF_MAX), Instant::now())
+                            });
+                            entry.1 = Instant::now() + entry.0.next_delay();
+                        }
+                    } else {
+                        backoffs.lock().unwrap_or_else(|p| p.into_inner()).remove(&addr);
+                    }
+                });
+            }
+        }
+        // A connection to ourselves is found at its handshake; its address is never dialed again.
+        never.extend(shared.take_self_addrs());
+    }
+}
+
+/// Opens one outgoing connection and runs it (in its own task); Err when it could not be opened.
+async fn dial(
+    shared: &Arc<Shared>,
+    ih: InfoHash,
+    addr: SocketAddr,
+    meta: Arc<TorrentMeta>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let stream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(format!("connect: {:?}", e.kind())),
+        Err(_) => return Err("connect timed out".into()),
+    };
+    let (id, rx) = shared.admit(addr.ip()).map_err(str::to_owned)?;
+    let have = shared.store.bitfield(&ih).map_err(|e| popseed_core::chain(&e).to_string())?;
+    shared.stats.dialed();
+    let core = PeerProto::connect(shared.proto.clone(), addr.ip(), shared.our_id, meta, have, Instant::now());
+    spawn_peer(shared.clone(), id, stream, addr.ip(), rx, core, Some((ih, addr)), shutdown);
+    Ok(())
 }
 
 /// Rechokes every `interval` (slot rotation).
@@ -240,12 +382,15 @@ async fn peer_task(
     shared: &Shared,
     id: u64,
     stream: TcpStream,
-    ip: IpAddr,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
+    mut core: PeerProto,
     shutdown: CancellationToken,
 ) -> Option<DropReason> {
     let mut events = shared.store.subscribe();
-    let mut core = PeerProto::new(shared.proto.clone(), ip, shared.our_id, Instant::now());
+    // Pieces from this peer that failed the store's hash check (checked off this task).
+    let (bad_tx, mut bad_rx) = mpsc::unbounded_channel::<u32>();
+    let mut recheck = tokio::time::interval(FILL_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rbuf = vec![0u8; READ_CHUNK];
     // Grows to what the peer needs (about SEND_HIGH_WATER plus a block for a downloader);
     // connections that never download keep no buffer.
@@ -286,9 +431,10 @@ async fn peer_task(
                             if let Err(r) = core.receive(&rbuf[..n], Instant::now(), &shared.catalog) {
                                 return Some(r);
                             }
-                            if let Err(r) = handle_events(shared, id, &mut core, &mut infohash) {
+                            if let Err(r) = handle_events(shared, id, &mut core, &mut infohash, &bad_tx) {
                                 return Some(r);
                             }
+                            take_work(shared, id, &mut core, infohash);
                             if n < rbuf.len() {
                                 break;
                             }
@@ -330,7 +476,10 @@ async fn peer_task(
             ev = events.recv(), if infohash.is_some() => {
                 let Some(ih) = infohash else { continue };
                 match ev {
-                    Ok(StoreEvent::PieceStored { infohash: e, index }) if e == ih => core.piece_stored(index.get()),
+                    Ok(StoreEvent::PieceStored { infohash: e, index }) if e == ih => {
+                        core.piece_stored(index.get());
+                        take_work(shared, id, &mut core, infohash);
+                    }
                     Ok(StoreEvent::ReleaseRemoved { infohash: e }) if e == ih => {
                         shared.catalog.forget(&ih);
                         return None;
@@ -347,13 +496,83 @@ async fn peer_task(
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }
             },
+            bad = bad_rx.recv() => {
+                if let Some(index) = bad {
+                    return Some(DropReason::BadPiece(index));
+                }
+            },
+            _ = recheck.tick(), if infohash.is_some() => {
+                if let Some(ih) = infohash {
+                    core.set_wanted(shared.fill.wants(&ih), Instant::now());
+                    take_work(shared, id, &mut core, infohash);
+                }
+            },
             _ = tokio::time::sleep_until(deadline) => {
                 if let Err(r) = core.handle_timeout(Instant::now()) {
                     return Some(r);
                 }
+                take_work(shared, id, &mut core, infohash);
             },
         }
     }
+}
+
+/// Gives back to the fill what the connection let go of, and takes as many pieces as its
+/// pipeline wants among those the peer has.
+fn take_work(shared: &Shared, id: u64, core: &mut PeerProto, infohash: Option<InfoHash>) {
+    let Some(ih) = infohash else { return };
+    let source = PeerSourceId(id);
+    let released: Vec<PieceIndex> = core.take_released().into_iter().map(PieceIndex).collect();
+    if !released.is_empty() {
+        shared.fill.give_back(&ih, &released, source);
+    }
+    let n = core.pieces_wanted();
+    if n == 0 {
+        return;
+    }
+    let Some(download) = core.download() else { return };
+    let has = download.peer_has();
+    let pieces = shared.fill.assign(&ih, source, &|p: PieceIndex| has.get(p.get()), n);
+    if !pieces.is_empty() {
+        let pieces: Vec<u32> = pieces.into_iter().map(PieceIndex::get).collect();
+        core.add_pieces(&pieces, Instant::now());
+    }
+}
+
+/// Checks and stores a piece a peer sent, off the peer's task (hashing and the write take a
+/// while), and reports it to the fill; a piece that fails the hash check is sent to `bad`, which
+/// drops (and bans) the peer.
+fn store_downloaded(
+    shared: &Shared,
+    id: u64,
+    ih: InfoHash,
+    index: u32,
+    data: Vec<u8>,
+    bad: &mpsc::UnboundedSender<u32>,
+) {
+    let (store, fill, stats, bad) = (shared.store.clone(), shared.fill.clone(), shared.stats.clone(), bad.clone());
+    let source = PeerSourceId(id);
+    tokio::task::spawn_blocking(move || {
+        let piece = PieceIndex(index);
+        match store.put_piece(&ih, piece, &data) {
+            Ok(Put::Stored) | Ok(Put::AlreadyPresent) => {
+                stats.add_downloaded_piece(data.len() as u64);
+                fill.stored(&ih, piece, data.len() as u64, source);
+            }
+            // another source is storing the same piece right now
+            Ok(Put::InProgress) => {}
+            Err(StoreError::HashMismatch { .. }) | Err(StoreError::WrongLength { .. }) => {
+                tracing::warn!(release = %ih, piece = index, "a peer sent a piece that failed its hash check");
+                stats.bad_piece();
+                fill.bad_piece(&ih, piece, source);
+                let _ = bad.send(index);
+            }
+            Err(e) => {
+                tracing::warn!(release = %ih, piece = index, error = %popseed_core::chain(&e), "could not store a piece from a peer");
+                fill.give_back(&ih, &[piece], source);
+            }
+        }
+    });
 }
 
 fn handle_events(
@@ -361,11 +580,13 @@ fn handle_events(
     id: u64,
     core: &mut PeerProto,
     infohash: &mut Option<InfoHash>,
+    bad: &mpsc::UnboundedSender<u32>,
 ) -> Result<(), DropReason> {
     while let Some(ev) = core.poll_event() {
         match ev {
             Event::Attached { infohash: ih, .. } => {
                 *infohash = Some(ih);
+                core.set_wanted(shared.fill.wants(&ih), Instant::now());
                 let (mse, rc4) = core.encryption();
                 tracing::debug!(mse, rc4, "peer attached");
                 shared.peers.lock().unwrap_or_else(|p| p.into_inner()).attached(id);
@@ -380,6 +601,11 @@ fn handle_events(
                 );
                 if changed {
                     shared.rechoke();
+                }
+            }
+            Event::Downloaded { index, data } => {
+                if let Some(ih) = *infohash {
+                    store_downloaded(shared, id, ih, index, data, bad);
                 }
             }
             Event::Demand { index } => {

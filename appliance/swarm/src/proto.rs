@@ -30,6 +30,7 @@ use rc4::cipher::StreamCipher;
 
 use popseed_release::bencode;
 
+use crate::download::Download;
 use crate::mse::{MseError, MseResponder, Rc4Pair};
 
 /// Length of the plaintext BitTorrent handshake.
@@ -164,6 +165,14 @@ pub enum DropReason {
         expected: usize,
     },
     Unexpected(&'static str),
+    /// More blocks that answer no request than [`crate::download::MAX_UNREQUESTED_BLOCKS`].
+    UnrequestedBlocks(u32),
+    /// A piece from the peer failed the release's hash check.
+    BadPiece(u32),
+    /// A peer we connected to answered for another release.
+    WrongInfohash(InfoHash),
+    /// We connected to ourselves (our own address among a release's peers).
+    SelfConnection,
     HandshakeTimeout,
     Idle,
     /// Gave way to a new connection at the global peer cap, having sent no handshake within
@@ -190,6 +199,10 @@ impl DropReason {
             DropReason::TooManyMissing(_) => "too_many_missing",
             DropReason::BadBitfield { .. } => "bad_bitfield",
             DropReason::Unexpected(_) => "unexpected_message",
+            DropReason::UnrequestedBlocks(_) => "unrequested_blocks",
+            DropReason::BadPiece(_) => "bad_piece",
+            DropReason::WrongInfohash(_) => "wrong_infohash",
+            DropReason::SelfConnection => "self_connection",
             DropReason::HandshakeTimeout => "handshake_timeout",
             DropReason::Idle => "idle",
             DropReason::Evicted => "evicted",
@@ -214,8 +227,12 @@ impl DropReason {
             | DropReason::MetadataFlood(_)
             | DropReason::TooManyMissing(_)
             | DropReason::BadBitfield { .. }
-            | DropReason::Unexpected(_) => true,
+            | DropReason::Unexpected(_)
+            | DropReason::UnrequestedBlocks(_)
+            | DropReason::BadPiece(_) => true,
             DropReason::NotBitTorrent
+            | DropReason::WrongInfohash(_)
+            | DropReason::SelfConnection
             | DropReason::Mse(_)
             | DropReason::UnknownInfohash(_)
             | DropReason::HandshakeTimeout
@@ -246,6 +263,10 @@ impl fmt::Display for DropReason {
             DropReason::TooManyMissing(n) => write!(f, "{n} requests for pieces we do not have"),
             DropReason::BadBitfield { got, expected } => write!(f, "bitfield of {got} bytes, expected {expected}"),
             DropReason::Unexpected(m) => write!(f, "unexpected {m} message"),
+            DropReason::UnrequestedBlocks(n) => write!(f, "{n} blocks we did not ask for"),
+            DropReason::BadPiece(i) => write!(f, "piece {i} failed its hash check"),
+            DropReason::WrongInfohash(ih) => write!(f, "answered for another release ({ih})"),
+            DropReason::SelfConnection => write!(f, "connected to ourselves"),
             DropReason::HandshakeTimeout => write!(f, "no handshake in time"),
             DropReason::Idle => write!(f, "idle timeout"),
             DropReason::Evicted => write!(f, "no handshake yet, gave way to a new connection at the peer cap"),
@@ -282,6 +303,12 @@ pub enum Event {
     /// [`PeerProto::refuse_missing`] when there is none.
     Demand {
         index: u32,
+    },
+    /// A whole piece arrived from the peer: check and store it, then report it to the fill
+    /// (a hash failure drops the peer with [`DropReason::BadPiece`]).
+    Downloaded {
+        index: u32,
+        data: Vec<u8>,
     },
 }
 
@@ -332,6 +359,13 @@ pub struct PeerProto {
     rc4: Option<Rc4Pair>,
     /// `out[..out_sealed]` is already in wire form (MSE handshake bytes).
     out_sealed: usize,
+    /// The downloading half ([`crate::download`]), from the handshake on.
+    download: Option<Download>,
+    /// An outgoing connection: the release asked for and our bitfield, until the peer's
+    /// handshake names the same release.
+    dialed: Option<(Arc<TorrentMeta>, Bitfield)>,
+    /// Whether the box wants this release's pieces (the fill runs and it is incomplete).
+    wanted: bool,
 }
 
 fn malformed(e: MessageDeserializeError) -> DropReason {
@@ -390,7 +424,27 @@ impl PeerProto {
             mse_infohash: None,
             rc4: None,
             out_sealed: 0,
+            download: None,
+            dialed: None,
+            wanted: false,
         }
+    }
+
+    /// An outgoing connection to a peer of `meta`'s release: our handshake, extension handshake
+    /// and bitfield go out at once (plaintext); the peer's handshake must name the same release.
+    pub fn connect(
+        cfg: Arc<ProtoConfig>,
+        peer_ip: IpAddr,
+        our_id: [u8; 20],
+        meta: Arc<TorrentMeta>,
+        have: Bitfield,
+        now: Instant,
+    ) -> Self {
+        let mut p = PeerProto::new(cfg, peer_ip, our_id, now);
+        // Cannot fail: a bitfield message fits the room given to it.
+        let _ = p.send_opening(&meta, &have, true);
+        p.dialed = Some((meta, have));
+        p
     }
 
     pub fn infohash(&self) -> Option<InfoHash> {
@@ -426,6 +480,63 @@ impl PeerProto {
     /// Block bytes handed out by [`PeerProto::next_block`].
     pub fn uploaded(&self) -> u64 {
         self.uploaded
+    }
+    /// The downloading half, once attached.
+    pub fn download(&self) -> Option<&Download> {
+        self.download.as_ref()
+    }
+
+    /// Whether the box wants this release's pieces; we are interested in the peer while it
+    /// does and the peer has a piece we lack.
+    pub fn set_wanted(&mut self, wanted: bool, now: Instant) {
+        self.wanted = wanted;
+        if let Some(d) = self.download.as_mut() {
+            d.set_wanted(wanted);
+        }
+        self.after_download_change(now);
+    }
+
+    /// How many more pieces the fill should hand this connection now.
+    pub fn pieces_wanted(&self) -> usize {
+        match (&self.download, &self.meta) {
+            (Some(d), Some(m)) => d.pieces_wanted(m.lengths.default_piece_length()),
+            _ => 0,
+        }
+    }
+
+    /// Pieces handed by the fill: their blocks are requested at once, within the pipeline.
+    pub fn add_pieces(&mut self, pieces: &[u32], now: Instant) {
+        let Some(meta) = self.meta.clone() else { return };
+        if let Some(d) = self.download.as_mut() {
+            for &i in pieces {
+                if let Some(size) = meta.piece_size(i) {
+                    d.add_piece(i, size);
+                }
+            }
+        }
+        self.after_download_change(now);
+    }
+
+    /// Pieces given back since the last call (choked, snubbed, no longer wanted): the shell
+    /// returns them to the fill.
+    pub fn take_released(&mut self) -> Vec<u32> {
+        self.download.as_mut().map(Download::take_released).unwrap_or_default()
+    }
+
+    /// Interest, requests and cancels after anything that changes what we download.
+    fn after_download_change(&mut self, now: Instant) {
+        let Some(d) = self.download.as_mut() else { return };
+        match d.update_interest(&self.have) {
+            Some(true) => self.out.extend_from_slice(&[0, 0, 0, 1, 2]),
+            Some(false) => self.out.extend_from_slice(&[0, 0, 0, 1, 3]),
+            None => {}
+        }
+        for (index, begin, length) in d.next_requests(now) {
+            push_request(&mut self.out, 6, index, begin, length);
+        }
+        while let Some((index, data)) = d.take_complete() {
+            self.events.push_back(Event::Downloaded { index, data });
+        }
     }
 
     fn fail(&mut self, r: DropReason) -> Result<(), DropReason> {
@@ -479,7 +590,7 @@ impl PeerProto {
         if self.meta.is_none() {
             let n = self.inbuf.len().min(PSTR.len());
             if self.inbuf[..n] != PSTR[..n] {
-                if self.cfg.mse && self.mse_infohash.is_none() && self.out.is_empty() {
+                if self.cfg.mse && self.mse_infohash.is_none() && self.dialed.is_none() && self.out.is_empty() {
                     // Not plaintext: an MSE/PE opening (its first 96 bytes are a DH key).
                     self.mse = Some(Box::new(MseResponder::new(true)));
                     let opening = std::mem::take(&mut self.inbuf);
@@ -527,6 +638,7 @@ impl PeerProto {
         self.messages.try_take(used, now);
         self.inbuf = buf;
         self.inbuf.drain(..pos);
+        self.after_download_change(now);
         match res {
             Ok(()) => Ok(()),
             Err(r) => self.fail(r),
@@ -536,19 +648,51 @@ impl PeerProto {
     fn handshake(&mut self, catalog: &dyn Catalog) -> Result<(), DropReason> {
         let (h, _) = Handshake::deserialize(&self.inbuf[..HANDSHAKE_LEN]).map_err(|_| DropReason::NotBitTorrent)?;
         let ih = InfoHash(h.info_hash.0);
-        if self.mse_infohash.is_some_and(|sk| sk != ih) {
-            return Err(DropReason::Mse(MseError::UnknownInfohash));
+        if h.peer_id.0 == self.our_id {
+            return Err(DropReason::SelfConnection);
         }
-        let (meta, have) = catalog.lookup(&ih).ok_or(DropReason::UnknownInfohash(ih))?;
-        if have.len() != meta.piece_count() {
-            return Err(DropReason::Internal("bitfield length does not match the release".into()));
-        }
-        let ours = Handshake::new(Id20::new(ih.into_bytes()), Id20::new(self.our_id));
+        let (meta, have) = match self.dialed.take() {
+            Some((meta, have)) => {
+                if ih != meta.infohash {
+                    return Err(DropReason::WrongInfohash(ih));
+                }
+                (meta, have)
+            }
+            None => {
+                if self.mse_infohash.is_some_and(|sk| sk != ih) {
+                    return Err(DropReason::Mse(MseError::UnknownInfohash));
+                }
+                let (meta, have) = catalog.lookup(&ih).ok_or(DropReason::UnknownInfohash(ih))?;
+                if have.len() != meta.piece_count() {
+                    return Err(DropReason::Internal("bitfield length does not match the release".into()));
+                }
+                self.send_opening(&meta, &have, h.supports_extended())?;
+                (meta, have)
+            }
+        };
+        self.events.push_back(Event::Attached { infohash: ih, peer_id: h.peer_id.0 });
+        let mut download = Download::new(meta.piece_count(), self.created);
+        download.set_wanted(self.wanted);
+        self.download = Some(download);
+        self.meta = Some(meta);
+        self.have = have;
+        Ok(())
+    }
+
+    /// Our handshake, extension handshake (when the peer speaks BEP 10) and bitfield.
+    fn send_opening(&mut self, meta: &TorrentMeta, have: &Bitfield, extended: bool) -> Result<(), DropReason> {
+        let ours = Handshake::new(Id20::new(meta.infohash.into_bytes()), Id20::new(self.our_id));
         let start = self.out.len();
         self.out.resize(start + HANDSHAKE_LEN, 0);
         let _ = ours.serialize_unchecked_len(&mut self.out[start..]);
-        if h.supports_extended() {
-            let body = ext_handshake(&self.cfg.client_name, self.peer_ip, self.cfg.reqq, meta.info_bytes.len() as u32);
+        if extended {
+            let body = ext_handshake(
+                &self.cfg.client_name,
+                self.peer_ip,
+                self.cfg.reqq,
+                meta.info_bytes.len() as u32,
+                have.is_complete(),
+            );
             self.out.extend_from_slice(&((body.len() + 2) as u32).to_be_bytes());
             self.out.extend_from_slice(&[20, 0]);
             self.out.extend_from_slice(&body);
@@ -561,9 +705,6 @@ impl PeerProto {
                 self.peer_ext,
             )?;
         }
-        self.events.push_back(Event::Attached { infohash: ih, peer_id: h.peer_id.0 });
-        self.meta = Some(meta);
-        self.have = have;
         Ok(())
     }
 
@@ -590,7 +731,23 @@ impl PeerProto {
             match bytes[4] {
                 // Known ids are parsed below; everything else (DHT port, fast extension we did
                 // not advertise, future ids) is ignored as BEP 3 asks, within the chatter limit.
+                7 => return self.block(&bytes[5..], meta, now),
                 0..=8 => {}
+                // BEP 6: have_all, have_none, reject (a client may send them even though we
+                // did not offer the fast extension; they are harmless to honour)
+                14 | 15 if bytes.len() == 5 => {
+                    if let Some(d) = self.download.as_mut() {
+                        d.on_have_all(bytes[4] == 14);
+                    }
+                    return self.chatter(now);
+                }
+                16 if bytes.len() == 17 => {
+                    let u32_at = |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+                    if let Some(d) = self.download.as_mut() {
+                        d.on_reject(u32_at(5), u32_at(9));
+                    }
+                    return self.chatter(now);
+                }
                 20 => return self.extended(&bytes[5..], meta, now),
                 _ => return self.chatter(now),
             }
@@ -605,11 +762,14 @@ impl PeerProto {
                 self.cancel(r.into());
                 Ok(())
             }
-            Message::Piece(_) => Err(DropReason::Unexpected("piece")),
+            Message::Piece(_) => Err(DropReason::Internal("piece message past the block decoder".into())),
             Message::Bitfield(b) => {
                 let expected = meta.lengths.piece_bitfield_bytes();
                 if b.0.len() != expected {
                     return Err(DropReason::BadBitfield { got: b.0.len(), expected });
+                }
+                if let Some(d) = self.download.as_mut() {
+                    d.on_bitfield(b.0);
                 }
                 self.chatter(now)
             }
@@ -617,9 +777,24 @@ impl PeerProto {
                 if i >= meta.piece_count() {
                     return Err(DropReason::BadIndex(i));
                 }
+                if let Some(d) = self.download.as_mut() {
+                    d.on_have(i);
+                }
                 self.chatter(now)
             }
-            Message::KeepAlive | Message::Choke | Message::Unchoke => self.chatter(now),
+            Message::Choke => {
+                if let Some(d) = self.download.as_mut() {
+                    d.on_choke(now);
+                }
+                self.chatter(now)
+            }
+            Message::Unchoke => {
+                if let Some(d) = self.download.as_mut() {
+                    d.on_unchoke(now);
+                }
+                self.chatter(now)
+            }
+            Message::KeepAlive => self.chatter(now),
             Message::Interested => {
                 if !self.peer_interested {
                     self.peer_interested = true;
@@ -635,6 +810,25 @@ impl PeerProto {
                 self.chatter(now)
             }
             Message::Extended(_) => Err(DropReason::Internal("extension message past the extension decoder".into())),
+        }
+    }
+
+    /// A piece message (`payload`: index, begin, block): a block we asked for goes into its
+    /// piece; one we did not is counted ([`crate::download::MAX_UNREQUESTED_BLOCKS`]).
+    fn block(&mut self, payload: &[u8], meta: &TorrentMeta, now: Instant) -> Result<(), DropReason> {
+        if payload.len() < 8 {
+            return Err(DropReason::Malformed("piece message shorter than its header".into()));
+        }
+        let index = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+        let begin = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+        let size = meta.piece_size(index).ok_or(DropReason::BadIndex(index))?;
+        let block = &payload[8..];
+        if begin as u64 + block.len() as u64 > size as u64 {
+            return Err(DropReason::PastEnd { index, begin, length: block.len() as u32 });
+        }
+        match self.download.as_mut() {
+            Some(d) => d.on_block(index, begin, block, now),
+            None => Err(DropReason::Unexpected("piece")),
         }
     }
 
@@ -654,6 +848,10 @@ impl PeerProto {
                 let (hs, _) = bencode::decode_prefix(body).map_err(bad_bencode)?;
                 if let Some(m) = bencode::dict_get(&hs, b"m") {
                     apply_extension_ids(&mut self.peer_ext, m)?;
+                }
+                let reqq = bencode::dict_get(&hs, b"reqq").and_then(bencode::as_int);
+                if let (Some(q), Some(d)) = (reqq.and_then(|q| usize::try_from(q).ok()), self.download.as_mut()) {
+                    d.set_peer_reqq(q);
                 }
                 Ok(())
             }
@@ -907,6 +1105,11 @@ impl PeerProto {
         self.have.set(index);
         self.out.extend_from_slice(&[0, 0, 0, 5, 4]);
         self.out.extend_from_slice(&index.to_be_bytes());
+        if let Some(d) = self.download.as_mut() {
+            for (i, begin, length) in d.piece_present(index) {
+                push_request(&mut self.out, 8, i, begin, length);
+            }
+        }
         if let Some(ready) = self.parked.remove(&index) {
             self.parked_len -= ready.len();
             if !self.choking {
@@ -928,7 +1131,11 @@ impl PeerProto {
         if self.meta.is_none() {
             return idle.min(self.created + self.cfg.handshake_timeout);
         }
-        idle.min(self.last_send + self.cfg.keepalive)
+        let t = idle.min(self.last_send + self.cfg.keepalive);
+        match self.download.as_ref().and_then(Download::poll_timeout) {
+            Some(d) => t.min(d),
+            None => t,
+        }
     }
 
     /// Timers: handshake deadline, idle timeout, keep-alives.
@@ -946,13 +1153,19 @@ impl PeerProto {
             self.out.extend_from_slice(&[0, 0, 0, 0]);
             self.last_send = now;
         }
+        if let Some(d) = self.download.as_mut() {
+            for (index, begin, length) in d.handle_timeout(now) {
+                push_request(&mut self.out, 8, index, begin, length);
+            }
+        }
+        self.after_download_change(now);
         Ok(())
     }
 }
 
 /// Our BEP 10 handshake dictionary. Written by hand: librqbit's `ExtendedHandshake` cannot
 /// serialize an `m` without ut_pex (bencode has no None), and we do not offer PEX.
-fn ext_handshake(client: &str, peer_ip: IpAddr, reqq: u32, metadata_size: u32) -> Vec<u8> {
+fn ext_handshake(client: &str, peer_ip: IpAddr, reqq: u32, metadata_size: u32, upload_only: bool) -> Vec<u8> {
     fn bstr(out: &mut Vec<u8>, s: &[u8]) {
         out.extend_from_slice(s.len().to_string().as_bytes());
         out.push(b':');
@@ -965,7 +1178,7 @@ fn ext_handshake(client: &str, peer_ip: IpAddr, reqq: u32, metadata_size: u32) -
     d.extend_from_slice(metadata_size.to_string().as_bytes());
     d.extend_from_slice(b"e4:reqqi");
     d.extend_from_slice(reqq.to_string().as_bytes());
-    d.extend_from_slice(b"e11:upload_onlyi1e1:v");
+    d.extend_from_slice(if upload_only { b"e11:upload_onlyi1e1:v" } else { b"e11:upload_onlyi0e1:v" });
     bstr(&mut d, client.as_bytes());
     d.extend_from_slice(b"6:yourip");
     match peer_ip {
@@ -994,6 +1207,14 @@ fn fixed_message(bytes: &[u8]) -> Option<Message<'static>> {
         (17, Some(8)) => Some(Message::Cancel(request()?)),
         _ => None,
     }
+}
+
+/// A request (id 6) or cancel (id 8) message.
+fn push_request(out: &mut Vec<u8>, id: u8, index: u32, begin: u32, length: u32) {
+    out.extend_from_slice(&[0, 0, 0, 13, id]);
+    out.extend_from_slice(&index.to_be_bytes());
+    out.extend_from_slice(&begin.to_be_bytes());
+    out.extend_from_slice(&length.to_be_bytes());
 }
 
 /// A token bucket allowing `n` per second, holding one second's worth (0: unlimited).

@@ -1,5 +1,5 @@
 //! Swarm counters (atomics, cheap to bump from every peer task) for status and the metrics
-//! exporter: bytes uploaded, peers connected, and peers dropped or refused by reason.
+//! exporter: bytes uploaded and downloaded, peers connected and dialed, bad pieces, and peers dropped or refused by reason.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +15,13 @@ pub struct Stats {
     pub blocks_uploaded: AtomicU64,
     pub peers_connected: AtomicU64,
     pub peers_accepted: AtomicU64,
+    /// Outgoing connections opened (to peers of releases being filled).
+    pub peers_dialed: AtomicU64,
+    /// Block bytes received that answered our requests, and whole pieces handed to the store.
+    pub bytes_downloaded: AtomicU64,
+    pub pieces_downloaded: AtomicU64,
+    /// Pieces from peers that failed their hash check (each drops and bans its peer).
+    pub bad_pieces: AtomicU64,
     /// Per reason ([`crate::proto::DropReason::kind`], `peer_cap`, `per_ip_cap`).
     dropped: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -27,6 +34,10 @@ pub struct StatsSnapshot {
     pub blocks_uploaded: u64,
     pub peers_connected: u64,
     pub peers_accepted: u64,
+    pub peers_dialed: u64,
+    pub bytes_downloaded: u64,
+    pub pieces_downloaded: u64,
+    pub bad_pieces: u64,
     pub dropped: BTreeMap<String, u64>,
 }
 
@@ -52,6 +63,19 @@ impl Stats {
         self.blocks_uploaded.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn dialed(&self) {
+        self.peers_dialed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_downloaded_piece(&self, n: u64) {
+        self.bytes_downloaded.fetch_add(n, Ordering::Relaxed);
+        self.pieces_downloaded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn bad_piece(&self) {
+        self.bad_pieces.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn add_uploaded_wire(&self, n: u64) {
         self.bytes_sent.fetch_add(n, Ordering::Relaxed);
     }
@@ -63,6 +87,10 @@ impl Stats {
             blocks_uploaded: self.blocks_uploaded.load(Ordering::Relaxed),
             peers_connected: self.peers_connected.load(Ordering::Relaxed),
             peers_accepted: self.peers_accepted.load(Ordering::Relaxed),
+            peers_dialed: self.peers_dialed.load(Ordering::Relaxed),
+            bytes_downloaded: self.bytes_downloaded.load(Ordering::Relaxed),
+            pieces_downloaded: self.pieces_downloaded.load(Ordering::Relaxed),
+            bad_pieces: self.bad_pieces.load(Ordering::Relaxed),
             dropped: self
                 .dropped
                 .lock()

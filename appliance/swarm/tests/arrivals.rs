@@ -115,7 +115,8 @@ async fn present_pieces_haves_and_read_through() {
         ..Default::default()
     };
     let shutdown = Shutdown::new();
-    let swarm = Swarm::start(store.clone(), fetcher, cfg, shutdown.clone()).await.unwrap();
+    let ports = popseed_swarm::SwarmPorts { read_through: fetcher, fill: Arc::new(popseed_core::NoPeerFill) };
+    let swarm = Swarm::start(store.clone(), ports, cfg, shutdown.clone()).await.unwrap();
 
     let mut s = TcpStream::connect(swarm.peer_addr()).await.unwrap();
     let mut hs = b"\x13BitTorrent protocol\0\0\0\0\0\x10\0\0".to_vec();

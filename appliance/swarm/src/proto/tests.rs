@@ -120,7 +120,7 @@ fn handshake_sends_ext_handshake_and_bitfield() {
         "11:ut_metadatai3e",
         "4:reqqi8e",
         "13:metadata_sizei40000e",
-        "11:upload_onlyi1e",
+        "11:upload_onlyi0e",
         "6:yourip4:\n\x01\x02\x03",
         "1:v",
     ] {
@@ -135,7 +135,7 @@ fn handshake_sends_ext_handshake_and_bitfield() {
             assert_eq!(h.m.ut_metadata, Some(OUR_UT_METADATA));
             assert_eq!(h.reqq, Some(8));
             assert_eq!(h.metadata_size, Some(40000));
-            assert_eq!(h.upload_only, Some(1));
+            assert_eq!(h.upload_only, Some(0), "a box still missing pieces downloads too");
         }
         other => panic!("not an extended handshake: {other:?}"),
     }
@@ -263,7 +263,16 @@ fn bad_index_past_end_and_bad_length_are_dropped() {
     let (mut p, cat, now) = unchoked(&[0]);
     assert!(matches!(p.receive(&msg(6, &[0; 11]), now, &cat), Err(DropReason::Malformed(_))), "short request");
     let (mut p, cat, now) = unchoked(&[0]);
-    assert_eq!(p.receive(&msg(7, &[0; 20]), now, &cat), Err(DropReason::Unexpected("piece")));
+    assert_eq!(p.receive(&msg(7, &[0; 20]), now, &cat), Ok(()), "a block nobody asked for is counted, not fatal");
+    let (mut p, cat, now) = unchoked(&[0]);
+    let past_end = [&9u32.to_be_bytes()[..], &900u32.to_be_bytes(), &[0; 200]].concat();
+    assert_eq!(
+        p.receive(&msg(7, &past_end), now, &cat),
+        Err(DropReason::PastEnd { index: 9, begin: 900, length: 200 }),
+        "a block past the end of the 1000-byte last piece"
+    );
+    let (mut p, cat, now) = unchoked(&[0]);
+    assert!(matches!(p.receive(&msg(7, &[0; 7]), now, &cat), Err(DropReason::Malformed(_))), "short piece");
     let (mut p, cat, now) = unchoked(&[0]);
     assert_eq!(p.receive(&msg(5, &[0; 3]), now, &cat), Err(DropReason::BadBitfield { got: 3, expected: 2 }));
 }
@@ -802,4 +811,76 @@ fn fixed_layout_messages_decode_as_librqbit_decodes_them() {
         assert!(fixed_message(&m).is_none(), "{m:?}");
     }
     assert!(Message::deserialize(&msg(6, &[0; 11]), &[]).is_err());
+}
+
+fn dialed(present: &[u32]) -> (PeerProto, Fake, Instant, Vec<u8>) {
+    let now = Instant::now();
+    let cat = fake(present);
+    let (meta, have) = cat.lookup(&IH).unwrap();
+    let mut p = PeerProto::connect(cfg(), "10.1.2.3".parse().unwrap(), *b"-PS0100-000000000000", meta, have, now);
+    p.set_wanted(true, now);
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    (p, cat, now, out)
+}
+
+#[test]
+fn an_outgoing_connection_opens_asks_for_what_the_peer_has_and_assembles_pieces() {
+    let (mut p, cat, now, out) = dialed(&[0]);
+    assert_eq!(&out[..20], b"\x13BitTorrent protocol");
+    assert_ne!(out[25] & 0x10, 0, "BEP 10 offered");
+    assert_eq!(&out[28..48], IH.as_bytes());
+    let msgs = messages(&out[68..]);
+    assert_eq!((msgs[0][0], msgs[1][0]), (20, 5), "extension handshake, then our bitfield");
+    assert!(!p.is_attached());
+    // the peer answers: handshake, bitfield (pieces 1 and 2), unchoke
+    let bf = [0b0110_0000u8, 0];
+    p.receive(&[handshake(IH, true), msg(5, &bf), msg(1, &[])].concat(), now, &cat).unwrap();
+    assert_eq!(p.poll_event(), Some(Event::Attached { infohash: IH, peer_id: *b"-XX0000-abcdefghijkl" }));
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    assert_eq!(messages(&out), vec![vec![2]], "interested, and no second handshake");
+    assert!(p.pieces_wanted() > 0);
+    p.add_pieces(&[2], now);
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    let reqs = messages(&out);
+    assert_eq!(reqs, vec![request(2, 0, 16384)[4..].to_vec(), request(2, 16384, 16384)[4..].to_vec()]);
+    let data: Vec<u8> = (0..PIECE).map(|i| (i % 253) as u8).collect();
+    for begin in [16384u32, 0] {
+        let mut payload = 2u32.to_be_bytes().to_vec();
+        payload.extend_from_slice(&begin.to_be_bytes());
+        payload.extend_from_slice(&data[begin as usize..begin as usize + 16384]);
+        p.receive(&msg(7, &payload), now, &cat).unwrap();
+    }
+    assert_eq!(p.poll_event(), Some(Event::Downloaded { index: 2, data }));
+    assert_eq!(p.download().unwrap().downloaded(), PIECE as u64);
+    // once stored (and advertised), piece 1 is still wanted; when it is stored from elsewhere
+    // there is nothing left to want from this peer
+    p.piece_stored(2);
+    p.piece_stored(1);
+    p.handle_timeout(now).unwrap();
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    assert_eq!(messages(&out), vec![vec![4, 0, 0, 0, 2], vec![4, 0, 0, 0, 1], vec![3]], "haves, then not interested");
+}
+
+#[test]
+fn a_dialed_peer_answering_for_another_release_or_as_ourselves_is_dropped() {
+    let (mut p, cat, now, _) = dialed(&[]);
+    assert_eq!(
+        p.receive(&handshake(InfoHash([8; 20]), true), now, &cat),
+        Err(DropReason::WrongInfohash(InfoHash([8; 20])))
+    );
+    let (mut p, cat, now, _) = dialed(&[]);
+    let mut ours = handshake(IH, true);
+    ours[48..].copy_from_slice(b"-PS0100-000000000000");
+    assert_eq!(p.receive(&ours, now, &cat), Err(DropReason::SelfConnection));
+    assert!(!DropReason::SelfConnection.is_abuse() && DropReason::BadPiece(1).is_abuse());
+}
+
+#[test]
+fn a_box_that_holds_the_whole_release_says_upload_only() {
+    let (_, _, _, msgs) = attached(&(0..PIECES).collect::<Vec<_>>(), true);
+    assert!(String::from_utf8_lossy(&msgs[0]).contains("11:upload_onlyi1e"));
 }

@@ -1,0 +1,580 @@
+//! The downloading half of one peer connection, with no I/O and no clock of its own: what the
+//! peer holds (bitfield, have, BEP 6 have_all/have_none), whether it chokes us, the pieces the
+//! fill handed this connection, the block requests in flight (a pipeline sized from the measured
+//! rate), arriving blocks assembled into whole pieces, and the timers that give work back (a
+//! peer that stops sending, or keeps us choked). [`crate::proto::PeerProto`] owns one and feeds it
+//! the peer's messages; the shell asks the fill for pieces ([`Download::pieces_wanted`]) and hands
+//! each whole piece to the store, whose hash check decides whether the peer lied.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use popseed_store::Bitfield;
+
+use crate::proto::DropReason;
+
+/// Block size requested (every client serves 16 KiB blocks; BEP 3).
+pub const BLOCK: u32 = 16 * 1024;
+/// Blocks kept in flight to a peer at least, and before its rate is known.
+pub const PIPELINE_MIN: usize = 8;
+pub const PIPELINE_START: usize = 32;
+/// Blocks kept in flight to a peer at most (4 MiB), and never more than the `reqq` it
+/// advertises.
+pub const PIPELINE_MAX: usize = 256;
+/// The pipeline holds this many seconds of the peer's measured rate.
+pub const PIPELINE_SECONDS: f64 = 1.0;
+/// `reqq` assumed for a peer that advertises none (libtorrent's historical default).
+pub const DEFAULT_PEER_REQQ: usize = 250;
+/// With requests in flight and no block for this long, the peer is snubbed: its pieces go back
+/// to the fill and it gets one piece at a time until a block arrives.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Pieces held by a peer that chokes us go back to the fill after this long.
+pub const CHOKED_GIVE_BACK: Duration = Duration::from_secs(10);
+/// Blocks that answer no request (late after a cancel or choke, or never asked for) tolerated
+/// per connection before the peer is dropped.
+pub const MAX_UNREQUESTED_BLOCKS: u32 = 256;
+/// Pieces held at once by one connection, whatever its rate.
+pub const MAX_PIECES_HELD: usize = 64;
+/// How often the rate behind the pipeline size is measured.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// A piece handed to this connection, being filled block by block.
+struct Held {
+    size: u32,
+    /// Allocated at the first block, so pieces waiting for an unchoke hold no memory.
+    data: Vec<u8>,
+    /// Next offset not yet requested.
+    next: u32,
+    /// Bytes received.
+    received: u32,
+    /// Per block: received.
+    got: Vec<bool>,
+}
+
+impl Held {
+    fn new(size: u32) -> Self {
+        Held { size, data: Vec::new(), next: 0, received: 0, got: vec![false; size.div_ceil(BLOCK) as usize] }
+    }
+
+    fn unrequested_blocks(&self) -> usize {
+        (self.size - self.next).div_ceil(BLOCK) as usize
+    }
+}
+
+/// One connection's download state.
+pub struct Download {
+    peer_has: Bitfield,
+    peer_choking: bool,
+    choked_since: Option<Instant>,
+    interested: bool,
+    /// Whether the box wants pieces of this release (the fill is running and it is incomplete).
+    wanted: bool,
+    held: BTreeMap<u32, Held>,
+    /// Requests in flight: (index, begin) -> (length, when sent).
+    requests: BTreeMap<(u32, u32), u32>,
+    /// When the last block (or the first request after a quiet spell) happened.
+    last_progress: Instant,
+    snubbed: bool,
+    unrequested: u32,
+    peer_reqq: usize,
+    rate: f64,
+    window_start: Instant,
+    window_bytes: u64,
+    downloaded: u64,
+    complete: VecDeque<(u32, Vec<u8>)>,
+    released: Vec<u32>,
+}
+
+impl Download {
+    pub fn new(pieces: u32, now: Instant) -> Self {
+        Download {
+            peer_has: Bitfield::new(pieces),
+            peer_choking: true,
+            choked_since: Some(now),
+            interested: false,
+            wanted: false,
+            held: BTreeMap::new(),
+            requests: BTreeMap::new(),
+            last_progress: now,
+            snubbed: false,
+            unrequested: 0,
+            peer_reqq: DEFAULT_PEER_REQQ,
+            rate: 0.0,
+            window_start: now,
+            window_bytes: 0,
+            downloaded: 0,
+            complete: VecDeque::new(),
+            released: Vec::new(),
+        }
+    }
+
+    pub fn peer_has(&self) -> &Bitfield {
+        &self.peer_has
+    }
+    pub fn is_peer_choking(&self) -> bool {
+        self.peer_choking
+    }
+    pub fn is_interested(&self) -> bool {
+        self.interested
+    }
+    pub fn is_snubbed(&self) -> bool {
+        self.snubbed
+    }
+    /// Block bytes received that answered a request.
+    pub fn downloaded(&self) -> u64 {
+        self.downloaded
+    }
+    /// Pieces held (handed by the fill, not yet complete or given back).
+    pub fn held(&self) -> impl Iterator<Item = u32> + '_ {
+        self.held.keys().copied()
+    }
+    pub fn requests_in_flight(&self) -> usize {
+        self.requests.len()
+    }
+    /// Bytes per second measured over the last [`RATE_WINDOW`].
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// The `reqq` of the peer's extension handshake.
+    pub fn set_peer_reqq(&mut self, reqq: usize) {
+        self.peer_reqq = reqq.max(1);
+    }
+
+    /// Whether the box wants this release's pieces now.
+    pub fn set_wanted(&mut self, wanted: bool) {
+        self.wanted = wanted;
+        if !wanted {
+            self.give_back_all();
+        }
+    }
+
+    pub fn on_bitfield(&mut self, bytes: &[u8]) {
+        let mut bf = Bitfield::new(self.peer_has.len());
+        for i in 0..bf.len() {
+            if bytes.get((i / 8) as usize).is_some_and(|b| b & (0x80 >> (i % 8)) != 0) {
+                bf.set(i);
+            }
+        }
+        self.peer_has = bf;
+    }
+
+    pub fn on_have(&mut self, index: u32) {
+        self.peer_has.set(index);
+    }
+
+    /// BEP 6 have_all (`true`) or have_none.
+    pub fn on_have_all(&mut self, all: bool) {
+        let mut bf = Bitfield::new(self.peer_has.len());
+        if all {
+            for i in 0..bf.len() {
+                bf.set(i);
+            }
+        }
+        self.peer_has = bf;
+    }
+
+    /// The peer choked us: its pending requests are void (BEP 3); the pieces stay held for
+    /// [`CHOKED_GIVE_BACK`] and their blocks are asked again after an unchoke.
+    pub fn on_choke(&mut self, now: Instant) {
+        if self.peer_choking {
+            return;
+        }
+        self.peer_choking = true;
+        self.choked_since = Some(now);
+        let void: Vec<(u32, u32)> = self.requests.keys().copied().collect();
+        self.requests.clear();
+        for (index, begin) in void {
+            if let Some(h) = self.held.get_mut(&index) {
+                h.next = h.next.min(begin);
+            }
+        }
+        // Rewind each piece to its first block not received, so nothing is asked twice.
+        for h in self.held.values_mut() {
+            let first_missing = h.got.iter().position(|g| !g).map_or(h.size, |b| b as u32 * BLOCK);
+            h.next = first_missing;
+        }
+    }
+
+    pub fn on_unchoke(&mut self, now: Instant) {
+        if !self.peer_choking {
+            return;
+        }
+        self.peer_choking = false;
+        self.choked_since = None;
+        self.last_progress = now;
+    }
+
+    /// BEP 6 reject of one of our requests: that block is asked again later (after a choke) or
+    /// the piece goes back to the fill.
+    pub fn on_reject(&mut self, index: u32, begin: u32) {
+        if self.requests.remove(&(index, begin)).is_some() {
+            self.release(index);
+        }
+    }
+
+    /// A block arrived. Blocks nobody asked for are dropped (a few are normal after a cancel
+    /// or a choke); more than [`MAX_UNREQUESTED_BLOCKS`] drop the peer.
+    pub fn on_block(&mut self, index: u32, begin: u32, block: &[u8], now: Instant) -> Result<(), DropReason> {
+        let asked = self.requests.get(&(index, begin)).copied();
+        if asked != Some(block.len() as u32) {
+            self.unrequested += 1;
+            if self.unrequested > MAX_UNREQUESTED_BLOCKS {
+                return Err(DropReason::UnrequestedBlocks(self.unrequested));
+            }
+            return Ok(());
+        }
+        self.requests.remove(&(index, begin));
+        self.last_progress = now;
+        self.snubbed = false;
+        self.downloaded += block.len() as u64;
+        self.window_bytes += block.len() as u64;
+        let Some(h) = self.held.get_mut(&index) else { return Ok(()) };
+        let b = (begin / BLOCK) as usize;
+        if h.got.get(b).copied() != Some(false) {
+            return Ok(());
+        }
+        if h.data.is_empty() {
+            h.data = vec![0; h.size as usize];
+        }
+        h.data[begin as usize..begin as usize + block.len()].copy_from_slice(block);
+        h.got[b] = true;
+        h.received += block.len() as u32;
+        if h.received >= h.size {
+            if let Some(done) = self.held.remove(&index) {
+                self.complete.push_back((index, done.data));
+            }
+        }
+        Ok(())
+    }
+
+    /// A whole piece received, for the store's hash check.
+    pub fn take_complete(&mut self) -> Option<(u32, Vec<u8>)> {
+        self.complete.pop_front()
+    }
+
+    /// Pieces given back since the last call (the shell tells the fill).
+    pub fn take_released(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.released)
+    }
+
+    /// The piece is in the store now (from any source): stop fetching it here. Returns the
+    /// requests to cancel.
+    pub fn piece_present(&mut self, index: u32) -> Vec<(u32, u32, u32)> {
+        if self.held.remove(&index).is_none() {
+            return Vec::new();
+        }
+        self.cancel_requests_of(index)
+    }
+
+    fn cancel_requests_of(&mut self, index: u32) -> Vec<(u32, u32, u32)> {
+        let gone: Vec<((u32, u32), u32)> =
+            self.requests.range((index, 0)..=(index, u32::MAX)).map(|(k, v)| (*k, *v)).collect();
+        for (k, _) in &gone {
+            self.requests.remove(k);
+        }
+        gone.into_iter().map(|((i, b), l)| (i, b, l)).collect()
+    }
+
+    fn release(&mut self, index: u32) {
+        if self.held.remove(&index).is_some() {
+            self.cancel_requests_of(index);
+            self.released.push(index);
+        }
+    }
+
+    fn give_back_all(&mut self) -> Vec<(u32, u32, u32)> {
+        let cancels: Vec<(u32, u32, u32)> = self.requests.iter().map(|(&(i, b), &l)| (i, b, l)).collect();
+        self.requests.clear();
+        let held: Vec<u32> = self.held.keys().copied().collect();
+        self.held.clear();
+        self.released.extend(held);
+        cancels
+    }
+
+    /// Whether we should be interested: the box wants the release and the peer has a piece
+    /// `ours` lacks. Returns the new state when it changed (the caller sends the message).
+    pub fn update_interest(&mut self, ours: &Bitfield) -> Option<bool> {
+        let want = self.wanted && self.peer_has.iter_set().any(|i| !ours.get(i));
+        if want == self.interested {
+            return None;
+        }
+        self.interested = want;
+        if !want {
+            self.give_back_all();
+        }
+        Some(want)
+    }
+
+    /// Blocks to keep in flight: [`PIPELINE_SECONDS`] of the measured rate, within
+    /// [`PIPELINE_MIN`]..=[`PIPELINE_MAX`] and the peer's `reqq`.
+    pub fn pipeline(&self) -> usize {
+        let by_rate = if self.rate > 0.0 {
+            (self.rate * PIPELINE_SECONDS / BLOCK as f64).ceil() as usize + PIPELINE_MIN
+        } else {
+            PIPELINE_START
+        };
+        by_rate.clamp(PIPELINE_MIN, PIPELINE_MAX).min(self.peer_reqq)
+    }
+
+    /// How many more pieces of `piece_length` this connection should be handed now.
+    pub fn pieces_wanted(&self, piece_length: u32) -> usize {
+        if !self.interested || self.peer_choking {
+            return 0;
+        }
+        if self.snubbed {
+            return usize::from(self.held.is_empty());
+        }
+        let queued: usize = self.held.values().map(Held::unrequested_blocks).sum::<usize>() + self.requests.len();
+        let want_blocks = self.pipeline().saturating_sub(queued);
+        let per_piece = piece_length.div_ceil(BLOCK).max(1) as usize;
+        want_blocks.div_ceil(per_piece).min(MAX_PIECES_HELD.saturating_sub(self.held.len()))
+    }
+
+    /// Takes pieces handed by the fill (`size`: each piece's length).
+    pub fn add_piece(&mut self, index: u32, size: u32) {
+        if size > 0 && !self.held.contains_key(&index) {
+            self.held.insert(index, Held::new(size));
+        }
+    }
+
+    /// Block requests to send now (index, begin, length), up to the pipeline, lowest piece first.
+    pub fn next_requests(&mut self, now: Instant) -> Vec<(u32, u32, u32)> {
+        if self.peer_choking || !self.interested {
+            return Vec::new();
+        }
+        let room = self.pipeline().saturating_sub(self.requests.len());
+        if room == 0 {
+            return Vec::new();
+        }
+        if self.requests.is_empty() {
+            self.last_progress = now;
+        }
+        let mut out = Vec::new();
+        for (&index, h) in self.held.iter_mut() {
+            while h.next < h.size && out.len() < room {
+                let len = BLOCK.min(h.size - h.next);
+                if !h.got[(h.next / BLOCK) as usize] {
+                    out.push((index, h.next, len));
+                }
+                h.next += len;
+            }
+            if out.len() >= room {
+                break;
+            }
+        }
+        for &(i, b, l) in &out {
+            self.requests.insert((i, b), l);
+        }
+        out
+    }
+
+    /// When [`Download::handle_timeout`] wants to run next, if anything is pending.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = (!self.requests.is_empty()).then(|| self.last_progress + REQUEST_TIMEOUT);
+        if let (Some(since), false) = (self.choked_since, self.held.is_empty()) {
+            let c = since + CHOKED_GIVE_BACK;
+            t = Some(t.map_or(c, |t| t.min(c)));
+        }
+        if self.window_bytes > 0 || self.rate > 0.0 {
+            let r = self.window_start + RATE_WINDOW;
+            t = Some(t.map_or(r, |t| t.min(r)));
+        }
+        t
+    }
+
+    /// Timers: the rate window, the request timeout (snub), the choke give-back. Returns the
+    /// requests to cancel.
+    pub fn handle_timeout(&mut self, now: Instant) -> Vec<(u32, u32, u32)> {
+        let span = now.saturating_duration_since(self.window_start);
+        if span >= RATE_WINDOW {
+            self.rate = self.window_bytes as f64 / span.as_secs_f64();
+            self.window_bytes = 0;
+            self.window_start = now;
+        }
+        if !self.requests.is_empty() && now >= self.last_progress + REQUEST_TIMEOUT {
+            self.snubbed = true;
+            self.last_progress = now;
+            return self.give_back_all();
+        }
+        if self.choked_since.is_some_and(|s| now >= s + CHOKED_GIVE_BACK) && !self.held.is_empty() {
+            return self.give_back_all();
+        }
+        Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ours(n: u32, have: &[u32]) -> Bitfield {
+        let mut b = Bitfield::new(n);
+        for &i in have {
+            b.set(i);
+        }
+        b
+    }
+
+    #[test]
+    fn interested_only_in_a_peer_with_something_we_lack_and_only_while_wanted() {
+        let t = Instant::now();
+        let mut d = Download::new(10, t);
+        d.on_bitfield(&[0b1000_0000, 0]);
+        assert_eq!(d.update_interest(&ours(10, &[])), None, "not wanted");
+        d.set_wanted(true);
+        assert_eq!(d.update_interest(&ours(10, &[0])), None, "it has only what we have");
+        d.on_have(3);
+        assert_eq!(d.update_interest(&ours(10, &[0])), Some(true));
+        assert_eq!(d.update_interest(&ours(10, &[0, 3])), Some(false));
+    }
+
+    #[test]
+    fn pieces_are_requested_block_by_block_and_assembled() {
+        let t = Instant::now();
+        let mut d = Download::new(4, t);
+        d.on_have_all(true);
+        d.set_wanted(true);
+        d.update_interest(&ours(4, &[]));
+        assert_eq!(d.pieces_wanted(40_000), 0, "choked");
+        d.on_unchoke(t);
+        // 32 blocks in flight before the rate is known; a piece is 3 blocks
+        assert_eq!(d.pieces_wanted(40_000), 11);
+        d.add_piece(2, 40_000);
+        let reqs = d.next_requests(t);
+        assert_eq!(reqs, vec![(2, 0, BLOCK), (2, BLOCK, BLOCK), (2, 2 * BLOCK, 40_000 - 2 * BLOCK)]);
+        assert!(d.next_requests(t).is_empty(), "everything held is asked for");
+        let piece: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        for &(i, b, l) in reqs.iter().rev() {
+            d.on_block(i, b, &piece[b as usize..(b + l) as usize], t).unwrap();
+        }
+        assert_eq!(d.take_complete(), Some((2, piece)));
+        assert_eq!(d.held().count(), 0);
+        assert_eq!(d.downloaded(), 40_000);
+    }
+
+    #[test]
+    fn unrequested_blocks_are_dropped_then_drop_the_peer() {
+        let t = Instant::now();
+        let mut d = Download::new(4, t);
+        for _ in 0..MAX_UNREQUESTED_BLOCKS {
+            d.on_block(0, 0, &[1; 16], t).unwrap();
+        }
+        assert!(d.take_complete().is_none());
+        assert_eq!(d.on_block(0, 0, &[1; 16], t), Err(DropReason::UnrequestedBlocks(MAX_UNREQUESTED_BLOCKS + 1)));
+    }
+
+    #[test]
+    fn a_block_of_the_wrong_length_is_not_taken() {
+        let t = Instant::now();
+        let mut d = Download::new(1, t);
+        d.on_have_all(true);
+        d.set_wanted(true);
+        d.update_interest(&ours(1, &[]));
+        d.on_unchoke(t);
+        d.add_piece(0, 100);
+        assert_eq!(d.next_requests(t), vec![(0, 0, 100)]);
+        d.on_block(0, 0, &[0; 99], t).unwrap();
+        assert!(d.take_complete().is_none());
+        assert_eq!(d.requests_in_flight(), 1);
+    }
+
+    #[test]
+    fn a_choke_voids_requests_and_the_blocks_are_asked_again_after_the_unchoke() {
+        let t = Instant::now();
+        let mut d = Download::new(2, t);
+        d.on_have_all(true);
+        d.set_wanted(true);
+        d.update_interest(&ours(2, &[]));
+        d.on_unchoke(t);
+        d.add_piece(0, 3 * BLOCK);
+        let reqs = d.next_requests(t);
+        assert_eq!(reqs.len(), 3);
+        d.on_block(0, 0, &vec![0; BLOCK as usize], t).unwrap();
+        d.on_choke(t);
+        assert_eq!(d.requests_in_flight(), 0);
+        assert!(d.next_requests(t).is_empty(), "choked");
+        d.on_unchoke(t);
+        assert_eq!(d.next_requests(t), vec![(0, BLOCK, BLOCK), (0, 2 * BLOCK, BLOCK)]);
+    }
+
+    #[test]
+    fn choked_too_long_gives_the_pieces_back() {
+        let t = Instant::now();
+        let mut d = Download::new(2, t);
+        d.on_have_all(true);
+        d.set_wanted(true);
+        d.update_interest(&ours(2, &[]));
+        d.on_unchoke(t);
+        d.add_piece(1, BLOCK);
+        d.next_requests(t);
+        d.on_choke(t);
+        assert!(d.handle_timeout(t + CHOKED_GIVE_BACK / 2).is_empty());
+        assert_eq!(d.poll_timeout(), Some(t + CHOKED_GIVE_BACK));
+        d.handle_timeout(t + CHOKED_GIVE_BACK);
+        assert_eq!(d.take_released(), vec![1]);
+    }
+
+    #[test]
+    fn a_silent_peer_is_snubbed_its_pieces_go_back_and_it_gets_one_at_a_time() {
+        let t = Instant::now();
+        let mut d = Download::new(8, t);
+        d.on_have_all(true);
+        d.set_wanted(true);
+        d.update_interest(&ours(8, &[]));
+        d.on_unchoke(t);
+        d.add_piece(0, BLOCK);
+        d.add_piece(1, BLOCK);
+        d.next_requests(t);
+        assert_eq!(d.poll_timeout(), Some(t + REQUEST_TIMEOUT));
+        let cancels = d.handle_timeout(t + REQUEST_TIMEOUT);
+        assert_eq!(cancels, vec![(0, 0, BLOCK), (1, 0, BLOCK)]);
+        assert_eq!(d.take_released(), vec![0, 1]);
+        assert!(d.is_snubbed());
+        assert_eq!(d.pieces_wanted(BLOCK), 1);
+        d.add_piece(4, BLOCK);
+        d.next_requests(t + REQUEST_TIMEOUT);
+        d.on_block(4, 0, &vec![0; BLOCK as usize], t + REQUEST_TIMEOUT).unwrap();
+        assert!(!d.is_snubbed(), "a block ends the snub");
+    }
+
+    #[test]
+    fn the_pipeline_follows_the_rate_within_its_bounds_and_the_peers_reqq() {
+        let t = Instant::now();
+        let mut d = Download::new(1000, t);
+        d.on_have_all(true);
+        d.set_wanted(true);
+        d.update_interest(&ours(1000, &[]));
+        d.on_unchoke(t);
+        assert_eq!(d.pipeline(), PIPELINE_START);
+        for i in 0..100 {
+            d.add_piece(i, BLOCK);
+        }
+        for (i, b, l) in d.next_requests(t) {
+            d.on_block(i, b, &vec![0; l as usize], t).unwrap();
+        }
+        d.handle_timeout(t + RATE_WINDOW);
+        // 32 blocks in a second: 512 KiB/s, so 32 + 8 blocks
+        assert_eq!(d.pipeline(), 40);
+        d.set_peer_reqq(20);
+        assert_eq!(d.pipeline(), 20);
+        d.handle_timeout(t + RATE_WINDOW * 2);
+        d.set_peer_reqq(10_000);
+        assert_eq!(d.pipeline(), PIPELINE_START, "a second with nothing in it: the rate is 0 again");
+    }
+
+    #[test]
+    fn a_piece_stored_from_elsewhere_is_cancelled_here() {
+        let t = Instant::now();
+        let mut d = Download::new(2, t);
+        d.on_have_all(true);
+        d.set_wanted(true);
+        d.update_interest(&ours(2, &[]));
+        d.on_unchoke(t);
+        d.add_piece(1, 2 * BLOCK);
+        d.next_requests(t);
+        assert_eq!(d.piece_present(1), vec![(1, 0, BLOCK), (1, BLOCK, BLOCK)]);
+        assert_eq!(d.held().count(), 0);
+        assert!(d.take_released().is_empty(), "stored, not given back");
+    }
+}

@@ -1,0 +1,140 @@
+"""The box downloads over BitTorrent too (issue #19): with no origin and no web seed it fills a
+signed release from BitTorrent seeders named in `[fetch] peers` (libtorrent; a lying peer),
+checking every piece against the signed release before it is stored."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import struct
+import threading
+
+from conftest import complete_lines, lt_add, lt_session, lt_wait_checked, make_tree, publish, wait_until
+from test_fetch_origin import MiB, Proc, agent_config, status, store_files_match
+
+SWARM = """
+[swarm]
+listen = "127.0.0.1:0"
+tracker_listen = "127.0.0.1:0"
+announce_ip = "127.0.0.1"
+lsd = false
+utp_reset = false
+"""
+
+
+def lt_seeder(rel, ses=None):
+    """A libtorrent session seeding the release from its source tree (TCP on 127.0.0.1)."""
+    ses = ses or lt_session()
+    h = lt_add(ses, rel.torrent, rel.data_parent)
+    st = lt_wait_checked(ses, h)
+    assert st.is_seeding, "libtorrent does not hold the release it should seed"
+    return ses, h
+
+
+def peers_row(cfg) -> dict:
+    return next((o for o in status(cfg).get("origins", []) if o.get("kind") == "peers"), {})
+
+
+def complete(cfg) -> bool:
+    return bool((status(cfg).get("releases") or [{}])[0].get("complete"))
+
+
+def test_box_fills_from_a_libtorrent_seeder_alone(tmp_path):
+    src = make_tree(tmp_path / "src" / "show", {"a.bin": 20 * MiB + 7, "b.bin": 3 * MiB, "c.txt": 1000})
+    rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB")
+    ses, _ = lt_seeder(rel)
+    # no [[origins]], no web seed: the seeder is the only source
+    cfg = agent_config(tmp_path, [], rel.dir, extra=f'peers = ["127.0.0.1:{ses.listen_port()}"]')
+    cfg.write_text(cfg.read_text() + SWARM)
+    agent = Proc(["agent", "--config", cfg, "--log", "info"], tmp_path / "agent.log")
+    try:
+        wait_until(lambda: complete(cfg) or (not agent.alive() and agent.text()), 300, "the fill from libtorrent to complete")
+        assert agent.alive(), agent.text()[-3000:]
+    finally:
+        agent.kill(signal.SIGTERM)
+    store_files_match(cfg, rel)
+    row = peers_row(cfg)
+    total = sum(f["size"] for f in rel.manifest["files"])
+    assert row.get("bytes") == total and row.get("hash_failures") == 0, row
+
+
+class Liar(threading.Thread):
+    """A BitTorrent peer that claims every piece and answers each request with zeros."""
+
+    def __init__(self, ip: str, infohash: bytes, pieces: int):
+        super().__init__(daemon=True)
+        self.srv = socket.create_server((ip, 0))
+        self.port = self.srv.getsockname()[1]
+        self.ih, self.pieces = infohash, pieces
+        self.blocks_sent = 0
+
+    def run(self):
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, c: socket.socket):
+        def read(n: int) -> bytes:
+            buf = b""
+            while len(buf) < n:
+                chunk = c.recv(n - len(buf))
+                if not chunk:
+                    raise EOFError
+                buf += chunk
+            return buf
+
+        try:
+            hs = read(68)
+            assert hs[28:48] == self.ih
+            bf = bytearray((self.pieces + 7) // 8)
+            for i in range(self.pieces):
+                bf[i // 8] |= 0x80 >> (i % 8)
+            c.sendall(b"\x13BitTorrent protocol" + bytes(8) + self.ih + b"-LI0001-liarliarliar"
+                      + struct.pack(">IB", 1 + len(bf), 5) + bytes(bf) + struct.pack(">IB", 1, 1))
+            while True:
+                (n,) = struct.unpack(">I", read(4))
+                body = read(n) if n else b""
+                if body[:1] == b"\x06":
+                    index, begin, length = struct.unpack(">III", body[1:13])
+                    c.sendall(struct.pack(">IBII", 9 + length, 7, index, begin) + bytes(length))
+                    self.blocks_sent += 1
+        except (EOFError, OSError):
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.srv.close()
+
+
+def test_a_lying_peer_is_banned_and_the_fill_completes_from_the_others(tmp_path):
+    src = make_tree(tmp_path / "src" / "show", {"a.bin": 6 * MiB + 99})
+    rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB")
+    pieces = -(-(6 * MiB + 99) // (256 * 1024))
+    liar = Liar("127.0.0.66", bytes.fromhex(rel.manifest["infohash"]), pieces)
+    liar.start()
+    # libtorrent listens from the start but is given the release only once the liar is caught,
+    # so the liar is certainly asked for pieces first
+    ses = lt_session()
+    cfg = agent_config(tmp_path, [], rel.dir,
+                       extra=f'peers = ["127.0.0.66:{liar.port}", "127.0.0.1:{ses.listen_port()}"]')
+    cfg.write_text(cfg.read_text() + SWARM)
+    agent = Proc(["agent", "--config", cfg, "--log", "info"], tmp_path / "agent.log")
+    try:
+        agent.wait_line(r"peer dropped: piece \d+ failed its hash check", what="the lying peer to be dropped")
+        agent.wait_line(r"peer address banned", what="the lying peer's address to be banned")
+        lt_seeder(rel, ses)
+        wait_until(lambda: complete(cfg) or not agent.alive(), 300, "the fill to complete from libtorrent")
+        assert agent.alive(), agent.text()[-3000:]
+        sent = liar.blocks_sent
+        bans = sum("peer dropped: piece" in ln for ln in complete_lines(agent.log))
+    finally:
+        agent.kill(signal.SIGTERM)
+        liar.close()
+    store_files_match(cfg, rel)
+    assert sent >= 16, "the liar sent at least one whole (bad) piece"
+    assert bans == 1, "banned at its first bad piece, and not dialed again while banned"
+    assert peers_row(cfg).get("hash_failures", 0) >= 1
