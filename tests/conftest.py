@@ -270,6 +270,23 @@ def _output_text(source) -> str:
         return ""
 
 
+def http_get_from(url: str, source: str) -> bytes:
+    """GET `url` (http://host:port/path?query) from the loopback address `source`, so a server
+    that tells clients apart by address (the tracker) sees another client than 127.0.0.1."""
+    import http.client  # noqa: PLC0415
+    import urllib.parse  # noqa: PLC0415
+
+    u = urllib.parse.urlsplit(url)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=WAIT, source_address=(source, 0))
+    try:
+        c.request("GET", u.path + (f"?{u.query}" if u.query else ""))
+        r = c.getresponse()
+        assert r.status == 200, f"GET {url}: {r.status}"
+        return r.read()
+    finally:
+        c.close()
+
+
 def complete_lines(source) -> list[str]:
     """The complete lines a child process has written so far: those ending in "\n" (without the
     line end; a trailing "\r" is dropped too). The last, unfinished line is left out, so a line

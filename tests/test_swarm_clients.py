@@ -23,6 +23,7 @@ import pytest
 from conftest import (
     WAIT,
     free_port,
+    http_get_from,
     import_libtorrent,
     lt_add,
     lt_session,
@@ -181,19 +182,43 @@ def compact_peers(raw: bytes) -> list[tuple[str, int]]:
     return [(socket.inet_ntoa(raw[k:k + 4]), int.from_bytes(raw[k + 4:k + 6], "big")) for k in range(0, len(raw), 6)]
 
 
+def test_an_entry_on_the_box_address_does_not_hide_the_box(seed, release, src_digests, tmp_path):
+    """Issue #19: libtorrent (so qBittorrent and Deluge) keeps one peer per IP. An announce from
+    the box's own address with another port (a client on the box, a stale test client) used to
+    be handed out after the box, libtorrent took its port for the box's, and the download
+    stalled for good. The tracker now leaves such entries out."""
+    ih = infohash_of(seed)
+    stale = free_port()  # nothing listens there
+    q = lambda event: urllib.parse.urlencode(  # noqa: E731
+        {"info_hash": bytes.fromhex(ih), "peer_id": b"-ST0001-stalestale00", "port": stale, "left": 0,
+         "compact": 1, "event": event})
+    http_get(f"{seed.tracker_url}?{q('started')}")  # from 127.0.0.1, the box's address
+    try:
+        ses = lt_session(listen_interfaces="127.0.0.2:0")
+        # no connect_peer: the box's tracker is libtorrent's only way to the box
+        h = lt_add(ses, seed.releases[ih]["torrent"], tmp_path)
+        lt_download(ses, h, "through the tracker, beside a stale entry on the box's address", timeout=120)
+        ses.remove_torrent(h)
+        del ses
+    finally:
+        http_get(f"{seed.tracker_url}?{q('stopped')}")
+    assert tree_digests(tmp_path / release.src.name) == src_digests
+
+
 def test_tracker_announce_compact_and_scrape(seed):
     ih = bytes.fromhex(infohash_of(seed))
     base = seed.tracker_url
     q = lambda port, **kw: urllib.parse.urlencode(  # noqa: E731
         {"info_hash": ih, "peer_id": b"-TT0000-" + str(port).encode().rjust(12, b"0"), "port": port,
          "uploaded": 0, "downloaded": 0, "left": 1000, "compact": 1, **kw})
-    first, _ = bdecode(http_get(f"{base}?{q(40001, event='started')}"))
+    # two venue peers, each on its own address (never the box's: see the next test)
+    first, _ = bdecode(http_get_from(f"{base}?{q(40001, event='started')}", "127.0.0.41"))
     assert compact_peers(first[b"peers"])[0] == seed.peer, "the box is listed first"
-    second, _ = bdecode(http_get(f"{base}?{q(40002)}"))
+    second, _ = bdecode(http_get_from(f"{base}?{q(40002)}", "127.0.0.42"))
     peers = compact_peers(second[b"peers"])
     assert peers[0] == seed.peer
-    assert ("127.0.0.1", 40001) in peers, "venue peers find each other"
-    assert ("127.0.0.1", 40002) not in peers, "a peer is not handed itself"
+    assert ("127.0.0.41", 40001) in peers, "venue peers find each other"
+    assert ("127.0.0.42", 40002) not in peers, "a peer is not handed itself"
     assert second[b"interval"] > 0 and second[b"complete"] >= 1
     # Scrape counts the two venue peers as incomplete and the box as a seed.
     scrape_url = base.replace("/announce", "/scrape") + "?" + urllib.parse.urlencode({"info_hash": ih})
@@ -205,9 +230,9 @@ def test_tracker_announce_compact_and_scrape(seed):
     bad, _ = bdecode(http_get(f"{base}?info_hash=short&port=1"))
     assert b"info_hash" in bad[b"failure reason"]
     # Stopped peers leave the swarm.
-    http_get(f"{base}?{q(40001, event='stopped')}")
-    third, _ = bdecode(http_get(f"{base}?{q(40003)}"))
-    assert ("127.0.0.1", 40001) not in compact_peers(third[b"peers"])
+    http_get_from(f"{base}?{q(40001, event='stopped')}", "127.0.0.41")
+    third, _ = bdecode(http_get_from(f"{base}?{q(40003)}", "127.0.0.43"))
+    assert ("127.0.0.41", 40001) not in compact_peers(third[b"peers"])
 
 
 # --------------------------------------------------------------------------- transmission

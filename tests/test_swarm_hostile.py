@@ -23,6 +23,7 @@ from conftest import (
     WAIT,
     complete_lines,
     flip_byte,
+    http_get_from,
     import_libtorrent,
     lt_add,
     lt_session,
@@ -510,11 +511,12 @@ def test_an_address_dropped_for_abuse_is_refused_for_a_while(small):
     other.close()
 
 
-def announce(tracker_url: str, ih: bytes, port: int, numwant: int = 200) -> bytes:
+def announce(tracker_url: str, ih: bytes, port: int, numwant: int = 200, source: str = "127.0.0.3") -> bytes:
+    """An announce from `source` (not the box's own address, whose other entries the tracker
+    never hands out)."""
     q = urllib.parse.urlencode({"info_hash": ih, "peer_id": b"-PY0001-trackerflood", "port": port,
                                 "left": 1, "compact": 1, "numwant": numwant})
-    with urllib.request.urlopen(f"{tracker_url}?{q}", timeout=WAIT) as r:
-        return r.read()
+    return http_get_from(f"{tracker_url}?{q}", source)
 
 
 def compact_peers(reply: bytes) -> list[tuple[str, int]]:
@@ -529,14 +531,14 @@ def test_tracker_caps_peers_per_ip_per_release(small):
     rel, seed, ih = small
     assert seed.tracker_url
     # One client announcing from 40 ports (before #16 each one took a place in the release's
-    # 5000-peer table). Every announce reaches the tracker from 127.0.0.1.
+    # 5000-peer table). Every announce reaches the tracker from 127.0.0.3.
     for port in range(30_000, 30_040):
         announce(seed.tracker_url, ih, port)
     listed = compact_peers(announce(seed.tracker_url, ih, 31_000))
-    from_us = [p for p in listed if p[0] == "127.0.0.1" and 30_000 <= p[1] < 31_000]
+    from_us = [p for p in listed if p[0] == "127.0.0.3" and 30_000 <= p[1] < 31_000]
     # MAX_PEERS_PER_IP (8): the announcing address itself takes one of the 8 places, so at most
     # 7 of the flood's ports are handed back, the most recent ones.
-    assert len(from_us) <= 7, f"{len(from_us)} entries of one IP handed out: {from_us}"
+    assert 1 <= len(from_us) <= 7, f"{len(from_us)} entries of one IP handed out: {from_us}"
     assert {p[1] for p in from_us} <= set(range(30_033, 30_040)), from_us
 
 

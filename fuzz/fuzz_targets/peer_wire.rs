@@ -6,15 +6,19 @@
 //!
 //! Input: byte 0 flags (bit 0-1 prelude: raw / plaintext handshake / MSE+plaintext /
 //! MSE+RC4; bit 2 extension bit in the handshake; bits 3-7 which pieces the box holds),
-//! bytes 1..3 how the stream is cut into reads, bytes 3..7 shell actions taken after each
-//! read, the rest the peer's stream (encrypted by the harness when RC4 runs).
+//! bytes 1..3 how the stream is cut into reads (byte 1 bit 0 also: the box is filling the
+//! release and downloads from the peer, the harness handing it pieces as the fill would; bit 1
+//! with a plaintext prelude: the box dialed the peer), bytes 3..7 shell actions taken after
+//! each read, the rest the peer's stream (encrypted by the harness when RC4 runs).
 //!
 //! Asserts: no panic; once dropped, a peer stays dropped with the same reason; queues stay
 //! within their caps; every block served is inside a piece the peer was told we have, at most
 //! MAX_BLOCK long, and `uploaded` counts them; when the harness controls the opening, every
 //! byte the box sends (decrypted when RC4 runs) is our handshake followed by well-formed
 //! messages: choke/unchoke, have/bitfield for real pieces, extended messages whose dictionary
-//! is valid bencode, and piece messages matching the blocks served.
+//! is valid bencode, piece messages matching the blocks served, interest, and requests and
+//! cancels only for blocks of pieces the fill handed over; a downloaded piece is one of those,
+//! whole.
 #![no_main]
 
 use std::net::IpAddr;
@@ -69,6 +73,8 @@ struct OutCheck {
     ext_handshake_sent: bool,
     /// Piece messages expected next, in order (index, begin, length), from blocks served.
     blocks: std::collections::VecDeque<(u32, u32, u32)>,
+    /// Pieces the harness (as the fill) handed to the connection.
+    handed: std::collections::BTreeSet<u32>,
 }
 
 impl OutCheck {
@@ -99,7 +105,17 @@ impl OutCheck {
             }
             let (id, p) = (m[0], &m[1..]);
             match id {
-                0 | 1 => assert!(p.is_empty(), "choke/unchoke carry nothing"),
+                0..=3 => assert!(p.is_empty(), "choke/unchoke/interest carry nothing"),
+                6 | 8 => {
+                    assert_eq!(p.len(), 12, "request/cancel");
+                    let at = |k: usize| u32::from_be_bytes([p[k], p[k + 1], p[k + 2], p[k + 3]]);
+                    let (i, b, l) = (at(0), at(4), at(8));
+                    assert!(self.handed.contains(&i), "request for piece {i} the fill did not hand over");
+                    assert!(
+                        l >= 1 && l <= 16 * 1024 && b as u64 + l as u64 <= piece_size(i) as u64,
+                        "block in the piece"
+                    );
+                }
                 4 => {
                     assert_eq!(p.len(), 4);
                     assert!(u32::from_be_bytes([p[0], p[1], p[2], p[3]]) < PIECES, "have for a real piece");
@@ -182,8 +198,22 @@ fuzz_target!(|data: &[u8]| {
     // The opening the harness plays (None: raw, the fuzzer's bytes are the whole stream).
     let ext = flags & 4 != 0;
     let prelude = flags & 3;
-    let mut check =
-        OutCheck { buf: Vec::new(), handshake_seen: false, ext_handshake_sent: false, blocks: Default::default() };
+    let mut check = OutCheck {
+        buf: Vec::new(),
+        handshake_seen: false,
+        ext_handshake_sent: false,
+        blocks: Default::default(),
+        handed: Default::default(),
+    };
+    let wanted = cuts[0] & 1 != 0;
+    let dial = prelude == 1 && cuts[0] & 2 != 0;
+    if dial {
+        p = PeerProto::connect(cfg.clone(), peer_ip, OUR_ID, cat.meta.clone(), cat.have.clone(), now);
+        let mut out = Vec::new();
+        p.take_output(&mut out);
+        check.push(&out);
+    }
+    p.set_wanted(wanted, now);
     let mut rc4: Option<Step3> = None;
     let mut dead: Option<DropReason> = None;
     match prelude {
@@ -259,8 +289,27 @@ fuzz_target!(|data: &[u8]| {
                 Event::Attached { infohash, .. } => assert_eq!(infohash, IH),
                 Event::Demand { index } => assert!(index < PIECES),
                 Event::Interested | Event::NotInterested => {}
+                Event::Downloaded { index, data } => {
+                    assert!(check.handed.contains(&index), "downloaded piece {index} the fill did not hand over");
+                    assert_eq!(data.len(), piece_size(index) as usize, "a downloaded piece is whole");
+                }
             }
         }
+        // the fill's side: hand over pieces the peer has and the box lacks
+        let n = p.pieces_wanted();
+        if n > 0 {
+            assert!(wanted, "asked for work while not filling");
+            let give: Vec<u32> = match p.download() {
+                Some(d) => (0..PIECES)
+                    .filter(|&i| d.peer_has().get(i) && !p.advertised().get(i) && !check.handed.contains(&i))
+                    .take(n)
+                    .collect(),
+                None => Vec::new(),
+            };
+            check.handed.extend(give.iter().copied());
+            p.add_pieces(&give, now);
+        }
+        let _ = p.take_released();
         if a & 8 != 0 {
             now += Duration::from_secs(61); // keep-alive due (and sometimes idle)
         }

@@ -1,6 +1,6 @@
 //! The venue tracker's logic: BEP 3 announce with BEP 23 compact replies, and scrape, for the
 //! releases the box holds. It tracks the venue's peers (so attendees find each other) and
-//! always lists the box itself first. The swarm table ([`Swarms`]), the query parser and
+//! always lists the box itself first, and never another entry on the box's address. The swarm table ([`Swarms`]), the query parser and
 //! [`answer`] are pure and unit-tested; the HTTP front end is [`crate::tracker_http`].
 
 use std::collections::HashMap;
@@ -110,11 +110,14 @@ impl Swarms {
         self.upsert(a.infohash, me, seed, a.event.as_deref() == Some("stopped"), now);
         let mut list = vec![box_addr];
         if let Some(peers) = self.peers.get(&a.infohash) {
+            // Entries on the box's own address with another port (a client on the box, a stale
+            // test client) are left out: clients that keep one peer per IP (libtorrent, so
+            // qBittorrent and Deluge) would take that port for the box's and stall.
             list.extend(
                 peers
                     .keys()
                     .copied()
-                    .filter(|p| *p != me && *p != box_addr)
+                    .filter(|p| *p != me && p.ip() != box_addr.ip())
                     .take(a.numwant.clamp(1, MAX_NUMWANT).saturating_sub(1)),
             );
         }
@@ -407,6 +410,29 @@ mod tests {
         want.extend_from_slice(b"d8:completei1e10:downloadedi1e10:incompletei1eeee");
         assert_eq!(sc, want);
         assert_eq!(failure("unknown release"), b"d14:failure reason15:unknown releasee".to_vec());
+    }
+
+    #[test]
+    fn no_entry_on_the_box_address_is_handed_out_beside_the_box() {
+        // Issue #19: libtorrent keeps one peer per IP and took such an entry's port for the
+        // box's; the download stalled.
+        let t = Instant::now();
+        let mut s = Swarms::new(Duration::from_secs(60));
+        let box_addr: SocketAddr = "10.0.0.1:6881".parse().unwrap();
+        let a = |port| Announce {
+            infohash: InfoHash([3; 20]),
+            port,
+            left: Some(0),
+            event: None,
+            compact: true,
+            numwant: 50,
+        };
+        s.announce(&a(51413), "10.0.0.1".parse().unwrap(), box_addr, true, t);
+        s.announce(&a(7000), "10.0.0.2".parse().unwrap(), box_addr, true, t);
+        let r = s.announce(&a(7001), "10.0.0.3".parse().unwrap(), box_addr, true, t);
+        let mut want = b"5:peers12:".to_vec();
+        want.extend_from_slice(&[10, 0, 0, 1, 0x1a, 0xe1, 10, 0, 0, 2, 0x1b, 0x58]);
+        assert!(r.windows(want.len()).any(|w| w == want.as_slice()), "{}", String::from_utf8_lossy(&r));
     }
 
     #[test]
