@@ -4,12 +4,28 @@ checking every piece against the signed release before it is stored."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 import socket
 import struct
+import subprocess
 import threading
 
-from conftest import complete_lines, lt_add, lt_session, lt_wait_checked, make_tree, publish, wait_until
+import pytest
+
+from conftest import (
+    WAIT,
+    complete_lines,
+    free_port,
+    listening,
+    lt_add,
+    lt_session,
+    lt_wait_checked,
+    make_tree,
+    publish,
+    wait_until,
+)
 from test_fetch_origin import MiB, Proc, agent_config, status, store_files_match
 
 SWARM = """
@@ -138,3 +154,38 @@ def test_a_lying_peer_is_banned_and_the_fill_completes_from_the_others(tmp_path)
     assert sent >= 16, "the liar sent at least one whole (bad) piece"
     assert bans == 1, "banned at its first bad piece, and not dialed again while banned"
     assert peers_row(cfg).get("hash_failures", 0) >= 1
+
+
+def test_box_fills_from_a_transmission_seeder_alone(tmp_path):
+    tcli = shutil.which("transmission-cli")
+    assert tcli, "transmission-cli missing: scripts/test.sh installs the Debian package transmission-cli"
+    src = make_tree(tmp_path / "src" / "album", {"01.flac": 9 * MiB + 11, "02.flac": 5 * MiB + 5, "cover.jpg": 300_000})
+    rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB")
+    port = free_port()
+    cfg_dir = tmp_path / "tr-config"
+    cfg_dir.mkdir()
+    # default settings (uTP on, encryption preferred) but no DHT/LPD: nothing leaves loopback
+    (cfg_dir / "settings.json").write_text(json.dumps({"dht-enabled": False, "lpd-enabled": False}))
+    out = open(tmp_path / "transmission.out", "wb")
+    tr = subprocess.Popen([tcli, "-w", str(rel.data_parent), "-g", str(cfg_dir), "-p", str(port), str(rel.torrent)],
+                          stdout=out, stderr=subprocess.STDOUT)
+    out.close()
+    cfg = agent_config(tmp_path, [], rel.dir, extra=f'peers = ["127.0.0.1:{port}"]')
+    cfg.write_text(cfg.read_text() + SWARM)
+    agent = None
+    try:
+        wait_until(lambda: listening(port) or (tr.poll() is not None and pytest.fail(
+            (tmp_path / "transmission.out").read_text(errors="replace")[-3000:])), WAIT, "transmission to listen")
+        agent = Proc(["agent", "--config", cfg, "--log", "info"], tmp_path / "agent.log")
+        wait_until(lambda: complete(cfg) or not agent.alive(), 300, "the fill from transmission to complete")
+        assert agent.alive(), agent.text()[-3000:]
+    finally:
+        if agent:
+            agent.kill(signal.SIGTERM)
+        tr.terminate()
+        try:
+            tr.wait(10)
+        except subprocess.TimeoutExpired:
+            tr.kill()
+    store_files_match(cfg, rel)
+    assert peers_row(cfg).get("bytes") == sum(f["size"] for f in rel.manifest["files"])
