@@ -126,10 +126,14 @@ pub fn origin_specs(cfg: &AgentConfig) -> Vec<OriginSpec> {
         .collect()
 }
 
+/// [`FetchConfig::venue_grace`] when the box downloads from peers and agent.toml names none.
+pub const DEFAULT_VENUE_GRACE: Duration = Duration::from_secs(3);
+
 /// The fetcher's settings from `[fetch]`, defaults where a key is absent.
 pub fn fetch_config(cfg: &AgentConfig) -> FetchConfig {
     let d = FetchConfig::default();
     let f = &cfg.fetch;
+    let finds_peers = cfg.swarm.as_ref().is_some_and(|s| s.lsd || !f.peers.is_empty());
     FetchConfig {
         streams_per_origin: f.streams_per_origin.unwrap_or(d.streams_per_origin),
         request_bytes: f.request_bytes.map(|s| s.get()).unwrap_or(d.request_bytes),
@@ -140,6 +144,11 @@ pub fn fetch_config(cfg: &AgentConfig) -> FetchConfig {
         web_seed_parallel: d.web_seed_parallel,
         web_seed_ca: f.web_seed_ca.clone(),
         device_identity: None,
+        venue_grace: f.venue_grace.map(|x| x.0).unwrap_or(if finds_peers {
+            DEFAULT_VENUE_GRACE
+        } else {
+            Duration::ZERO
+        }),
     }
 }
 

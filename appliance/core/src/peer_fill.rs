@@ -34,8 +34,16 @@ pub trait PeerFill: Send + Sync {
     /// Pieces `source` will not deliver (it choked us, timed out, or the store refused them):
     /// back to the queue for any source.
     fn give_back(&self, release: &InfoHash, pieces: &[PieceIndex], source: PeerSourceId);
-    /// The connection ended: whatever it still had in flight goes back to the queue.
+    /// The connection ended: whatever it still had in flight goes back to the queue, and what
+    /// it holds no longer counts.
     fn lost(&self, source: PeerSourceId);
+    /// The peer holds `pieces` (its bitfield, a have): the uplink leaves planned pieces a venue
+    /// peer holds to it.
+    fn peer_holds(&self, release: &InfoHash, source: PeerSourceId, pieces: &[PieceIndex]);
+    /// The popseed boxes of the venue connected for `release` (peer ids) besides this one
+    /// (`me`): the uplink's work is split among them (rendezvous hashing), the rest comes over
+    /// the LAN.
+    fn siblings(&self, release: &InfoHash, me: [u8; 20], siblings: &[[u8; 20]]);
 }
 
 /// No fill (a store served on its own, `popseed seed`): the swarm downloads nothing.
@@ -56,4 +64,6 @@ impl PeerFill for NoPeerFill {
     fn bad_piece(&self, _: &InfoHash, _: PieceIndex, _: PeerSourceId) {}
     fn give_back(&self, _: &InfoHash, _: &[PieceIndex], _: PeerSourceId) {}
     fn lost(&self, _: PeerSourceId) {}
+    fn peer_holds(&self, _: &InfoHash, _: PeerSourceId, _: &[PieceIndex]) {}
+    fn siblings(&self, _: &InfoHash, _: [u8; 20], _: &[[u8; 20]]) {}
 }

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::{ReleaseProgress, Snapshot, Tracker};
-use crate::scheduler::{Scheduler, Source};
+use crate::scheduler::{Scheduler, Source, PRIORITY_DEMAND};
 use crate::webseed;
 
 /// Most pieces one store put takes from a request stream.
@@ -47,6 +47,10 @@ pub struct FetchConfig {
     pub web_seed_ca: Option<std::path::PathBuf>,
     /// The box's device certificate, shown to origins that serve allow-listed boxes only.
     pub device_identity: Option<popseed_origin::Identity>,
+    /// For this long after the fill starts, uplink sources take on-demand pieces only: the
+    /// swarm finds the venue's boxes and peers first, so pieces they hold, or that a sibling
+    /// box fetches, do not cross the uplink twice. Zero when the box downloads from no peer.
+    pub venue_grace: Duration,
 }
 
 impl Default for FetchConfig {
@@ -63,6 +67,7 @@ impl Default for FetchConfig {
             web_seed_parallel: 4,
             web_seed_ca: None,
             device_identity: None,
+            venue_grace: Duration::ZERO,
         }
     }
 }
@@ -312,7 +317,13 @@ impl Fetcher {
                     return None;
                 }
                 // size the batch by the release at the head of the queue
-                let probe = s.next_batch(origin, 1);
+                let mut probe = s.next_batch(origin, 1, Instant::now());
+                let grace = self.cfg.venue_grace.saturating_sub(self.started.elapsed());
+                if let Some(first) = probe.first().filter(|a| !grace.is_zero() && a.priority < PRIORITY_DEMAND) {
+                    // still finding the venue: put it back (first in line) and wait
+                    s.failed(&first.infohash, first.index);
+                    probe.clear();
+                }
                 if let Some(first) = probe.first().copied() {
                     // Never more than an equal share of what is left, so one origin (or one
                     // stream) does not take a small release or a fill's tail for itself.
@@ -323,7 +334,7 @@ impl Fetcher {
                     let mut batch = probe;
                     // on-demand pieces go alone, so a waiting peer is not behind a batch
                     if n > 1 && first.priority <= crate::scheduler::PRIORITY_CRITICAL {
-                        for a in s.next_batch(origin, n - 1) {
+                        for a in s.next_batch(origin, n - 1, Instant::now()) {
                             if a.infohash == first.infohash {
                                 batch.push(a);
                             } else {
@@ -602,7 +613,7 @@ impl Fetcher {
             if !self.web_seed_wanted() {
                 continue;
             }
-            let batch = lock(&self.sched).next_batch(WEB_SEED, self.cfg.web_seed_parallel.max(1));
+            let batch = lock(&self.sched).next_batch(WEB_SEED, self.cfg.web_seed_parallel.max(1), Instant::now());
             if batch.is_empty() {
                 continue;
             }
@@ -676,6 +687,7 @@ impl PeerFill for Fetcher {
     }
 
     fn stored(&self, release: &InfoHash, piece: PieceIndex, bytes: u64, source: PeerSourceId) {
+        lock(&self.sched).peer_progress(release, Instant::now());
         self.piece_stored(release, piece.get(), bytes, Source::Peer(source));
         self.progress_changed.notify_waiters();
     }
@@ -697,7 +709,17 @@ impl PeerFill for Fetcher {
     }
 
     fn lost(&self, source: PeerSourceId) {
-        lock(&self.sched).origin_lost(Source::Peer(source));
+        lock(&self.sched).peer_gone(source);
+        self.work.notify_waiters();
+    }
+
+    fn peer_holds(&self, release: &InfoHash, source: PeerSourceId, pieces: &[PieceIndex]) {
+        let pieces: Vec<u32> = pieces.iter().map(|p| p.get()).collect();
+        lock(&self.sched).peer_holds(release, source, &pieces);
+    }
+
+    fn siblings(&self, release: &InfoHash, me: [u8; 20], siblings: &[[u8; 20]]) {
+        lock(&self.sched).set_siblings(release, me, siblings, Instant::now());
         self.work.notify_waiters();
     }
 }
@@ -775,7 +797,7 @@ mod tests {
         assert!(!port.request(&ih, &[PieceIndex(3)]), "a release this fill does not hold: refused at once");
         fetcher.add_release(Arc::new(rel)).unwrap();
         assert!(port.request(&ih, &[PieceIndex(3)]));
-        let next = lock(&fetcher.sched).next_batch(WEB_SEED, 1);
+        let next = lock(&fetcher.sched).next_batch(WEB_SEED, 1, Instant::now());
         assert_eq!((next[0].infohash, next[0].index), (ih, 3), "the requested piece goes first");
         assert!(!port.request(&InfoHash([9; 20]), &[PieceIndex(0)]));
     }

@@ -9,8 +9,17 @@
 //! dropped for the rest of the fill.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use popseed_core::{InfoHash, PeerSourceId};
+
+/// How long uplink sources leave the pieces a sibling box owns to it after the siblings changed
+/// or the last piece came from a peer: past it, this box fetches them itself (a sibling that is
+/// stuck; one that left is out of the set at once).
+pub const SIBLING_PATIENCE: Duration = Duration::from_secs(10);
+/// Pieces of the plan a peer's next pieces are chosen among (the rarest of them first), so a
+/// choice costs a bounded scan however large the release.
+pub const RAREST_WINDOW: usize = 256;
 
 /// Hash failures after which an origin is dropped.
 pub const MAX_BAD_PIECES: u32 = 3;
@@ -61,6 +70,58 @@ struct ReleasePlan {
     bad_from: HashMap<u32, Vec<Source>>,
     missing: u32,
     critical_missing: u32,
+    /// Per piece: connected peers that hold it (a piece a venue peer holds costs no uplink).
+    avail: Vec<u16>,
+    /// What each connected peer holds, to take it back out of `avail` when it leaves.
+    held_by: HashMap<PeerSourceId, Vec<bool>>,
+    /// This box and the other popseed boxes filling the release (peer ids): the uplink's work
+    /// is split among them by rendezvous hashing ([`owner`]).
+    me: [u8; 20],
+    siblings: Vec<[u8; 20]>,
+    /// Until when sibling-owned pieces are left to their owners.
+    patient_until: Option<Instant>,
+}
+
+impl ReleasePlan {
+    /// Whether an uplink source (origin, web seed) should leave planned piece `i` to the venue:
+    /// a connected peer holds it, or a sibling box owns it and the siblings are making progress.
+    fn leave_to_venue(&self, i: u32, now: Instant) -> bool {
+        if self.avail.get(i as usize).is_some_and(|&a| a > 0) {
+            return true;
+        }
+        if self.siblings.is_empty() || self.patient_until.is_none_or(|t| now >= t) {
+            return false;
+        }
+        owner(&self.infohash, i, &self.me, &self.siblings) != self.me
+    }
+}
+
+/// The box (peer id) that fetches piece `index` over its uplink among `me` and `siblings`:
+/// rendezvous hashing (highest score wins), so every box computes the same split from the same
+/// set, and a box leaving moves only its own share.
+pub fn owner(ih: &InfoHash, index: u32, me: &[u8; 20], siblings: &[[u8; 20]]) -> [u8; 20] {
+    let score = |id: &[u8; 20]| {
+        // FNV-1a over (id, infohash, index), then a splitmix64 finalizer: fixed, so boxes of
+        // different builds agree.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in id.iter().chain(ih.as_bytes()).chain(&index.to_be_bytes()) {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
+    };
+    let mut best = *me;
+    let mut best_score = score(me);
+    for s in siblings {
+        let sc = score(s);
+        if sc > best_score || (sc == best_score && s > &best) {
+            best = *s;
+            best_score = sc;
+        }
+    }
+    best
 }
 
 /// One piece to fetch.
@@ -120,6 +181,11 @@ impl Scheduler {
             bad_from: HashMap::new(),
             missing,
             critical_missing,
+            avail: vec![0; piece_count as usize],
+            held_by: HashMap::new(),
+            me: [0; 20],
+            siblings: Vec::new(),
+            patient_until: None,
         });
     }
 
@@ -157,8 +223,10 @@ impl Scheduler {
         }
     }
 
-    /// Up to `max` pieces of one release for `origin`, most urgent first.
-    pub fn next_batch(&mut self, origin: Source, max: usize) -> Vec<Assignment> {
+    /// Up to `max` pieces of one release for an uplink source (`origin`, or the web seeds),
+    /// most urgent first. Planned pieces a venue peer holds, or a sibling box owns, are left to
+    /// the venue ([`SIBLING_PATIENCE`]); on-demand pieces are not (someone is waiting).
+    pub fn next_batch(&mut self, origin: Source, max: usize, now: Instant) -> Vec<Assignment> {
         if self.is_dropped(origin) {
             return Vec::new();
         }
@@ -176,6 +244,7 @@ impl Scheduler {
             let usable = |r: &ReleasePlan, i: u32| {
                 r.pieces[i as usize] == Piece::Missing && !r.bad_from.get(&i).is_some_and(|b| b.contains(&origin))
             };
+            let planned = |r: &ReleasePlan, i: u32| usable(r, i) && !r.leave_to_venue(i, now);
             let take = |r: &mut ReleasePlan, i: u32, prio: i32, out: &mut Vec<Assignment>| {
                 r.pieces[i as usize] = Piece::InFlight(origin);
                 out.push(Assignment { infohash: r.infohash, index: i, priority: prio });
@@ -197,7 +266,7 @@ impl Scheduler {
             let mut k = 0;
             while k < r.retry.len() && out.len() < max {
                 let i = r.retry[k];
-                if usable(r, i) {
+                if planned(r, i) {
                     r.retry.remove(k);
                     // retries go before the rest of the plan
                     let p = planned_priority(r.critical.contains(&i), 0);
@@ -211,7 +280,7 @@ impl Scheduler {
             // the plan; while critical pieces are missing, only critical pieces go out (so they
             // arrive before any other), unless none is left that this origin may serve
             let barrier = r.critical_missing > 0
-                && r.critical.iter().any(|&c| matches!(r.pieces[c as usize], Piece::InFlight(_)) || usable(r, c));
+                && r.critical.iter().any(|&c| matches!(r.pieces[c as usize], Piece::InFlight(_)) || planned(r, c));
             while r.cursor < r.plan.len() && out.len() < max {
                 let i = r.plan[r.cursor];
                 if barrier && !r.critical.contains(&i) {
@@ -219,11 +288,11 @@ impl Scheduler {
                 }
                 let pos = r.cursor;
                 r.cursor += 1;
-                if usable(r, i) {
+                if planned(r, i) {
                     let p = planned_priority(r.critical.contains(&i), pos);
                     take(r, i, p, &mut out);
                 } else if r.pieces[i as usize] == Piece::Missing {
-                    // this origin must not serve it: leave it for the others
+                    // this origin must not serve it (or the venue will): leave it for the others
                     r.retry.push_back(i);
                 }
             }
@@ -286,15 +355,72 @@ impl Scheduler {
         while r.cursor < r.plan.len() && r.pieces[r.plan[r.cursor] as usize] != Piece::Missing {
             r.cursor += 1;
         }
+        // the rest: the rarest among the first RAREST_WINDOW pieces of the plan the peer can
+        // give, plan order between equals
+        let mut window: Vec<(u16, usize, u32)> = Vec::new();
         let mut pos = r.cursor;
-        while pos < r.plan.len() && out.len() < max {
+        while pos < r.plan.len() && window.len() < RAREST_WINDOW && out.len() < max {
             let i = r.plan[pos];
             if usable(r, i) {
-                take(r, i, &mut out);
+                window.push((r.avail[i as usize], pos, i));
             }
             pos += 1;
         }
+        window.sort_unstable();
+        for (_, _, i) in window.into_iter().take(max - out.len()) {
+            take(r, i, &mut out);
+        }
         out
+    }
+
+    /// A connected peer holds `pieces` of `ih` (its bitfield, a have): counted once per peer.
+    pub fn peer_holds(&mut self, ih: &InfoHash, peer: PeerSourceId, pieces: &[u32]) {
+        let Some(r) = self.release(ih) else { return };
+        let n = r.pieces.len();
+        let held = r.held_by.entry(peer).or_insert_with(|| vec![false; n]);
+        for &i in pieces {
+            if let Some(h) = held.get_mut(i as usize) {
+                if !*h {
+                    *h = true;
+                    r.avail[i as usize] = r.avail[i as usize].saturating_add(1);
+                }
+            }
+        }
+    }
+
+    /// The peer went away: what it held no longer counts, and what it had in flight goes back.
+    pub fn peer_gone(&mut self, peer: PeerSourceId) {
+        self.origin_lost(Source::Peer(peer));
+        for r in &mut self.releases {
+            if let Some(held) = r.held_by.remove(&peer) {
+                for (i, h) in held.into_iter().enumerate() {
+                    if h {
+                        r.avail[i] = r.avail[i].saturating_sub(1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// This box (`me`) and the other popseed boxes filling `ih` (peer ids): uplink sources
+    /// fetch only the pieces [`owner`] gives this box, for [`SIBLING_PATIENCE`] from now and
+    /// from each piece a peer delivers.
+    pub fn set_siblings(&mut self, ih: &InfoHash, me: [u8; 20], siblings: &[[u8; 20]], now: Instant) {
+        let Some(r) = self.release(ih) else { return };
+        r.me = me;
+        r.siblings = siblings.iter().copied().filter(|s| *s != me).collect();
+        r.siblings.sort_unstable();
+        r.siblings.dedup();
+        r.patient_until = Some(now + SIBLING_PATIENCE);
+    }
+
+    /// A piece came from a peer: the venue is making progress, keep leaving siblings their share.
+    pub fn peer_progress(&mut self, ih: &InfoHash, now: Instant) {
+        if let Some(r) = self.release(ih) {
+            if !r.siblings.is_empty() {
+                r.patient_until = Some(now + SIBLING_PATIENCE);
+            }
+        }
     }
 
     /// The piece is now present in the store. Returns true the first time (a copy stored twice,
@@ -414,6 +540,12 @@ mod tests {
     const O0: Source = Source::Origin(0);
     const O1: Source = Source::Origin(1);
 
+    /// A fixed "now" for tests that do not move the clock.
+    fn t0() -> Instant {
+        static T: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *T.get_or_init(Instant::now)
+    }
+
     fn indices(a: &[Assignment]) -> Vec<u32> {
         a.iter().map(|a| a.index).collect()
     }
@@ -422,19 +554,19 @@ mod tests {
     fn critical_first_then_file_order_skipping_present() {
         let mut s = Scheduler::new();
         s.add_release(IH, 8, &[5, 6, 5], |i| i == 1 || i == 6);
-        let b = s.next_batch(O0, 3);
+        let b = s.next_batch(O0, 3, t0());
         assert_eq!(indices(&b), vec![5], "only critical pieces while one is missing");
         assert_eq!(b[0].priority, PRIORITY_CRITICAL);
-        assert!(s.next_batch(O1, 3).is_empty(), "the critical piece is in flight: others wait");
+        assert!(s.next_batch(O1, 3, t0()).is_empty(), "the critical piece is in flight: others wait");
         assert!(planned_priority(true, 5) > planned_priority(true, 6), "plan order is send order");
         assert!(planned_priority(true, 1 << 30) > planned_priority(false, 0));
         s.done(&IH, 5);
-        let b = s.next_batch(O0, 2);
+        let b = s.next_batch(O0, 2, t0());
         assert_eq!(indices(&b), vec![0, 2]);
         assert!(b[0].priority <= PRIORITY_NORMAL && b[0].priority > b[1].priority);
         assert_eq!(s.unassigned(&IH), 3);
-        assert_eq!(indices(&s.next_batch(O1, 10)), vec![3, 4, 7]);
-        assert!(s.next_batch(O0, 10).is_empty(), "everything is in flight");
+        assert_eq!(indices(&s.next_batch(O1, 10, t0())), vec![3, 4, 7]);
+        assert!(s.next_batch(O0, 10, t0()).is_empty(), "everything is in flight");
         assert_eq!((s.missing(&IH), s.unassigned(&IH)), (Some(5), 0));
         s.failed(&IH, 4);
         assert_eq!(s.unassigned(&IH), 1, "a failed piece is handed out again");
@@ -444,23 +576,23 @@ mod tests {
     fn barrier_lifts_when_no_origin_may_serve_the_critical_piece() {
         let mut s = Scheduler::new();
         s.add_release(IH, 3, &[2], |_| false);
-        assert_eq!(indices(&s.next_batch(O0, 1)), vec![2]);
+        assert_eq!(indices(&s.next_batch(O0, 1, t0())), vec![2]);
         s.unavailable(&IH, 2, O0);
-        assert_eq!(indices(&s.next_batch(O0, 5)), vec![0, 1], "origin 0 lacks the critical piece");
-        assert_eq!(indices(&s.next_batch(O1, 5)), vec![2]);
+        assert_eq!(indices(&s.next_batch(O0, 5, t0())), vec![0, 1], "origin 0 lacks the critical piece");
+        assert_eq!(indices(&s.next_batch(O1, 5, t0())), vec![2]);
     }
 
     #[test]
     fn demand_jumps_the_queue_and_failures_retry() {
         let mut s = Scheduler::new();
         s.add_release(IH, 10, &[], |_| false);
-        assert_eq!(indices(&s.next_batch(O0, 2)), vec![0, 1]);
+        assert_eq!(indices(&s.next_batch(O0, 2, t0())), vec![0, 1]);
         s.demand(&IH, &[9, 8]);
-        let b = s.next_batch(O0, 3);
+        let b = s.next_batch(O0, 3, t0());
         assert_eq!(indices(&b), vec![9, 8, 2]);
         assert_eq!(b[0].priority, PRIORITY_DEMAND);
         s.failed(&IH, 0);
-        assert_eq!(indices(&s.next_batch(O1, 1)), vec![0]);
+        assert_eq!(indices(&s.next_batch(O1, 1, t0())), vec![0]);
         s.done(&IH, 0);
         s.done(&IH, 0);
         assert_eq!(s.missing(&IH), Some(9));
@@ -472,17 +604,17 @@ mod tests {
         s.add_release(IH, 10, &[], |_| false);
         s.add_origin(O0);
         s.add_origin(O1);
-        assert_eq!(indices(&s.next_batch(O0, 1)), vec![0]);
+        assert_eq!(indices(&s.next_batch(O0, 1, t0())), vec![0]);
         assert!(!s.hash_failed(&IH, 0, O0));
         // origin 0 is not given piece 0 again; origin 1 is
-        assert_eq!(indices(&s.next_batch(O0, 1)), vec![1]);
-        assert_eq!(indices(&s.next_batch(O1, 1)), vec![0]);
+        assert_eq!(indices(&s.next_batch(O0, 1, t0())), vec![1]);
+        assert_eq!(indices(&s.next_batch(O1, 1, t0())), vec![0]);
         assert!(!s.hash_failed(&IH, 1, O0));
-        assert_eq!(indices(&s.next_batch(O0, 1)), vec![2]);
+        assert_eq!(indices(&s.next_batch(O0, 1, t0())), vec![2]);
         assert!(s.hash_failed(&IH, 2, O0), "third bad piece drops the origin");
         assert!(s.is_dropped(O0));
-        assert!(s.next_batch(O0, 5).is_empty());
-        let rest = indices(&s.next_batch(O1, 10));
+        assert!(s.next_batch(O0, 5, t0()).is_empty());
+        let rest = indices(&s.next_batch(O1, 10, t0()));
         assert!(rest.contains(&1) && rest.contains(&2));
     }
 
@@ -492,11 +624,11 @@ mod tests {
         s.add_origin(O0);
         s.add_release(InfoHash([1; 20]), 4, &[], |_| false);
         s.add_release(InfoHash([2; 20]), 4, &[], |_| false);
-        assert_eq!(s.next_batch(O0, 1)[0].infohash, InfoHash([1; 20]), "added first, served first");
+        assert_eq!(s.next_batch(O0, 1, t0())[0].infohash, InfoHash([1; 20]), "added first, served first");
         s.set_order(&[InfoHash([2; 20])]);
-        assert_eq!(s.next_batch(O0, 1)[0].infohash, InfoHash([2; 20]), "the job order wins");
+        assert_eq!(s.next_batch(O0, 1, t0())[0].infohash, InfoHash([2; 20]), "the job order wins");
         s.demand(&InfoHash([1; 20]), &[3]);
-        let b = s.next_batch(O0, 4);
+        let b = s.next_batch(O0, 4, t0());
         assert_eq!(
             (b[0].infohash, b[0].index, b[0].priority),
             (InfoHash([1; 20]), 3, PRIORITY_DEMAND),
@@ -509,10 +641,10 @@ mod tests {
     fn origin_lost_puts_its_pieces_back() {
         let mut s = Scheduler::new();
         s.add_release(IH, 4, &[], |_| false);
-        assert_eq!(indices(&s.next_batch(O0, 2)), vec![0, 1]);
-        assert_eq!(indices(&s.next_batch(O1, 1)), vec![2]);
+        assert_eq!(indices(&s.next_batch(O0, 2, t0())), vec![0, 1]);
+        assert_eq!(indices(&s.next_batch(O1, 1, t0())), vec![2]);
         s.origin_lost(O0);
-        assert_eq!(indices(&s.next_batch(O1, 5)), vec![0, 1, 3]);
+        assert_eq!(indices(&s.next_batch(O1, 5, t0())), vec![0, 1, 3]);
         for i in 0..4 {
             s.done(&IH, i);
         }
@@ -530,16 +662,16 @@ mod tests {
         assert_eq!(s.next_for_peer(&IH, p1, 3, |i| i % 2 == 1), vec![7, 1, 3]);
         // pieces the first peer lacks are still there for an origin, in plan order (once the
         // critical piece is in: until then origins send critical pieces only)
-        assert!(s.next_batch(O0, 2).is_empty());
+        assert!(s.next_batch(O0, 2, t0()).is_empty());
         assert!(s.done(&IH, 7));
-        assert_eq!(indices(&s.next_batch(O0, 2)), vec![2, 4]);
+        assert_eq!(indices(&s.next_batch(O0, 2, t0())), vec![2, 4]);
         assert_eq!(s.next_for_peer(&IH, p2, 10, |_| true), vec![5, 6, 8, 9]);
         assert!(s.next_for_peer(&IH, p1, 10, |i| i % 2 == 1).is_empty(), "everything it has is in flight");
         // demand goes first; a peer that lost its pieces gives them back for anyone
         s.origin_lost(p2);
         s.demand(&IH, &[9]);
         assert_eq!(s.next_for_peer(&IH, p1, 2, |i| i % 2 == 1), vec![9, 5]);
-        assert_eq!(indices(&s.next_batch(O0, 10)), vec![6, 8]);
+        assert_eq!(indices(&s.next_batch(O0, 10, t0())), vec![6, 8]);
     }
 
     #[test]
@@ -551,7 +683,73 @@ mod tests {
         assert!(!s.hash_failed(&IH, 0, p1));
         assert!(!s.is_dropped(p1));
         assert_eq!(s.next_for_peer(&IH, p1, 3, |_| true), vec![1, 2], "not piece 0 again");
-        assert_eq!(indices(&s.next_batch(O0, 3)), vec![0], "others may serve it");
+        assert_eq!(indices(&s.next_batch(O0, 3, t0())), vec![0], "others may serve it");
         assert!(s.done(&IH, 0));
+    }
+
+    #[test]
+    fn uplink_sources_leave_what_a_venue_peer_holds_but_not_what_someone_waits_for() {
+        let mut s = Scheduler::new();
+        s.add_release(IH, 6, &[], |_| false);
+        let p1 = PeerSourceId(1);
+        s.peer_holds(&IH, p1, &[0, 1, 2]);
+        s.peer_holds(&IH, p1, &[2]);
+        assert_eq!(indices(&s.next_batch(O0, 10, t0())), vec![3, 4, 5], "0-2 come from the peer");
+        assert_eq!(s.next_for_peer(&IH, Source::Peer(p1), 10, |i| i < 3), vec![0, 1, 2]);
+        s.origin_lost(Source::Peer(p1));
+        s.demand(&IH, &[1]);
+        assert_eq!(indices(&s.next_batch(O0, 10, t0())), vec![1], "on demand: the uplink, at once");
+        s.peer_gone(p1);
+        assert_eq!(indices(&s.next_batch(O0, 10, t0())), vec![0, 2], "the peer left: the uplink again");
+    }
+
+    #[test]
+    fn a_peer_gets_the_rarest_pieces_first() {
+        let mut s = Scheduler::new();
+        s.add_release(IH, 4, &[], |_| false);
+        s.peer_holds(&IH, PeerSourceId(1), &[0, 1, 2, 3]);
+        s.peer_holds(&IH, PeerSourceId(2), &[0, 1]);
+        s.peer_holds(&IH, PeerSourceId(3), &[0]);
+        assert_eq!(s.next_for_peer(&IH, Source::Peer(PeerSourceId(1)), 3, |_| true), vec![2, 3, 1]);
+    }
+
+    #[test]
+    fn sibling_boxes_split_the_uplink_work_and_take_over_when_one_leaves_or_stalls() {
+        let (a, b, c) = ([1u8; 20], [2u8; 20], [3u8; 20]);
+        let n = 300u32;
+        // every box computes the same owner, and each gets about a third
+        let mut shares = [0u32; 3];
+        for i in 0..n {
+            let o = owner(&IH, i, &a, &[b, c]);
+            assert_eq!(o, owner(&IH, i, &b, &[c, a]));
+            shares[o[0] as usize - 1] += 1;
+        }
+        assert!(shares.iter().all(|&k| k > n / 5), "{shares:?}");
+        // a box leaving moves only its own share
+        for i in 0..n {
+            if owner(&IH, i, &a, &[b, c]) != c {
+                assert_eq!(owner(&IH, i, &a, &[b, c]), owner(&IH, i, &a, &[b]));
+            }
+        }
+        let mut s = Scheduler::new();
+        s.add_release(IH, n, &[], |_| false);
+        let t = t0();
+        s.set_siblings(&IH, a, &[b, c, a], t);
+        let mine: Vec<u32> = (0..n).filter(|&i| owner(&IH, i, &a, &[b, c]) == a).collect();
+        assert_eq!(indices(&s.next_batch(O0, n as usize, t)), mine, "only this box's share from the origin");
+        // pieces keep coming from the venue: still patient
+        s.peer_progress(&IH, t + SIBLING_PATIENCE / 2);
+        assert!(s.next_batch(O0, n as usize, t + SIBLING_PATIENCE).is_empty());
+        // c leaves: its share is this box's or b's now
+        s.set_siblings(&IH, a, &[b], t + SIBLING_PATIENCE);
+        let took_c: Vec<u32> = indices(&s.next_batch(O0, n as usize, t + SIBLING_PATIENCE));
+        let want: Vec<u32> =
+            (0..n).filter(|&i| owner(&IH, i, &a, &[b, c]) == c && owner(&IH, i, &a, &[b]) == a).collect();
+        let mut got = took_c.clone();
+        got.sort_unstable();
+        assert_eq!(got, want);
+        // b stalls (nothing from the venue for SIBLING_PATIENCE): the origin gets the rest
+        let rest = indices(&s.next_batch(O0, n as usize, t + SIBLING_PATIENCE * 2));
+        assert_eq!(rest.len() + mine.len() + took_c.len(), n as usize);
     }
 }

@@ -83,6 +83,8 @@ pub struct Download {
     downloaded: u64,
     complete: VecDeque<(u32, Vec<u8>)>,
     released: Vec<u32>,
+    /// Pieces the peer announced since the last [`Download::take_new_holdings`].
+    new_holdings: Vec<u32>,
 }
 
 impl Download {
@@ -105,6 +107,7 @@ impl Download {
             downloaded: 0,
             complete: VecDeque::new(),
             released: Vec::new(),
+            new_holdings: Vec::new(),
         }
     }
 
@@ -150,28 +153,32 @@ impl Download {
     }
 
     pub fn on_bitfield(&mut self, bytes: &[u8]) {
-        let mut bf = Bitfield::new(self.peer_has.len());
-        for i in 0..bf.len() {
+        for i in 0..self.peer_has.len() {
             if bytes.get((i / 8) as usize).is_some_and(|b| b & (0x80 >> (i % 8)) != 0) {
-                bf.set(i);
+                self.on_have(i);
             }
         }
-        self.peer_has = bf;
     }
 
     pub fn on_have(&mut self, index: u32) {
-        self.peer_has.set(index);
+        if self.peer_has.set(index) {
+            self.new_holdings.push(index);
+        }
     }
 
-    /// BEP 6 have_all (`true`) or have_none.
+    /// Pieces the peer announced since the last call (the shell tells the fill, which leaves
+    /// them to the venue instead of the uplink).
+    pub fn take_new_holdings(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.new_holdings)
+    }
+
+    /// BEP 6 have_all (`true`) or have_none (nothing to add: a peer never loses pieces here).
     pub fn on_have_all(&mut self, all: bool) {
-        let mut bf = Bitfield::new(self.peer_has.len());
         if all {
-            for i in 0..bf.len() {
-                bf.set(i);
+            for i in 0..self.peer_has.len() {
+                self.on_have(i);
             }
         }
-        self.peer_has = bf;
     }
 
     /// The peer choked us: its pending requests are void (BEP 3); the pieces stay held for

@@ -28,6 +28,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Reads per wake-up before giving writes a turn.
 const READS_PER_WAKE: usize = 8;
 
+/// How a popseed box's peer id starts (`-PS` and a version): connections to other boxes are
+/// the siblings the uplink's work is split with.
+pub(crate) const POPSEED_PEER_ID: &[u8] = b"-PS";
 /// How often a connection asks the fill again whether it wants the release and has work for
 /// it (pieces given back by other sources, a job started after the peer connected).
 const FILL_RECHECK: Duration = Duration::from_secs(1);
@@ -119,6 +122,9 @@ pub(crate) struct Shared {
     dialed: Mutex<HashSet<(InfoHash, SocketAddr)>>,
     /// Dialed addresses that turned out to be this box, for the dialer to skip.
     self_addrs: Mutex<Vec<SocketAddr>>,
+    /// Connections to other popseed boxes (by their peer id), per release: the siblings the
+    /// fill splits the uplink's work with.
+    boxes: Mutex<HashMap<InfoHash, HashMap<u64, [u8; 20]>>>,
 }
 
 impl Shared {
@@ -155,7 +161,30 @@ impl Shared {
             peers: Mutex::new(PeerTable::new(max_peers, max_per_ip)),
             dialed: Mutex::new(HashSet::new()),
             self_addrs: Mutex::new(Vec::new()),
+            boxes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A connection to another popseed box attached (`Some(peer id)`) or ended (`None`): the
+    /// fill learns the release's set of sibling boxes.
+    fn sibling(&self, ih: InfoHash, id: u64, peer_id: Option<[u8; 20]>) {
+        let ids: Vec<[u8; 20]> = {
+            let mut boxes = self.boxes.lock().unwrap_or_else(|p| p.into_inner());
+            let set = boxes.entry(ih).or_default();
+            let changed = match peer_id {
+                Some(p) => set.insert(id, p).is_none(),
+                None => set.remove(&id).is_some(),
+            };
+            if !changed {
+                return;
+            }
+            let ids = set.values().copied().collect();
+            if set.is_empty() {
+                boxes.remove(&ih);
+            }
+            ids
+        };
+        self.fill.siblings(&ih, self.our_id, &ids);
     }
 
     fn take_self_addrs(&self) -> Vec<SocketAddr> {
@@ -260,8 +289,12 @@ fn spawn_peer(
     let _ = stream.set_nodelay(true);
     tokio::spawn(async move {
         shared.stats.peer_connected();
-        let reason = peer_task(&shared, id, stream, rx, core, shutdown).await;
+        let mut attached = None;
+        let reason = peer_task(&shared, id, stream, rx, core, &mut attached, shutdown).await;
         shared.fill.lost(PeerSourceId(id));
+        if let Some(ih) = attached {
+            shared.sibling(ih, id, None);
+        }
         if let Some(key) = dialed {
             shared.dialed.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
             if reason == Some(DropReason::SelfConnection) {
@@ -384,6 +417,7 @@ async fn peer_task(
     stream: TcpStream,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
     mut core: PeerProto,
+    attached: &mut Option<InfoHash>,
     shutdown: CancellationToken,
 ) -> Option<DropReason> {
     let mut events = shared.store.subscribe();
@@ -431,7 +465,9 @@ async fn peer_task(
                             if let Err(r) = core.receive(&rbuf[..n], Instant::now(), &shared.catalog) {
                                 return Some(r);
                             }
-                            if let Err(r) = handle_events(shared, id, &mut core, &mut infohash, &bad_tx) {
+                            let res = handle_events(shared, id, &mut core, &mut infohash, &bad_tx);
+                            *attached = infohash;
+                            if let Err(r) = res {
                                 return Some(r);
                             }
                             take_work(shared, id, &mut core, infohash);
@@ -517,11 +553,15 @@ async fn peer_task(
     }
 }
 
-/// Gives back to the fill what the connection let go of, and takes as many pieces as its
-/// pipeline wants among those the peer has.
+/// Tells the fill what the peer announced and what the connection let go of, and takes as many
+/// pieces as its pipeline wants among those the peer has.
 fn take_work(shared: &Shared, id: u64, core: &mut PeerProto, infohash: Option<InfoHash>) {
     let Some(ih) = infohash else { return };
     let source = PeerSourceId(id);
+    let holdings: Vec<PieceIndex> = core.take_new_holdings().into_iter().map(PieceIndex).collect();
+    if !holdings.is_empty() {
+        shared.fill.peer_holds(&ih, source, &holdings);
+    }
     let released: Vec<PieceIndex> = core.take_released().into_iter().map(PieceIndex).collect();
     if !released.is_empty() {
         shared.fill.give_back(&ih, &released, source);
@@ -584,8 +624,11 @@ fn handle_events(
 ) -> Result<(), DropReason> {
     while let Some(ev) = core.poll_event() {
         match ev {
-            Event::Attached { infohash: ih, .. } => {
+            Event::Attached { infohash: ih, peer_id } => {
                 *infohash = Some(ih);
+                if peer_id.starts_with(POPSEED_PEER_ID) {
+                    shared.sibling(ih, id, Some(peer_id));
+                }
                 core.set_wanted(shared.fill.wants(&ih), Instant::now());
                 let (mse, rc4) = core.encryption();
                 tracing::debug!(mse, rc4, "peer attached");

@@ -517,6 +517,11 @@ impl PeerProto {
         self.after_download_change(now);
     }
 
+    /// Pieces the peer announced since the last call (for the fill's view of the venue).
+    pub fn take_new_holdings(&mut self) -> Vec<u32> {
+        self.download.as_mut().map(Download::take_new_holdings).unwrap_or_default()
+    }
+
     /// Pieces given back since the last call (choked, snubbed, no longer wanted): the shell
     /// returns them to the fill.
     pub fn take_released(&mut self) -> Vec<u32> {
