@@ -127,7 +127,7 @@ pub fn origin_specs(cfg: &AgentConfig) -> Vec<OriginSpec> {
 }
 
 /// [`FetchConfig::venue_grace`] when the box downloads from peers and agent.toml names none.
-pub const DEFAULT_VENUE_GRACE: Duration = Duration::from_secs(3);
+pub const DEFAULT_VENUE_GRACE: Duration = Duration::from_secs(1);
 
 /// The fetcher's settings from `[fetch]`, defaults where a key is absent.
 pub fn fetch_config(cfg: &AgentConfig) -> FetchConfig {

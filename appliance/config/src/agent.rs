@@ -91,7 +91,7 @@ pub struct FetchSection {
     #[serde(default)]
     pub peers: Vec<SocketAddr>,
     /// How long the fill gives the swarm to find the venue's boxes and peers before it uses the
-    /// uplink for anything but on-demand pieces. Default: 3s when the box downloads from peers
+    /// uplink for anything but on-demand pieces. Default: 1s when the box downloads from peers
     /// (`[swarm]` with `peers` here or LSD on), else 0.
     pub venue_grace: Option<Dur>,
 }
