@@ -11,6 +11,7 @@ import socket
 import struct
 import subprocess
 import threading
+import urllib.parse
 
 import pytest
 
@@ -189,3 +190,71 @@ def test_box_fills_from_a_transmission_seeder_alone(tmp_path):
             tr.kill()
     store_files_match(cfg, rel)
     assert peers_row(cfg).get("bytes") == sum(f["size"] for f in rel.manifest["files"])
+
+
+def is_box(announce_path: str) -> bool:
+    """Whether an announce's peer id is a popseed box's (`-PS...`)."""
+    query = urllib.parse.urlsplit(announce_path).query
+    return urllib.parse.parse_qs(query, encoding="latin-1").get("peer_id", [""])[0].startswith("-PS")
+
+
+class StubTracker(threading.Thread):
+    """An HTTP tracker that answers a popseed box's announces with one peer (compact), anyone
+    else's with none (libtorrent handed its own address bans 127.0.0.1 as itself), and records
+    the announces it got."""
+
+    def __init__(self, peer: tuple[str, int]):
+        super().__init__(daemon=True)
+        import http.server  # noqa: PLC0415
+
+        tracker = self
+        self.announces: list[str] = []
+        compact = socket.inet_aton(peer[0]) + struct.pack(">H", peer[1])
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's naming
+                tracker.announces.append(self.path)
+                box = is_box(self.path)
+                body = b"d8:intervali60e5:peers" + (b"6:" + compact if box else b"0:") + b"e"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_):
+                pass
+
+        self.httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/announce"
+
+    def run(self):
+        self.httpd.serve_forever()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+def test_box_finds_a_swarm_through_the_release_tracker(tmp_path):
+    """No origin, no static peer: the box announces the release to the tracker its .torrent
+    names, which hands out a libtorrent seeder; the box fills from it."""
+    ses = lt_session()
+    tracker = StubTracker(("127.0.0.1", ses.listen_port()))
+    tracker.start()
+    src = make_tree(tmp_path / "src" / "talks", {"day1.mp4": 7 * MiB + 3})
+    rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB", "--tracker", tracker.url)
+    lt_seeder(rel, ses)
+    cfg = agent_config(tmp_path, [], rel.dir)
+    cfg.write_text(cfg.read_text() + SWARM)
+    agent = Proc(["agent", "--config", cfg, "--log", "info"], tmp_path / "agent.log")
+    try:
+        wait_until(lambda: complete(cfg) or not agent.alive(), 300, "the fill from the tracker's swarm to complete")
+        assert agent.alive(), agent.text()[-3000:]
+    finally:
+        agent.kill(signal.SIGTERM)
+        tracker.close()
+    store_files_match(cfg, rel)
+    first = next(a for a in tracker.announces if is_box(a))
+    ih = rel.manifest["infohash"]
+    assert "event=started" in first and "compact=1" in first, first
+    q = urllib.parse.parse_qs(urllib.parse.urlsplit(first).query, encoding="latin-1")
+    assert q["info_hash"][0].encode("latin-1") == bytes.fromhex(ih), first

@@ -122,6 +122,22 @@ pub fn as_int(v: &Value<'_>) -> Option<i64> {
     }
 }
 
+/// The byte string `v`, if it is one.
+pub fn as_bytes<'a>(v: &Value<'a>) -> Option<&'a [u8]> {
+    match v {
+        BencodeValue::Bytes(b) => Some(b.0),
+        _ => None,
+    }
+}
+
+/// The items of the list `v`, if it is one.
+pub fn as_list<'v, 'a>(v: &'v Value<'a>) -> Option<&'v [Value<'a>]> {
+    match v {
+        BencodeValue::List(l) => Some(l),
+        _ => None,
+    }
+}
+
 /// End (exclusive) of the integer `i<digits>e` starting at `start`.
 fn integer_end(b: &[u8], start: usize) -> Result<usize, BencodeError> {
     let body = start + 1;

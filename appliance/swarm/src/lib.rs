@@ -3,11 +3,12 @@
 //! * [`proto`]: the per-peer protocol state machine (no I/O): handshake, BEP 10, ut_metadata,
 //!   bitfield/have, choke/interest, request/piece/cancel, keep-alive, limits.
 //! * [`download`]: the downloading half of a connection (pure): peer bitfield, pipelined block
-//!   requests, piece assembly, snubbing.
+//!   requests, piece assembly, snubbing; `intake` checks and stores the pieces in batches.
 //! * [`mse`]: the MSE/PE encrypted-handshake responder (no I/O), driven by [`proto`].
 //! * [`choker`]: upload slot rotation (pure); rate caps are `popseed_core::TokenBucket`s.
 //! * [`peers`]: the listener's peer caps and which connection gives way at the global cap (pure).
 //! * `net`: the tokio shell (listener, peer tasks, timers).
+//! * [`announce`]: the box as a tracker client (announces releases it fills to their trackers).
 //! * [`tracker`]: the venue tracker's logic (announce, compact, scrape; pure), served over HTTP
 //!   by [`tracker_http`]; [`lsd`]: BEP 14.
 //! * [`Swarm`]: starts all of it on a [`Store`] and hands out the box's .torrent and magnets.
@@ -22,9 +23,11 @@
 //!
 //! See docs/swarm.md for what the box speaks and its limits.
 
+pub mod announce;
 pub mod choker;
 pub mod download;
 pub mod error;
+mod intake;
 pub mod lsd;
 pub mod mse;
 mod net;
@@ -187,10 +190,13 @@ impl Swarm {
             ..Default::default()
         };
         let rechoke = Duration::from_secs(cfg.rechoke_interval_secs.max(1));
+        let (intake_tx, intake_rx) = tokio::sync::mpsc::unbounded_channel();
+        let intake = intake::run(store.clone(), ports.fill.clone(), stats.clone(), intake_rx, shutdown.clone());
         let shared = Arc::new(net::Shared::new(
             store.clone(),
             ports.read_through,
-            ports.fill,
+            ports.fill.clone(),
+            intake_tx,
             proto,
             stats.clone(),
             cfg.max_peers.max(1),
@@ -210,10 +216,25 @@ impl Swarm {
         if peer_addr.ip().is_unspecified() {
             own.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), peer_addr.port()));
         }
-        let dial = net::DialSources { static_peers: cfg.static_peers.clone(), swarms: swarms.clone(), own };
+        let found = Arc::new(announce::Found::default());
+        let dial = net::DialSources {
+            static_peers: cfg.static_peers.clone(),
+            swarms: swarms.clone(),
+            found: found.clone(),
+            own,
+        };
         let mut tasks = vec![
+            tokio::spawn(intake),
             tokio::spawn(net::listen(listener, shared.clone(), shutdown.clone())),
             tokio::spawn(net::dial_loop(shared.clone(), dial, shutdown.clone())),
+            tokio::spawn(announce::run(
+                store.clone(),
+                ports.fill.clone(),
+                found,
+                shared.our_id,
+                public_port,
+                shutdown.clone(),
+            )),
             tokio::spawn(net::rechoke_loop(shared, rechoke, shutdown.clone())),
         ];
         if let Some(l) = tracker_listener {

@@ -11,12 +11,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use popseed_store::{Bitfield, Put, Store, StoreError, StoreEvent};
+use popseed_store::{Bitfield, Store, StoreError, StoreEvent};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::choker::Choker;
+use crate::intake::Downloaded;
 use crate::peers::PeerTable;
 use crate::proto::{
     Catalog, DropReason, Event, PeerProto, ProtoConfig, TorrentMeta, PIECE_PREAMBLE_LEN, SEND_HIGH_WATER,
@@ -109,6 +110,8 @@ pub(crate) struct Shared {
     pub(crate) read_through: Arc<dyn ReadThrough>,
     /// Where download work comes from and goes back to (the fetcher).
     pub(crate) fill: Arc<dyn PeerFill>,
+    /// Whole pieces from peers, to [`crate::intake`] (checked and stored in batches).
+    pub(crate) intake: mpsc::UnboundedSender<Downloaded>,
     pub(crate) proto: Arc<ProtoConfig>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) catalog: StoreCatalog,
@@ -133,6 +136,7 @@ impl Shared {
         store: Arc<Store>,
         read_through: Arc<dyn ReadThrough>,
         fill: Arc<dyn PeerFill>,
+        intake: mpsc::UnboundedSender<Downloaded>,
         proto: ProtoConfig,
         stats: Arc<Stats>,
         max_peers: usize,
@@ -152,6 +156,7 @@ impl Shared {
             store,
             read_through,
             fill,
+            intake,
             proto: Arc::new(proto),
             stats,
             our_id,
@@ -310,11 +315,13 @@ fn spawn_peer(
     });
 }
 
-/// Where the dialer finds peers of a release: the static peers of agent.toml and whatever the
-/// venue tracker and LSD learned.
+/// Where the dialer finds peers of a release: the static peers of agent.toml, whatever the
+/// venue tracker and LSD learned, and what the release's trackers named.
 pub(crate) struct DialSources {
     pub(crate) static_peers: Vec<SocketAddr>,
     pub(crate) swarms: Arc<Mutex<crate::tracker::Swarms>>,
+    /// Peers the release's trackers named ([`crate::announce`]).
+    pub(crate) found: Arc<crate::announce::Found>,
     /// The box's own peer addresses (never dialed).
     pub(crate) own: Vec<SocketAddr>,
 }
@@ -335,6 +342,7 @@ pub(crate) async fn dial_loop(shared: Arc<Shared>, sources: DialSources, shutdow
             let Some((meta, _)) = shared.catalog.lookup(&ih) else { continue };
             let mut candidates = sources.static_peers.clone();
             candidates.extend(sources.swarms.lock().unwrap_or_else(|p| p.into_inner()).peers(&ih));
+            candidates.extend(sources.found.peers(&ih));
             let now = Instant::now();
             for addr in candidates {
                 if never.contains(&addr) || addr.ip().is_unspecified() || addr.port() == 0 {
@@ -579,42 +587,6 @@ fn take_work(shared: &Shared, id: u64, core: &mut PeerProto, infohash: Option<In
     }
 }
 
-/// Checks and stores a piece a peer sent, off the peer's task (hashing and the write take a
-/// while), and reports it to the fill; a piece that fails the hash check is sent to `bad`, which
-/// drops (and bans) the peer.
-fn store_downloaded(
-    shared: &Shared,
-    id: u64,
-    ih: InfoHash,
-    index: u32,
-    data: Vec<u8>,
-    bad: &mpsc::UnboundedSender<u32>,
-) {
-    let (store, fill, stats, bad) = (shared.store.clone(), shared.fill.clone(), shared.stats.clone(), bad.clone());
-    let source = PeerSourceId(id);
-    tokio::task::spawn_blocking(move || {
-        let piece = PieceIndex(index);
-        match store.put_piece(&ih, piece, &data) {
-            Ok(Put::Stored) | Ok(Put::AlreadyPresent) => {
-                stats.add_downloaded_piece(data.len() as u64);
-                fill.stored(&ih, piece, data.len() as u64, source);
-            }
-            // another source is storing the same piece right now
-            Ok(Put::InProgress) => {}
-            Err(StoreError::HashMismatch { .. }) | Err(StoreError::WrongLength { .. }) => {
-                tracing::warn!(release = %ih, piece = index, "a peer sent a piece that failed its hash check");
-                stats.bad_piece();
-                fill.bad_piece(&ih, piece, source);
-                let _ = bad.send(index);
-            }
-            Err(e) => {
-                tracing::warn!(release = %ih, piece = index, error = %popseed_core::chain(&e), "could not store a piece from a peer");
-                fill.give_back(&ih, &[piece], source);
-            }
-        }
-    });
-}
-
 fn handle_events(
     shared: &Shared,
     id: u64,
@@ -648,7 +620,10 @@ fn handle_events(
             }
             Event::Downloaded { index, data } => {
                 if let Some(ih) = *infohash {
-                    store_downloaded(shared, id, ih, index, data, bad);
+                    let d = Downloaded { infohash: ih, index, data, source: PeerSourceId(id), bad: bad.clone() };
+                    if shared.intake.send(d).is_err() {
+                        shared.fill.give_back(&ih, &[PieceIndex(index)], PeerSourceId(id));
+                    }
                 }
             }
             Event::Demand { index } => {
