@@ -33,6 +33,8 @@ def test_demo_fills_then_seeds_and_serves_the_portal(tmp_path):
         assert "venue-sample" in page and "popseed demo venue" in page
         # the origin pushed the release as a prewarm job; the dashboard is token-protected
         assert "pushed prewarm job prewarm-venue-sample" in text and "job prewarm-venue-sample: ready" in text, text
+        # a second box of the venue fills from the first over BitTorrent: the origin sends nothing
+        assert re.search(r"second box complete: [\d.]+ [KM]iB from the first box over BitTorrent, 0 B from the origin", text), text
         dashboard = re.search(r"^\s+dashboard\s+(http://\S+)$", text, re.M).group(1)
         token = re.search(r"^\s+staff token\s+(\S+)", text, re.M).group(1)
         assert token in dashboard

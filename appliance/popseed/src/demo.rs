@@ -1,7 +1,9 @@
 //! `popseed demo`: a venue on localhost from a built-in default. Generates a sample release,
 //! publishes it with a throwaway key, starts an origin seed (QUIC, self-signed) and a box that
 //! dials out to it; the origin pushes a prewarm job, the box fills (critical pieces first, with
-//! live progress), then seeds and serves its portal and its dashboard; finally shows the store.
+//! live progress), then seeds and serves its portal and its dashboard; a second box of the same
+//! venue then fills from the first over BitTorrent (the origin sends the release once); finally
+//! shows the store.
 
 use std::path::{Path, PathBuf};
 
@@ -104,6 +106,56 @@ pub fn run(a: DemoArgs) -> Result<()> {
     })?;
     println!();
     cmd_store::list(&store, false)?;
+    Ok(())
+}
+
+/// A second box of the venue: the same origin in its config, the first box as a peer. It takes
+/// every piece from the first box over BitTorrent (a piece a venue peer holds never crosses the
+/// uplink) and reports where its bytes came from.
+async fn second_box(
+    dir: &Path,
+    r: &popseed_release::VerifiedRelease,
+    origin_addr: &std::net::SocketAddr,
+    fingerprint: &str,
+    first_box: std::net::SocketAddr,
+    rate_limit: u64,
+) -> Result<()> {
+    let box_dir = dir.join("box2");
+    std::fs::create_dir_all(&box_dir)?;
+    let (peer, tracker) = (free_port()?, free_port()?);
+    let config = format!(
+        "# written by `popseed demo`: a second box of the venue
+         status_file = \"status.json\"\ntrusted_keys = [\"{key}\"]\n\n[store]\ndir = \"store\"\nmin_free = \"64MiB\"\n\n\
+         [fetch]\n{rate}peers = [\"{first_box}\"]\n\n[[origins]]\nname = \"demo origin\"\naddress = \"{origin_addr}\"\n\
+         fingerprint = \"{fingerprint}\"\n\n[[releases]]\ndir = \"{release}\"\n\n\
+         [swarm]\nlisten = \"127.0.0.1:{peer}\"\ntracker_listen = \"127.0.0.1:{tracker}\"\nannounce_ip = \"127.0.0.1\"\nlsd = false\n",
+        key = r.publisher.to_text(),
+        rate = if rate_limit > 0 { format!("rate_limit = {rate_limit}\n") } else { String::new() },
+        release = dir.join("release").display(),
+    );
+    std::fs::write(box_dir.join("agent.toml"), config)?;
+    let cfg = popseed_config::AgentConfig::load(&box_dir.join("agent.toml"))?;
+    println!();
+    println!("a second box at the venue ({}), the first box as its peer:", box_dir.join("agent.toml").display());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let agent = popseed_agent::start(&cfg, shutdown.clone()).await?;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let snap = agent.fetcher.snapshot();
+        println!("  {}", crate::progress::progress_line(&snap));
+        if snap.complete && !snap.releases.is_empty() {
+            let from = |kind: &str| snap.origins.iter().filter(|o| o.kind == kind).map(|o| o.bytes).sum::<u64>();
+            println!(
+                "  second box complete: {} from the first box over BitTorrent, {} from the origin",
+                ByteSize(from("peers")),
+                ByteSize(from("origin") + from("web_seed"))
+            );
+            break;
+        }
+    }
+    shutdown.cancel();
+    agent.stop().await;
     Ok(())
 }
 
@@ -210,6 +262,9 @@ async fn venue(
         }
     }
     println!("  job {job_id}: ready");
+    if let Some(sw) = &agent.swarm {
+        second_box(dir, r, &origin_addr, &fingerprint, sw.peer_addr(), rate_limit).await?;
+    }
     let ih = r.infohash();
     println!();
     println!("the box is seeding and serving its portal:");
