@@ -61,6 +61,7 @@ impl popseed_status::SwarmView for SwarmForStatus {
             peers_dialed: s.peers_dialed,
             bytes_downloaded: s.bytes_downloaded,
             bad_pieces: s.bad_pieces,
+            venue_boxes: s.venue_boxes,
             dropped: s.dropped,
         }
     }

@@ -203,6 +203,7 @@ impl Collector for Scrape {
                 s.bytes_downloaded,
             )?;
             counter(&mut e, "peer_bad_pieces", "Pieces from peers that failed their hash check", None, s.bad_pieces)?;
+            gauge(&mut e, "venue_boxes", "Other popseed boxes of the venue connected now", None, s.venue_boxes)?;
             let dropped: Vec<(String, u64)> = s.dropped.iter().map(|(k, v)| (k.clone(), *v)).collect();
             counters(&mut e, "peers_dropped", "Peers dropped or refused, by reason", None, "reason", &dropped)?;
         }

@@ -74,6 +74,8 @@ pub struct SwarmCounters {
     pub bytes_downloaded: u64,
     /// Pieces from peers that failed their hash check.
     pub bad_pieces: u64,
+    /// Other popseed boxes of the venue connected now.
+    pub venue_boxes: u64,
     /// Peers dropped or refused, by reason label.
     pub dropped: BTreeMap<String, u64>,
 }

@@ -187,6 +187,8 @@ impl Shared {
             if set.is_empty() {
                 boxes.remove(&ih);
             }
+            let seen: HashSet<[u8; 20]> = boxes.values().flat_map(|s| s.values().copied()).collect();
+            self.stats.venue_boxes.store(seen.len() as u64, std::sync::atomic::Ordering::Relaxed);
             ids
         };
         self.fill.siblings(&ih, self.our_id, &ids);

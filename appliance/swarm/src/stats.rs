@@ -22,6 +22,8 @@ pub struct Stats {
     pub pieces_downloaded: AtomicU64,
     /// Pieces from peers that failed their hash check (each drops and bans its peer).
     pub bad_pieces: AtomicU64,
+    /// Other popseed boxes connected now (distinct peer ids, any release).
+    pub venue_boxes: AtomicU64,
     /// Per reason ([`crate::proto::DropReason::kind`], `peer_cap`, `per_ip_cap`).
     dropped: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -38,6 +40,7 @@ pub struct StatsSnapshot {
     pub bytes_downloaded: u64,
     pub pieces_downloaded: u64,
     pub bad_pieces: u64,
+    pub venue_boxes: u64,
     pub dropped: BTreeMap<String, u64>,
 }
 
@@ -91,6 +94,7 @@ impl Stats {
             bytes_downloaded: self.bytes_downloaded.load(Ordering::Relaxed),
             pieces_downloaded: self.pieces_downloaded.load(Ordering::Relaxed),
             bad_pieces: self.bad_pieces.load(Ordering::Relaxed),
+            venue_boxes: self.venue_boxes.load(Ordering::Relaxed),
             dropped: self
                 .dropped
                 .lock()
