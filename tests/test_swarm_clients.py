@@ -316,3 +316,28 @@ def test_transmission_downloads_from_a_network_namespace(netns, tmp_path):
         log = seed.stop()
     assert "panicked" not in log
     assert f"{host_ip}" in seed.tracker_url
+
+
+def test_peers_of_the_box_learn_each_other_by_pex(seed, release, tmp_path):
+    """BEP 11: two libtorrent downloaders that only know the box (no tracker, no DHT, no LSD)
+    learn each other's listen address from the box's ut_pex messages and connect."""
+    ih = infohash_of(seed)
+    # each on its own address, in and out (libtorrent keeps one peer per IP)
+    a = lt_session(listen_interfaces="127.0.0.21:0", outgoing_interfaces="127.0.0.21")
+    b = lt_session(listen_interfaces="127.0.0.22:0", outgoing_interfaces="127.0.0.22")
+    ha = lt_add(a, seed.releases[ih]["torrent"], tmp_path / "a")
+    hb = lt_add(b, seed.releases[ih]["torrent"], tmp_path / "b")
+    for h in (ha, hb):
+        h.replace_trackers([])  # the box itself only
+        h.set_download_limit(256 * 1024)  # still downloading (not seeds) when they meet
+        h.connect_peer(seed.peer)
+
+    def met():
+        return (("127.0.0.22", b.listen_port()) in [tuple(p.ip) for p in ha.get_peer_info()]
+                or ("127.0.0.21", a.listen_port()) in [tuple(p.ip) for p in hb.get_peer_info()])
+
+    try:
+        wait_until(met, WAIT, "the two downloaders to meet through the box's PEX messages", interval=0.2)
+    finally:
+        a.remove_torrent(ha)
+        b.remove_torrent(hb)

@@ -33,7 +33,8 @@ use popseed_fuzz::{
 use popseed_store::Bitfield;
 use popseed_swarm::mse::req2_hash;
 use popseed_swarm::proto::{
-    Catalog, DropReason, Event, PeerProto, ProtoConfig, TorrentMeta, HANDSHAKE_LEN, MAX_BLOCK, PIECE_PREAMBLE_LEN,
+    Catalog, DropReason, Event, PeerProto, ProtoConfig, TorrentMeta, HANDSHAKE_LEN, MAX_BLOCK, PEX_MAX_PEERS,
+    PIECE_PREAMBLE_LEN,
 };
 use rc4::cipher::StreamCipher;
 
@@ -289,6 +290,10 @@ fuzz_target!(|data: &[u8]| {
                 Event::Attached { infohash, .. } => assert_eq!(infohash, IH),
                 Event::Demand { index } => assert!(index < PIECES),
                 Event::Interested | Event::NotInterested => {}
+                Event::Pex(peers) => {
+                    assert!(!peers.is_empty() && peers.len() <= 2 * PEX_MAX_PEERS, "{} PEX peers", peers.len());
+                    assert!(peers.iter().all(|a| a.port() != 0 && !a.ip().is_unspecified()));
+                }
                 Event::Downloaded { index, data } => {
                     assert!(check.handed.contains(&index), "downloaded piece {index} the fill did not hand over");
                     assert_eq!(data.len(), piece_size(index) as usize, "a downloaded piece is whole");

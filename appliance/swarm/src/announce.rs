@@ -210,7 +210,7 @@ impl Found {
             .unwrap_or_default()
     }
 
-    fn add(&self, ih: InfoHash, found: &[SocketAddr]) {
+    pub(crate) fn add(&self, ih: InfoHash, found: &[SocketAddr]) {
         let mut all = self.peers.lock().unwrap_or_else(|p| p.into_inner());
         let set = all.entry(ih).or_default();
         for p in found {

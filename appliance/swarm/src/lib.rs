@@ -187,9 +187,11 @@ impl Swarm {
             idle_timeout: Duration::from_secs(cfg.idle_timeout_secs.max(1)),
             handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs.max(1)),
             mse: cfg.mse,
+            listen_port: public_port,
             ..Default::default()
         };
         let rechoke = Duration::from_secs(cfg.rechoke_interval_secs.max(1));
+        let found = Arc::new(announce::Found::default());
         let (intake_tx, intake_rx) = tokio::sync::mpsc::unbounded_channel();
         let intake = intake::run(store.clone(), ports.fill.clone(), stats.clone(), intake_rx, shutdown.clone());
         let shared = Arc::new(net::Shared::new(
@@ -197,6 +199,7 @@ impl Swarm {
             ports.read_through,
             ports.fill.clone(),
             intake_tx,
+            found.clone(),
             proto,
             stats.clone(),
             cfg.max_peers.max(1),
@@ -216,7 +219,6 @@ impl Swarm {
         if peer_addr.ip().is_unspecified() {
             own.push(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), peer_addr.port()));
         }
-        let found = Arc::new(announce::Found::default());
         let dial = net::DialSources {
             static_peers: cfg.static_peers.clone(),
             swarms: swarms.clone(),

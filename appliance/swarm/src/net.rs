@@ -20,7 +20,7 @@ use crate::choker::Choker;
 use crate::intake::Downloaded;
 use crate::peers::PeerTable;
 use crate::proto::{
-    Catalog, DropReason, Event, PeerProto, ProtoConfig, TorrentMeta, PIECE_PREAMBLE_LEN, SEND_HIGH_WATER,
+    Catalog, DropReason, Event, PeerProto, ProtoConfig, TorrentMeta, PEX_MAX_PEERS, PIECE_PREAMBLE_LEN, SEND_HIGH_WATER,
 };
 use crate::stats::Stats;
 use popseed_core::{Backoff, InfoHash, PeerFill, PeerSourceId, PieceIndex, ReadThrough, TokenBucket};
@@ -35,6 +35,10 @@ pub(crate) const POPSEED_PEER_ID: &[u8] = b"-PS";
 /// How often a connection asks the fill again whether it wants the release and has work for
 /// it (pieces given back by other sources, a job started after the peer connected).
 const FILL_RECHECK: Duration = Duration::from_secs(1);
+/// The first PEX message goes this long after the handshake; then one every [`PEX_INTERVAL`]
+/// at most (BEP 11).
+const PEX_FIRST: Duration = Duration::from_secs(3);
+const PEX_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the dialer looks for peers to connect to.
 pub(crate) const DIAL_INTERVAL: Duration = Duration::from_secs(2);
 /// Longest an outgoing TCP connect may take.
@@ -112,6 +116,10 @@ pub(crate) struct Shared {
     pub(crate) fill: Arc<dyn PeerFill>,
     /// Whole pieces from peers, to [`crate::intake`] (checked and stored in batches).
     pub(crate) intake: mpsc::UnboundedSender<Downloaded>,
+    /// Peers named by trackers and by peers (PEX), for the dialer.
+    pub(crate) found: Arc<crate::announce::Found>,
+    /// The listen address of each connected peer that told it, per release: what PEX hands out.
+    listeners: Mutex<HashMap<InfoHash, HashMap<u64, SocketAddr>>>,
     pub(crate) proto: Arc<ProtoConfig>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) catalog: StoreCatalog,
@@ -137,6 +145,7 @@ impl Shared {
         read_through: Arc<dyn ReadThrough>,
         fill: Arc<dyn PeerFill>,
         intake: mpsc::UnboundedSender<Downloaded>,
+        found: Arc<crate::announce::Found>,
         proto: ProtoConfig,
         stats: Arc<Stats>,
         max_peers: usize,
@@ -157,6 +166,8 @@ impl Shared {
             read_through,
             fill,
             intake,
+            found,
+            listeners: Mutex::new(HashMap::new()),
             proto: Arc::new(proto),
             stats,
             our_id,
@@ -192,6 +203,30 @@ impl Shared {
             ids
         };
         self.fill.siblings(&ih, self.our_id, &ids);
+    }
+
+    /// Remembers (`Some`) or forgets (`None`) a connection's listen address for PEX.
+    fn listener(&self, ih: InfoHash, id: u64, addr: Option<SocketAddr>) {
+        let mut all = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        match addr {
+            Some(a) => {
+                all.entry(ih).or_default().insert(id, a);
+            }
+            None => {
+                if let Some(set) = all.get_mut(&ih) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        all.remove(&ih);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Listen addresses of the release's other connected peers (for a PEX message to `id`).
+    fn pex_peers(&self, ih: &InfoHash, id: u64) -> HashSet<SocketAddr> {
+        let all = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
+        all.get(ih).map(|set| set.iter().filter(|(k, _)| **k != id).map(|(_, a)| *a).collect()).unwrap_or_default()
     }
 
     fn take_self_addrs(&self) -> Vec<SocketAddr> {
@@ -297,10 +332,12 @@ fn spawn_peer(
     tokio::spawn(async move {
         shared.stats.peer_connected();
         let mut attached = None;
-        let reason = peer_task(&shared, id, stream, rx, core, &mut attached, shutdown).await;
+        let listen = dialed.map(|d| d.1);
+        let reason = peer_task(&shared, id, stream, rx, core, listen, &mut attached, shutdown).await;
         shared.fill.lost(PeerSourceId(id));
         if let Some(ih) = attached {
             shared.sibling(ih, id, None);
+            shared.listener(ih, id, None);
         }
         if let Some(key) = dialed {
             shared.dialed.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
@@ -420,16 +457,25 @@ pub(crate) async fn rechoke_loop(shared: Arc<Shared>, interval: Duration, shutdo
     }
 }
 
-/// Why a peer task ended: `None` for an orderly close (EOF, shutdown).
+/// Why a peer task ended: `None` for an orderly close (EOF, shutdown). `listen`: the address a
+/// dialed peer was reached at (an accepted one tells its port in its extension handshake).
+#[allow(clippy::too_many_arguments)]
 async fn peer_task(
     shared: &Shared,
     id: u64,
     stream: TcpStream,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
     mut core: PeerProto,
+    mut listen: Option<SocketAddr>,
     attached: &mut Option<InfoHash>,
     shutdown: CancellationToken,
 ) -> Option<DropReason> {
+    let ip = stream.peer_addr().map(|a| a.ip()).ok();
+    let mut listen_known = false;
+    // BEP 11: the first PEX message soon after the handshake, then at most one a minute
+    let mut pex = tokio::time::interval_at(tokio::time::Instant::now() + PEX_FIRST, PEX_INTERVAL);
+    pex.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pex_sent: HashSet<SocketAddr> = HashSet::new();
     let mut events = shared.store.subscribe();
     // Pieces from this peer that failed the store's hash check (checked off this task).
     let (bad_tx, mut bad_rx) = mpsc::unbounded_channel::<u32>();
@@ -477,6 +523,13 @@ async fn peer_task(
                             }
                             let res = handle_events(shared, id, &mut core, &mut infohash, &bad_tx);
                             *attached = infohash;
+                            if let (Some(ih), false) = (infohash, listen_known) {
+                                listen = listen.or_else(|| Some(SocketAddr::new(ip?, core.peer_listen_port()?)));
+                                if let Some(a) = listen {
+                                    shared.listener(ih, id, Some(a));
+                                    listen_known = true;
+                                }
+                            }
                             if let Err(r) = res {
                                 return Some(r);
                             }
@@ -545,6 +598,20 @@ async fn peer_task(
             bad = bad_rx.recv() => {
                 if let Some(index) = bad {
                     return Some(DropReason::BadPiece(index));
+                }
+            },
+            _ = pex.tick(), if infohash.is_some() && core.speaks_pex() => {
+                if let Some(ih) = infohash {
+                    let known = shared.pex_peers(&ih, id);
+                    let added: Vec<SocketAddr> = known.difference(&pex_sent).copied().take(PEX_MAX_PEERS).collect();
+                    let dropped: Vec<SocketAddr> = pex_sent.difference(&known).copied().take(PEX_MAX_PEERS).collect();
+                    if !added.is_empty() || !dropped.is_empty() {
+                        core.send_pex(&added, &dropped);
+                        pex_sent.extend(added.iter().copied());
+                        for d in &dropped {
+                            pex_sent.remove(d);
+                        }
+                    }
                 }
             },
             _ = recheck.tick(), if infohash.is_some() => {
@@ -618,6 +685,14 @@ fn handle_events(
                 );
                 if changed {
                     shared.rechoke();
+                }
+            }
+            Event::Pex(peers) => {
+                // peers of a release being filled are worth dialing; others are not kept
+                if let Some(ih) = *infohash {
+                    if shared.fill.wants(&ih) {
+                        shared.found.add(ih, &peers);
+                    }
                 }
             }
             Event::Downloaded { index, data } => {

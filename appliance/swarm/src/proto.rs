@@ -46,6 +46,10 @@ pub const PIECE_PREAMBLE_LEN: usize = 13;
 const METADATA_PIECE: usize = 16 * 1024;
 /// Our extension id for ut_metadata (what librqbit-peer-protocol decodes as ut_metadata).
 const OUR_UT_METADATA: u8 = librqbit_peer_protocol::MY_EXTENDED_UT_METADATA;
+/// Our extension id for ut_pex (BEP 11).
+const OUR_UT_PEX: u8 = librqbit_peer_protocol::MY_EXTENDED_UT_PEX;
+/// Peers taken from one PEX message, and sent in one (BEP 11: at most 50 added).
+pub const PEX_MAX_PEERS: usize = 50;
 /// The shell tops a peer's send buffer up with blocks and metadata replies while fewer than this
 /// many bytes wait to be written ([`PeerProto::wants_output`]).
 pub const SEND_HIGH_WATER: usize = 512 * 1024;
@@ -84,6 +88,8 @@ pub struct ProtoConfig {
     pub client_name: String,
     /// Accept MSE/PE (encrypted) handshakes; when false they are dropped at the first byte.
     pub mse: bool,
+    /// The box's peer port, told to peers as `p` in the extension handshake (0: not told).
+    pub listen_port: u16,
 }
 
 impl Default for ProtoConfig {
@@ -100,6 +106,7 @@ impl Default for ProtoConfig {
             handshake_timeout: Duration::from_secs(10),
             client_name: concat!("popseed ", env!("CARGO_PKG_VERSION")).to_owned(),
             mse: true,
+            listen_port: 0,
         }
     }
 }
@@ -304,6 +311,8 @@ pub enum Event {
     Demand {
         index: u32,
     },
+    /// Peers the peer told us about (BEP 11 ut_pex `added`, at most [`PEX_MAX_PEERS`]).
+    Pex(Vec<std::net::SocketAddr>),
     /// A whole piece arrived from the peer: check and store it, then report it to the fill
     /// (a hash failure drops the peer with [`DropReason::BadPiece`]).
     Downloaded {
@@ -366,6 +375,8 @@ pub struct PeerProto {
     dialed: Option<(Arc<TorrentMeta>, Bitfield)>,
     /// Whether the box wants this release's pieces (the fill runs and it is incomplete).
     wanted: bool,
+    /// The peer's listen port (`p` of its extension handshake).
+    peer_port: Option<u16>,
 }
 
 fn malformed(e: MessageDeserializeError) -> DropReason {
@@ -427,6 +438,7 @@ impl PeerProto {
             download: None,
             dialed: None,
             wanted: false,
+            peer_port: None,
         }
     }
 
@@ -481,6 +493,44 @@ impl PeerProto {
     pub fn uploaded(&self) -> u64 {
         self.uploaded
     }
+    /// The port the peer listens on, from its extension handshake.
+    pub fn peer_listen_port(&self) -> Option<u16> {
+        self.peer_port
+    }
+
+    /// Whether the peer takes ut_pex messages.
+    pub fn speaks_pex(&self) -> bool {
+        self.peer_ext.ut_pex.is_some()
+    }
+
+    /// Sends a BEP 11 ut_pex message (IPv4 peers; at most [`PEX_MAX_PEERS`] of each list), if
+    /// the peer takes them.
+    pub fn send_pex(&mut self, added: &[std::net::SocketAddr], dropped: &[std::net::SocketAddr]) {
+        let Some(id) = self.peer_ext.ut_pex else { return };
+        let compact = |list: &[std::net::SocketAddr]| -> Vec<u8> {
+            let mut c = Vec::new();
+            for a in list.iter().filter(|a| a.is_ipv4()).take(PEX_MAX_PEERS) {
+                if let IpAddr::V4(v4) = a.ip() {
+                    c.extend_from_slice(&v4.octets());
+                    c.extend_from_slice(&a.port().to_be_bytes());
+                }
+            }
+            c
+        };
+        let (add, drop) = (compact(added), compact(dropped));
+        let mut d = Vec::with_capacity(48 + add.len() + drop.len());
+        d.extend_from_slice(format!("d5:added{}:", add.len()).as_bytes());
+        d.extend_from_slice(&add);
+        d.extend_from_slice(format!("7:added.f{}:", add.len() / 6).as_bytes());
+        d.extend(std::iter::repeat_n(0u8, add.len() / 6));
+        d.extend_from_slice(format!("7:dropped{}:", drop.len()).as_bytes());
+        d.extend_from_slice(&drop);
+        d.push(b'e');
+        self.out.extend_from_slice(&((d.len() + 2) as u32).to_be_bytes());
+        self.out.extend_from_slice(&[20, id]);
+        self.out.extend_from_slice(&d);
+    }
+
     /// The downloading half, once attached.
     pub fn download(&self) -> Option<&Download> {
         self.download.as_ref()
@@ -697,6 +747,7 @@ impl PeerProto {
                 self.cfg.reqq,
                 meta.info_bytes.len() as u32,
                 have.is_complete(),
+                self.cfg.listen_port,
             );
             self.out.extend_from_slice(&((body.len() + 2) as u32).to_be_bytes());
             self.out.extend_from_slice(&[20, 0]);
@@ -854,9 +905,36 @@ impl PeerProto {
                 if let Some(m) = bencode::dict_get(&hs, b"m") {
                     apply_extension_ids(&mut self.peer_ext, m)?;
                 }
+                if let Some(p) = bencode::dict_get(&hs, b"p").and_then(bencode::as_int) {
+                    self.peer_port = u16::try_from(p).ok().filter(|&p| p != 0);
+                }
                 let reqq = bencode::dict_get(&hs, b"reqq").and_then(bencode::as_int);
                 if let (Some(q), Some(d)) = (reqq.and_then(|q| usize::try_from(q).ok()), self.download.as_mut()) {
                     d.set_peer_reqq(q);
+                }
+                Ok(())
+            }
+            OUR_UT_PEX => {
+                bencode::check_whole(body).map_err(bad_bencode)?;
+                let (msg, _) = bencode::decode_prefix(body).map_err(bad_bencode)?;
+                let mut peers = Vec::new();
+                if let Some(b) = bencode::dict_get(&msg, b"added").and_then(bencode::as_bytes) {
+                    for c in b.chunks_exact(6).take(PEX_MAX_PEERS) {
+                        let ip = std::net::Ipv4Addr::new(c[0], c[1], c[2], c[3]);
+                        peers.push(std::net::SocketAddr::new(IpAddr::V4(ip), u16::from_be_bytes([c[4], c[5]])));
+                    }
+                }
+                if let Some(b) = bencode::dict_get(&msg, b"added6").and_then(bencode::as_bytes) {
+                    for c in b.chunks_exact(18).take(PEX_MAX_PEERS) {
+                        let mut o = [0u8; 16];
+                        o.copy_from_slice(&c[..16]);
+                        let ip = IpAddr::V6(std::net::Ipv6Addr::from(o));
+                        peers.push(std::net::SocketAddr::new(ip, u16::from_be_bytes([c[16], c[17]])));
+                    }
+                }
+                peers.retain(|p| p.port() != 0 && !p.ip().is_unspecified());
+                if !peers.is_empty() {
+                    self.events.push_back(Event::Pex(peers));
                 }
                 Ok(())
             }
@@ -1168,9 +1246,17 @@ impl PeerProto {
     }
 }
 
-/// Our BEP 10 handshake dictionary. Written by hand: librqbit's `ExtendedHandshake` cannot
-/// serialize an `m` without ut_pex (bencode has no None), and we do not offer PEX.
-fn ext_handshake(client: &str, peer_ip: IpAddr, reqq: u32, metadata_size: u32, upload_only: bool) -> Vec<u8> {
+/// Our BEP 10 handshake dictionary (keys in sorted order), written by hand so it says exactly
+/// what the box does: `m` (ut_metadata, ut_pex), `metadata_size`, `p` (when known), `reqq`,
+/// `upload_only`, `v`, `yourip`.
+fn ext_handshake(
+    client: &str,
+    peer_ip: IpAddr,
+    reqq: u32,
+    metadata_size: u32,
+    upload_only: bool,
+    listen_port: u16,
+) -> Vec<u8> {
     fn bstr(out: &mut Vec<u8>, s: &[u8]) {
         out.extend_from_slice(s.len().to_string().as_bytes());
         out.push(b':');
@@ -1179,8 +1265,14 @@ fn ext_handshake(client: &str, peer_ip: IpAddr, reqq: u32, metadata_size: u32, u
     let mut d = Vec::with_capacity(160 + client.len());
     d.extend_from_slice(b"d1:md11:ut_metadatai");
     d.extend_from_slice(OUR_UT_METADATA.to_string().as_bytes());
+    d.extend_from_slice(b"e6:ut_pexi");
+    d.extend_from_slice(OUR_UT_PEX.to_string().as_bytes());
     d.extend_from_slice(b"ee13:metadata_sizei");
     d.extend_from_slice(metadata_size.to_string().as_bytes());
+    if listen_port != 0 {
+        d.extend_from_slice(b"e1:pi");
+        d.extend_from_slice(listen_port.to_string().as_bytes());
+    }
     d.extend_from_slice(b"e4:reqqi");
     d.extend_from_slice(reqq.to_string().as_bytes());
     d.extend_from_slice(if upload_only { b"e11:upload_onlyi1e1:v" } else { b"e11:upload_onlyi0e1:v" });

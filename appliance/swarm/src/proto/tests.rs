@@ -126,7 +126,8 @@ fn handshake_sends_ext_handshake_and_bitfield() {
     ] {
         assert!(ext.contains(key), "{key} missing in {ext}");
     }
-    assert!(!ext.contains("ut_pex"), "{ext}");
+    assert!(ext.contains("6:ut_pexi1e"), "{ext}");
+    assert!(!ext.contains("1:pi"), "no listen port configured, none told: {ext}");
     // librqbit's parser reads it back.
     let wire = [&(msgs[0].len() as u32).to_be_bytes()[..], &msgs[0]].concat();
     let parsed = librqbit_peer_protocol::Message::deserialize(&wire, &[]).unwrap().0;
@@ -883,4 +884,53 @@ fn a_dialed_peer_answering_for_another_release_or_as_ourselves_is_dropped() {
 fn a_box_that_holds_the_whole_release_says_upload_only() {
     let (_, _, _, msgs) = attached(&(0..PIECES).collect::<Vec<_>>(), true);
     assert!(String::from_utf8_lossy(&msgs[0]).contains("11:upload_onlyi1e"));
+}
+
+#[test]
+fn pex_both_ways() {
+    let (mut p, cat, now, _) = attached(&[0], true);
+    // the peer's handshake: ut_pex under its id 7, listen port 51413
+    p.receive(&msg(20, b"\x00d1:md6:ut_pexi7ee1:pi51413ee"), now, &cat).unwrap();
+    assert!(p.speaks_pex());
+    assert_eq!(p.peer_listen_port(), Some(51413));
+    // a PEX message from it: two v4 peers (one with port 0, dropped) and one v6
+    let mut body = b"\x01d5:added12:".to_vec();
+    body.extend_from_slice(&[10, 0, 0, 5, 0x1a, 0xe1, 10, 0, 0, 6, 0, 0]);
+    body.extend_from_slice(b"6:added618:");
+    body.extend_from_slice(&[0; 15]);
+    body.extend_from_slice(&[1, 0x1a, 0xe2]);
+    body.push(b'e');
+    p.receive(&msg(20, &body), now, &cat).unwrap();
+    assert_eq!(p.poll_event(), Some(Event::Pex(vec!["10.0.0.5:6881".parse().unwrap(), "[::1]:6882".parse().unwrap()])));
+    // ours to it, under its id
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    p.send_pex(&["10.0.0.9:7000".parse().unwrap(), "[::1]:1".parse().unwrap()], &["10.0.0.8:1".parse().unwrap()]);
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    let m = messages(&out);
+    assert_eq!(m.len(), 1);
+    assert_eq!(&m[0][..2], &[20, 7]);
+    let mut want = b"d5:added6:".to_vec();
+    want.extend_from_slice(&[10, 0, 0, 9, 0x1b, 0x58]);
+    want.extend_from_slice(b"7:added.f1:\x007:dropped6:");
+    want.extend_from_slice(&[10, 0, 0, 8, 0, 1]);
+    want.push(b'e');
+    assert_eq!(&m[0][2..], &want[..]);
+    // malformed PEX bencode drops the peer
+    let (mut p, cat, now, _) = attached(&[0], true);
+    assert!(matches!(p.receive(&msg(20, b"\x01d5:added"), now, &cat), Err(DropReason::Malformed(_))));
+}
+
+#[test]
+fn the_listen_port_is_told_when_known() {
+    let now = Instant::now();
+    let cfg = Arc::new(ProtoConfig { listen_port: 6881, ..Default::default() });
+    let cat = fake(&[0]);
+    let mut p = PeerProto::new(cfg, "10.1.2.3".parse().unwrap(), *b"-PS0100-000000000000", now);
+    p.receive(&handshake(IH, true), now, &cat).unwrap();
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    let ext = String::from_utf8_lossy(&messages(&out[68..])[0][2..]).into_owned();
+    assert!(ext.contains("13:metadata_sizei40000e1:pi6881e4:reqq"), "{ext}");
 }
