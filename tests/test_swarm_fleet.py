@@ -2,13 +2,19 @@
 naming each other in `[fetch] peers`. Each asks the origin only for its rendezvous share of
 the pieces and takes the rest from its siblings over BitTorrent, so the origin sends the
 release about once instead of once per box; a box killed halfway leaves its share to the
-others. (Loopback: the benchmark `scripts/bench.sh fleet` runs the same on capped links.)"""
+others. On loopback, and in network namespaces with tc-capped uplinks and one LAN bridge (the
+benchmark `scripts/bench.sh fleet` measures the latter against a lone box)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import subprocess
 
-from conftest import make_tree, publish, wait_until
+import pytest
+
+from conftest import WAIT, make_tree, publish, wait_until
 from test_fetch_origin import MiB, Proc, agent_config, start_origin, status, store_files_match
 
 BOXES = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
@@ -94,3 +100,79 @@ def test_a_box_killed_halfway_leaves_its_share_to_the_others(tmp_path):
         store_files_match(c, rel)
     egress = sum(origin_bytes(c) for c in cfgs)
     assert egress <= 2.0 * size, f"origin egress {egress / size:.2f}x the release"
+
+
+def _sh(*args, check=True):
+    return subprocess.run([str(a) for a in args], check=check, capture_output=True, text=True, timeout=WAIT)
+
+
+@pytest.fixture
+def venue_net():
+    """Three network namespaces, one per box: an uplink veth to this namespace (root side
+    10.79.i.1, box side 10.79.i.2) capped at 16 Mbit/s towards the box by tc tbf, and a LAN veth
+    on one bridge (10.80.0.1i/24), uncapped. Everything is removed afterwards."""
+    if os.geteuid() != 0 or not shutil.which("tc") or not shutil.which("ip"):
+        pytest.skip("needs root, iproute2 and tc to build the venue's network")
+    tag = str(os.getpid() % 10000)
+    br, nss, links = f"pstbr{tag}", [f"pstv{tag}n{i}" for i in range(3)], []
+    try:
+        _sh("ip", "link", "add", br, "type", "bridge")
+        links.append(br)
+        _sh("ip", "link", "set", br, "up")
+        for i, ns in enumerate(nss):
+            _sh("ip", "netns", "add", ns)
+            _sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+            up_r, up_b, lan_r, lan_b = (f"pst{tag}{k}{i}" for k in "udlm")
+            _sh("ip", "link", "add", up_r, "type", "veth", "peer", "name", up_b)
+            links.append(up_r)
+            _sh("ip", "link", "set", up_b, "netns", ns)
+            _sh("ip", "addr", "add", f"10.79.{i}.1/24", "dev", up_r)
+            _sh("ip", "link", "set", up_r, "up")
+            _sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"10.79.{i}.2/24", "dev", up_b)
+            _sh("ip", "netns", "exec", ns, "ip", "link", "set", up_b, "up")
+            _sh("tc", "qdisc", "add", "dev", up_r, "root", "tbf", "rate", "16mbit", "burst", "32kb", "latency", "400ms")
+            _sh("ip", "link", "add", lan_r, "type", "veth", "peer", "name", lan_b)
+            links.append(lan_r)
+            _sh("ip", "link", "set", lan_b, "netns", ns)
+            _sh("ip", "link", "set", lan_r, "master", br)
+            _sh("ip", "link", "set", lan_r, "up")
+            _sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"10.80.0.1{i}/24", "dev", lan_b)
+            _sh("ip", "netns", "exec", ns, "ip", "link", "set", lan_b, "up")
+        yield nss
+    finally:
+        for link in links:
+            _sh("ip", "link", "del", link, check=False)
+        for ns in nss:
+            _sh("ip", "netns", "del", ns, check=False)
+
+
+def test_three_boxes_on_capped_uplinks_and_one_lan_bridge(tmp_path, venue_net):
+    src = make_tree(tmp_path / "src" / "festival", {"main.mp4": 12 * MiB + 5, "extras.bin": 4 * MiB})
+    rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB")
+    size = sum(f["size"] for f in rel.manifest["files"])
+    origin, fp, port = start_origin(tmp_path, "origin", [(rel.dir, rel.src)], listen_ip="0.0.0.0")
+    cfgs = []
+    for i in range(3):
+        others = ", ".join(f'"10.80.0.1{j}:6881"' for j in range(3) if j != i)
+        cfg = agent_config(tmp_path, [(f"10.79.{i}.1:{port}", fp)], rel.dir, extra=f"peers = [{others}]", name=f"box{i}")
+        cfg.write_text(cfg.read_text() + f"""
+[swarm]
+listen = "10.80.0.1{i}:6881"
+tracker_listen = "10.80.0.1{i}:6969"
+lsd = false
+utp_reset = false
+""")
+        cfgs.append(cfg)
+    boxes = [Proc(["agent", "--config", c, "--log", "info"], c.parent / "agent.log", prefix=["ip", "netns", "exec", ns])
+             for c, ns in zip(cfgs, venue_net)]
+    try:
+        wait_until(lambda: all(complete(c) for c in cfgs) or not all(b.alive() for b in boxes), 300,
+                   "all three boxes to complete")
+        assert all(b.alive() for b in boxes), [b.text()[-2000:] for b in boxes if not b.alive()]
+    finally:
+        stop(origin, boxes)
+    for c in cfgs:
+        store_files_match(c, rel)
+    per_box = [origin_bytes(c) for c in cfgs]
+    assert sum(per_box) <= 1.5 * size, f"origin egress {sum(per_box) / size:.2f}x the release ({per_box})"
+    assert sum(1 for b in per_box if b > 0) >= 2, f"the origin's work was not shared: {per_box}"
