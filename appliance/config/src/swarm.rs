@@ -41,8 +41,10 @@ pub struct SwarmConfig {
     /// BEP 14 local service discovery (multicast 239.192.152.143:6771).
     pub lsd: bool,
     pub lsd_interval_secs: u64,
-    /// Answer uTP connection attempts on the peer port with a reset, so clients that try uTP
-    /// first (transmission) fall back to TCP at once instead of after a timeout.
+    /// Speak uTP (BEP 29) on the peer port (UDP), besides TCP.
+    pub utp: bool,
+    /// With `utp` off: answer uTP connection attempts on the peer port with a reset, so clients
+    /// that try uTP first (transmission) fall back to TCP at once instead of after a timeout.
     pub utp_reset: bool,
     /// Accept MSE/PE (encrypted) handshakes, choosing plaintext when the peer offers it.
     /// When false, an encrypted opening is dropped at once and the client retries in plaintext.
@@ -74,6 +76,7 @@ impl Default for SwarmConfig {
             tracker_interval_secs: 60,
             lsd: true,
             lsd_interval_secs: 300,
+            utp: true,
             utp_reset: true,
             mse: true,
             static_peers: Vec::new(),

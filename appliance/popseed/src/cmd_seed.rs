@@ -33,7 +33,10 @@ pub struct SeedArgs {
     /// Disable BEP 14 local service discovery (multicast announces on the LAN).
     #[arg(long)]
     pub no_lsd: bool,
-    /// Do not answer uTP connection attempts with a reset (the box speaks TCP only).
+    /// Speak BitTorrent over TCP only: no uTP (BEP 29) on the peer port.
+    #[arg(long)]
+    pub no_utp: bool,
+    /// With --no-utp: do not answer uTP connection attempts with a reset either.
     #[arg(long)]
     pub no_utp_reset: bool,
     /// Write the box's .torrent of each release here as <infohash>.torrent.
@@ -68,6 +71,7 @@ pub fn run(a: SeedArgs) -> Result<()> {
         tracker_listen: (!a.no_tracker).then_some(a.tracker_listen),
         announce_ip: a.announce_ip,
         lsd: !a.no_lsd,
+        utp: !a.no_utp,
         utp_reset: !a.no_utp_reset,
         max_peers: a.max_peers,
         max_peers_per_ip: a.max_peers_per_ip,
@@ -108,8 +112,8 @@ pub fn run(a: SeedArgs) -> Result<()> {
         let stats = swarm.stats().snapshot();
         swarm.shutdown().await;
         eprintln!(
-            "popseed seed: stopped; uploaded {} bytes to {} peers, dropped {:?}",
-            stats.bytes_uploaded, stats.peers_accepted, stats.dropped
+            "popseed seed: stopped; uploaded {} bytes to {} peers ({} over uTP), dropped {:?}",
+            stats.bytes_uploaded, stats.peers_accepted, stats.peers_utp, stats.dropped
         );
         Ok(())
     })

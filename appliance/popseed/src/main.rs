@@ -73,10 +73,19 @@ fn main() -> ExitCode {
     {
         // Log lines to stderr per the filter; WARN and ERROR also to the dashboard's recent errors.
         use tracing_subscriber::prelude::*;
-        let env = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into());
+        // librqbit-utp names the remote address in its spans: off unless asked for by name (the
+        // box keeps no record of who attended; docs/security.md).
+        use tracing_subscriber::filter::{LevelFilter, Targets};
+        let mut env = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into());
+        if !filter.contains("librqbit_utp") {
+            if let Ok(off) = "librqbit_utp=off".parse() {
+                env = env.add_directive(off);
+            }
+        }
+        let errors = Targets::new().with_default(LevelFilter::WARN).with_target("librqbit_utp", LevelFilter::OFF);
         tracing_subscriber::registry()
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(env))
-            .with(popseed_status::errors::layer().with_filter(tracing_subscriber::filter::LevelFilter::WARN))
+            .with(popseed_status::errors::layer().with_filter(errors))
             .init();
     }
     let result = match cli.command {

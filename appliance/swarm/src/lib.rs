@@ -225,6 +225,7 @@ impl Swarm {
             found: found.clone(),
             own,
         };
+        let shared_for_utp = shared.clone();
         let mut tasks = vec![
             tokio::spawn(intake),
             tokio::spawn(net::listen(listener, shared.clone(), shutdown.clone())),
@@ -242,7 +243,9 @@ impl Swarm {
         if let Some(l) = tracker_listener {
             tasks.push(tokio::spawn(tracker_http::serve(l, swarms.clone(), holdings.clone(), shutdown.clone())));
         }
-        if cfg.utp_reset {
+        if cfg.utp {
+            tasks.push(tokio::spawn(utp::listen(peer_addr, shared_for_utp, shutdown.clone())));
+        } else if cfg.utp_reset {
             tasks.push(tokio::spawn(utp::run(peer_addr, shutdown.clone())));
         }
         if cfg.lsd {

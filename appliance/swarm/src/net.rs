@@ -59,6 +59,45 @@ fn upload_bucket(rate: u64, now: Instant) -> TokenBucket {
     TokenBucket::new(rate as f64, (rate / 4).max(MIN_UPLOAD_BURST) as f64, now)
 }
 
+/// What a peer task needs of its socket: readiness and non-blocking reads and writes. A TCP
+/// connection, or the local end of the bridge a uTP connection runs through ([`crate::utp`]).
+pub(crate) trait PeerSocket: Send + Sync + 'static {
+    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+    fn writable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize>;
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize>;
+}
+
+impl PeerSocket for TcpStream {
+    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        TcpStream::readable(self)
+    }
+    fn writable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        TcpStream::writable(self)
+    }
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        TcpStream::try_read(self, buf)
+    }
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        TcpStream::try_write(self, buf)
+    }
+}
+
+impl PeerSocket for tokio::net::UnixStream {
+    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        tokio::net::UnixStream::readable(self)
+    }
+    fn writable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send {
+        tokio::net::UnixStream::writable(self)
+    }
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        tokio::net::UnixStream::try_read(self, buf)
+    }
+    fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+        tokio::net::UnixStream::try_write(self, buf)
+    }
+}
+
 /// Commands from the swarm to one peer task.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Cmd {
@@ -70,12 +109,13 @@ pub(crate) enum Cmd {
 /// Store-backed release lookup, caching each release's [`TorrentMeta`].
 pub(crate) struct StoreCatalog {
     store: Arc<Store>,
+    fill: Arc<dyn PeerFill>,
     metas: Mutex<HashMap<InfoHash, Arc<TorrentMeta>>>,
 }
 
 impl StoreCatalog {
-    pub(crate) fn new(store: Arc<Store>) -> Self {
-        StoreCatalog { store, metas: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(store: Arc<Store>, fill: Arc<dyn PeerFill>) -> Self {
+        StoreCatalog { store, fill, metas: Mutex::new(HashMap::new()) }
     }
 
     pub(crate) fn forget(&self, ih: &InfoHash) {
@@ -100,6 +140,10 @@ impl Catalog for StoreCatalog {
         )?);
         metas.insert(*ih, meta.clone());
         Some((meta, have))
+    }
+
+    fn wanted(&self, ih: &InfoHash) -> bool {
+        self.fill.wants(ih)
     }
 
     fn by_req2(&self, req2: &[u8; 20]) -> Option<InfoHash> {
@@ -161,7 +205,7 @@ impl Shared {
         }
         let now = Instant::now();
         Shared {
-            catalog: StoreCatalog::new(store.clone()),
+            catalog: StoreCatalog::new(store.clone(), fill.clone()),
             store,
             read_through,
             fill,
@@ -248,7 +292,7 @@ impl Shared {
 
     /// Registers a new connection unless a cap is hit; at the global cap a connection still
     /// without a handshake may give way ([`PeerTable::admit`]).
-    fn admit(&self, ip: IpAddr) -> Result<(u64, mpsc::UnboundedReceiver<Cmd>), &'static str> {
+    pub(crate) fn admit(&self, ip: IpAddr) -> Result<(u64, mpsc::UnboundedReceiver<Cmd>), &'static str> {
         let (tx, rx) = mpsc::unbounded_channel();
         let admitted = self.peers.lock().unwrap_or_else(|p| p.into_inner()).admit(ip, Instant::now(), tx)?;
         if let Some(evicted) = admitted.evicted {
@@ -298,6 +342,7 @@ pub(crate) async fn listen(listener: TcpListener, shared: Arc<Shared>, shutdown:
         };
         match shared.admit(ip) {
             Ok((id, rx)) => {
+                let _ = stream.set_nodelay(true);
                 let core = PeerProto::new(shared.proto.clone(), ip, shared.our_id, Instant::now());
                 spawn_peer(shared.clone(), id, stream, ip, rx, core, None, shutdown.clone());
             }
@@ -318,22 +363,21 @@ pub(crate) async fn listen(listener: TcpListener, shared: Arc<Shared>, shutdown:
 /// Runs one connection (accepted, or dialed for `dialed`) to its end, then forgets it: its
 /// slot, its address if it abused, whatever it had in flight for the fill.
 #[allow(clippy::too_many_arguments)]
-fn spawn_peer(
+pub(crate) fn spawn_peer<S: PeerSocket>(
     shared: Arc<Shared>,
     id: u64,
-    stream: TcpStream,
+    stream: S,
     ip: IpAddr,
     rx: mpsc::UnboundedReceiver<Cmd>,
     core: PeerProto,
     dialed: Option<(InfoHash, SocketAddr)>,
     shutdown: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
     tokio::spawn(async move {
         shared.stats.peer_connected();
         let mut attached = None;
         let listen = dialed.map(|d| d.1);
-        let reason = peer_task(&shared, id, stream, rx, core, listen, &mut attached, shutdown).await;
+        let reason = peer_task(&shared, id, stream, ip, rx, core, listen, &mut attached, shutdown).await;
         shared.fill.lost(PeerSourceId(id));
         if let Some(ih) = attached {
             shared.sibling(ih, id, None);
@@ -441,6 +485,7 @@ async fn dial(
     let (id, rx) = shared.admit(addr.ip()).map_err(str::to_owned)?;
     let have = shared.store.bitfield(&ih).map_err(|e| popseed_core::chain(&e).to_string())?;
     shared.stats.dialed();
+    let _ = stream.set_nodelay(true);
     let core = PeerProto::connect(shared.proto.clone(), addr.ip(), shared.our_id, meta, have, Instant::now());
     spawn_peer(shared.clone(), id, stream, addr.ip(), rx, core, Some((ih, addr)), shutdown);
     Ok(())
@@ -460,17 +505,18 @@ pub(crate) async fn rechoke_loop(shared: Arc<Shared>, interval: Duration, shutdo
 /// Why a peer task ended: `None` for an orderly close (EOF, shutdown). `listen`: the address a
 /// dialed peer was reached at (an accepted one tells its port in its extension handshake).
 #[allow(clippy::too_many_arguments)]
-async fn peer_task(
+async fn peer_task<S: PeerSocket>(
     shared: &Shared,
     id: u64,
-    stream: TcpStream,
+    stream: S,
+    ip: IpAddr,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
     mut core: PeerProto,
     mut listen: Option<SocketAddr>,
     attached: &mut Option<InfoHash>,
     shutdown: CancellationToken,
 ) -> Option<DropReason> {
-    let ip = stream.peer_addr().map(|a| a.ip()).ok();
+    let ip = Some(ip);
     let mut listen_known = false;
     // BEP 11: the first PEX message soon after the handshake, then at most one a minute
     let mut pex = tokio::time::interval_at(tokio::time::Instant::now() + PEX_FIRST, PEX_INTERVAL);

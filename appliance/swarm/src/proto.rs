@@ -141,6 +141,10 @@ pub trait Catalog {
     fn lookup(&self, infohash: &InfoHash) -> Option<(Arc<TorrentMeta>, Bitfield)>;
     /// The held release whose [`crate::mse::req2_hash`] is `req2` (MSE stream key lookup).
     fn by_req2(&self, req2: &[u8; 20]) -> Option<InfoHash>;
+    /// Whether the box is filling the release (it downloads, so it is not `upload_only`).
+    fn wanted(&self, _infohash: &InfoHash) -> bool {
+        false
+    }
 }
 
 /// Why a peer was disconnected. [`DropReason::kind`] is a stable label for counters.
@@ -453,8 +457,9 @@ impl PeerProto {
         now: Instant,
     ) -> Self {
         let mut p = PeerProto::new(cfg, peer_ip, our_id, now);
-        // Cannot fail: a bitfield message fits the room given to it.
-        let _ = p.send_opening(&meta, &have, true);
+        // Cannot fail: a bitfield message fits the room given to it. A box dials only peers of
+        // releases it fills.
+        let _ = p.send_opening(&meta, &have, true, have.is_complete());
         p.dialed = Some((meta, have));
         p
     }
@@ -721,7 +726,9 @@ impl PeerProto {
                 if have.len() != meta.piece_count() {
                     return Err(DropReason::Internal("bitfield length does not match the release".into()));
                 }
-                self.send_opening(&meta, &have, h.supports_extended())?;
+                self.wanted = catalog.wanted(&ih);
+                let upload_only = have.is_complete() || !self.wanted;
+                self.send_opening(&meta, &have, h.supports_extended(), upload_only)?;
                 (meta, have)
             }
         };
@@ -735,7 +742,13 @@ impl PeerProto {
     }
 
     /// Our handshake, extension handshake (when the peer speaks BEP 10) and bitfield.
-    fn send_opening(&mut self, meta: &TorrentMeta, have: &Bitfield, extended: bool) -> Result<(), DropReason> {
+    fn send_opening(
+        &mut self,
+        meta: &TorrentMeta,
+        have: &Bitfield,
+        extended: bool,
+        upload_only: bool,
+    ) -> Result<(), DropReason> {
         let ours = Handshake::new(Id20::new(meta.infohash.into_bytes()), Id20::new(self.our_id));
         let start = self.out.len();
         self.out.resize(start + HANDSHAKE_LEN, 0);
@@ -746,7 +759,7 @@ impl PeerProto {
                 self.peer_ip,
                 self.cfg.reqq,
                 meta.info_bytes.len() as u32,
-                have.is_complete(),
+                upload_only,
                 self.cfg.listen_port,
             );
             self.out.extend_from_slice(&((body.len() + 2) as u32).to_be_bytes());

@@ -15,6 +15,8 @@ pub struct Stats {
     pub blocks_uploaded: AtomicU64,
     pub peers_connected: AtomicU64,
     pub peers_accepted: AtomicU64,
+    /// Connections accepted over uTP (counted in `peers_accepted` too).
+    pub peers_utp: AtomicU64,
     /// Outgoing connections opened (to peers of releases being filled).
     pub peers_dialed: AtomicU64,
     /// Block bytes received that answered our requests, and whole pieces handed to the store.
@@ -37,6 +39,7 @@ pub struct StatsSnapshot {
     pub peers_connected: u64,
     pub peers_accepted: u64,
     pub peers_dialed: u64,
+    pub peers_utp: u64,
     pub bytes_downloaded: u64,
     pub pieces_downloaded: u64,
     pub bad_pieces: u64,
@@ -91,6 +94,7 @@ impl Stats {
             peers_connected: self.peers_connected.load(Ordering::Relaxed),
             peers_accepted: self.peers_accepted.load(Ordering::Relaxed),
             peers_dialed: self.peers_dialed.load(Ordering::Relaxed),
+            peers_utp: self.peers_utp.load(Ordering::Relaxed),
             bytes_downloaded: self.bytes_downloaded.load(Ordering::Relaxed),
             pieces_downloaded: self.pieces_downloaded.load(Ordering::Relaxed),
             bad_pieces: self.bad_pieces.load(Ordering::Relaxed),

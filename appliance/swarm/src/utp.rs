@@ -1,14 +1,80 @@
-//! Refuses uTP (BEP 29) quickly. The box speaks BitTorrent over TCP only, but clients such as
-//! transmission try uTP first and wait for it to time out before they fall back to TCP. A UDP
-//! socket on the peer port answers every uTP SYN with an ST_RESET for that connection id: the
-//! client sees "connection refused" at once and reconnects over TCP. The reply is no larger
-//! than the SYN (no amplification).
+//! uTP (BEP 29) on the peer port. [`listen`] accepts uTP connections with librqbit-utp (rqbit's
+//! maintained implementation) and runs each through a local socket pair to the same peer task
+//! as a TCP connection, under the same caps and bans: clients that try uTP first (transmission,
+//! qBittorrent, libtorrent with its defaults) are served over it. With uTP off, [`run`] refuses
+//! uTP quickly instead: it answers every SYN with an ST_RESET for that connection id, so the
+//! client sees "connection refused" at once and reconnects over TCP (the reply is no larger
+//! than the SYN: no amplification).
 
-use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::net::UdpSocket;
+use tokio::net::{UdpSocket, UnixStream};
 use tokio_util::sync::CancellationToken;
+
+use crate::net::{spawn_peer, Shared};
+use crate::proto::PeerProto;
+
+/// Accepts uTP connections on `addr` (UDP) until `shutdown`. Failure to bind is logged, not
+/// fatal (the box still speaks TCP).
+pub(crate) async fn listen(addr: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let sock = match librqbit_utp::UtpSocketUdp::new_udp(addr).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("uTP disabled: cannot bind UDP {addr}: {e}");
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = sock.accept() => a,
+        };
+        let stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("uTP accept stopped: {e}");
+                return;
+            }
+        };
+        let ip = match stream.remote_addr().ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        let (id, rx) = match shared.admit(ip) {
+            Ok(admitted) => admitted,
+            Err(why) => {
+                shared.stats.refused(why);
+                continue;
+            }
+        };
+        let (ours, theirs) = match UnixStream::pair() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("uTP connection dropped: no local socket pair: {e}");
+                continue;
+            }
+        };
+        shared.stats.peers_utp.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(bridge(stream, theirs, shutdown.clone()));
+        let core = PeerProto::new(shared.proto.clone(), ip, shared.our_id, Instant::now());
+        spawn_peer(shared.clone(), id, ours, ip, rx, core, None, shutdown.clone());
+    }
+}
+
+/// Copies between a uTP connection and the peer task's end of its socket pair until either
+/// side ends (then both close).
+async fn bridge(utp: librqbit_utp::UtpStream, local: UnixStream, shutdown: CancellationToken) {
+    let (mut utp_r, mut utp_w) = tokio::io::split(utp);
+    let (mut local_r, mut local_w) = local.into_split();
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::io::copy(&mut utp_r, &mut local_w) => {}
+        _ = tokio::io::copy(&mut local_r, &mut utp_w) => {}
+    }
+}
 
 const HEADER_LEN: usize = 20;
 const VERSION: u8 = 1;

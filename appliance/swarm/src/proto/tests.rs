@@ -10,6 +10,7 @@ const TOTAL: u64 = PIECE as u64 * 9 + 1000; // last piece is 1000 bytes
 struct Fake {
     meta: Arc<TorrentMeta>,
     have: Bitfield,
+    wanted: bool,
 }
 
 impl Catalog for Fake {
@@ -18,6 +19,9 @@ impl Catalog for Fake {
     }
     fn by_req2(&self, req2: &[u8; 20]) -> Option<InfoHash> {
         (*req2 == crate::mse::req2_hash(IH.as_bytes())).then_some(IH)
+    }
+    fn wanted(&self, _: &InfoHash) -> bool {
+        self.wanted
     }
 }
 
@@ -28,7 +32,7 @@ fn fake(present: &[u32]) -> Fake {
     for &p in present {
         have.set(p);
     }
-    Fake { meta, have }
+    Fake { meta, have, wanted: false }
 }
 
 fn handshake(ih: InfoHash, ext: bool) -> Vec<u8> {
@@ -120,7 +124,7 @@ fn handshake_sends_ext_handshake_and_bitfield() {
         "11:ut_metadatai3e",
         "4:reqqi8e",
         "13:metadata_sizei40000e",
-        "11:upload_onlyi0e",
+        "11:upload_onlyi1e",
         "6:yourip4:\n\x01\x02\x03",
         "1:v",
     ] {
@@ -136,7 +140,7 @@ fn handshake_sends_ext_handshake_and_bitfield() {
             assert_eq!(h.m.ut_metadata, Some(OUR_UT_METADATA));
             assert_eq!(h.reqq, Some(8));
             assert_eq!(h.metadata_size, Some(40000));
-            assert_eq!(h.upload_only, Some(0), "a box still missing pieces downloads too");
+            assert_eq!(h.upload_only, Some(1), "a partial release the box does not fill");
         }
         other => panic!("not an extended handshake: {other:?}"),
     }
@@ -637,7 +641,7 @@ fn metadata_requests_count_against_the_request_queue() {
     let meta = Arc::new(TorrentMeta::new(IH, TOTAL, PIECE, Arc::from(big.as_slice())).unwrap());
     let mut have = Bitfield::new(PIECES);
     have.set(0);
-    let cat = Fake { meta, have };
+    let cat = Fake { meta, have, wanted: false };
     let (mut p, now) = peer();
     p.receive(&handshake(IH, true), now, &cat).unwrap();
     ext_handshake_with_ut_metadata(&mut p, &cat, now);
@@ -933,4 +937,15 @@ fn the_listen_port_is_told_when_known() {
     p.take_output(&mut out);
     let ext = String::from_utf8_lossy(&messages(&out[68..])[0][2..]).into_owned();
     assert!(ext.contains("13:metadata_sizei40000e1:pi6881e4:reqq"), "{ext}");
+}
+
+#[test]
+fn a_box_filling_the_release_is_not_upload_only() {
+    let (mut p, now) = peer();
+    let mut cat = fake(&[0]);
+    cat.wanted = true;
+    p.receive(&handshake(IH, true), now, &cat).unwrap();
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    assert!(String::from_utf8_lossy(&messages(&out[68..])[0]).contains("11:upload_onlyi0e"));
 }
