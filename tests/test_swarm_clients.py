@@ -347,3 +347,22 @@ def test_peers_of_the_box_learn_each_other_by_pex(seed, release, tmp_path):
     finally:
         a.remove_torrent(ha)
         b.remove_torrent(hb)
+
+
+def test_libtorrent_with_utp_on_downloads(release, src_digests, tmp_path):
+    """libtorrent with uTP on both ways (its default) downloads from the box, byte-identical;
+    the box reports the connection it accepted over uTP."""
+    store_import(tmp_path / "store", release)
+    seed = start_seed(tmp_path / "store", tmp_path / "seed", "--announce-ip", "127.0.0.1", "--no-tracker")
+    try:
+        ih = infohash_of(seed)
+        ses = lt_session(enable_outgoing_utp=True, enable_incoming_utp=True, enable_outgoing_tcp=False)
+        h = lt_add(ses, seed.releases[ih]["torrent"], tmp_path / "dl")
+        h.connect_peer(seed.peer)
+        lt_download(ses, h, "over uTP")
+        ses.remove_torrent(h)
+        del ses
+    finally:
+        log = seed.stop()
+    assert tree_digests(tmp_path / "dl" / release.src.name) == src_digests
+    assert int(re.search(r"\((\d+) over uTP\)", log).group(1)) >= 1, log[-2000:]
