@@ -258,3 +258,24 @@ def test_box_finds_a_swarm_through_the_release_tracker(tmp_path):
     assert "event=started" in first and "compact=1" in first, first
     q = urllib.parse.parse_qs(urllib.parse.urlsplit(first).query, encoding="latin-1")
     assert q["info_hash"][0].encode("latin-1") == bytes.fromhex(ih), first
+
+
+def test_the_lan_download_cap_is_respected(tmp_path):
+    """`[swarm] download_rate` caps what the box takes from peers (`[fetch] rate_limit` caps
+    only the uplink)."""
+    src = make_tree(tmp_path / "src" / "show", {"a.bin": 12 * MiB})
+    rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB")
+    ses, _ = lt_seeder(rel)
+    cfg = agent_config(tmp_path, [], rel.dir, extra=f'peers = ["127.0.0.1:{ses.listen_port()}"]\nvenue_grace = "0s"')
+    cfg.write_text(cfg.read_text() + SWARM + "download_rate = 4194304\n")
+    agent = Proc(["agent", "--config", cfg, "--log", "info"], tmp_path / "agent.log")
+    try:
+        wait_until(lambda: complete(cfg) or not agent.alive(), 300, "the capped fill from libtorrent to complete")
+        assert agent.alive(), agent.text()[-3000:]
+    finally:
+        agent.kill(signal.SIGTERM)
+    store_files_match(cfg, rel)
+    took = (status(cfg).get("releases") or [{}])[0]["fill_ms"] / 1000
+    # 12 MiB at 4 MiB/s with a 1 MiB burst (and at most one 512 KiB read beyond it) cannot take
+    # less than 2.6 s; uncapped it takes ~0.2 s
+    assert took >= 2.5, f"12 MiB arrived in {took:.2f} s despite a 4 MiB/s cap"

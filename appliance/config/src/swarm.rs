@@ -31,6 +31,9 @@ pub struct SwarmConfig {
     pub upload_rate: u64,
     /// Per-peer upload cap in bytes per second; 0 = none.
     pub peer_upload_rate: u64,
+    /// Cap on what the box downloads from BitTorrent peers (the LAN), all connections together,
+    /// in bytes per second; 0 = none. `[fetch] rate_limit` caps the uplink sources only.
+    pub download_rate: u64,
     /// `reqq` advertised; a peer may queue up to twice this many requests before it is dropped.
     pub request_queue: u32,
     pub idle_timeout_secs: u64,
@@ -69,6 +72,7 @@ impl Default for SwarmConfig {
             rechoke_interval_secs: 10,
             upload_rate: 0,
             peer_upload_rate: 0,
+            download_rate: 0,
             request_queue: 2000,
             idle_timeout_secs: 120,
             handshake_timeout_secs: 10,

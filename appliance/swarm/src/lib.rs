@@ -208,6 +208,7 @@ impl Swarm {
             rechoke * 2,
             cfg.upload_rate,
             cfg.peer_upload_rate,
+            cfg.download_rate,
         ));
         let swarms = Arc::new(Mutex::new(tracker::Swarms::new(Duration::from_secs(cfg.tracker_interval_secs.max(1)))));
         let holdings: Arc<dyn tracker::Holdings> = Arc::new(StoreHoldings {

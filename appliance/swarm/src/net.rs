@@ -170,6 +170,8 @@ pub(crate) struct Shared {
     pub(crate) our_id: [u8; 20],
     pub(crate) peer_rate: u64,
     pub(crate) global_bucket: Option<Mutex<TokenBucket>>,
+    /// `download_rate`: what connections the box downloads from may read, together.
+    download_bucket: Option<Mutex<TokenBucket>>,
     choker: Mutex<Choker>,
     /// Connected peers (caps, eviction) and each one's command channel.
     peers: Mutex<PeerTable<mpsc::UnboundedSender<Cmd>>>,
@@ -198,6 +200,7 @@ impl Shared {
         min_hold: Duration,
         global_rate: u64,
         peer_rate: u64,
+        download_rate: u64,
     ) -> Self {
         let mut our_id = *b"-PS0100-000000000000";
         for b in &mut our_id[8..] {
@@ -217,6 +220,7 @@ impl Shared {
             our_id,
             peer_rate,
             global_bucket: (global_rate > 0).then(|| Mutex::new(upload_bucket(global_rate, now))),
+            download_bucket: (download_rate > 0).then(|| Mutex::new(upload_bucket(download_rate, now))),
             choker: Mutex::new(Choker::new(slots, min_hold)),
             peers: Mutex::new(PeerTable::new(max_peers, max_per_ip)),
             dialed: Mutex::new(HashSet::new()),
@@ -541,10 +545,19 @@ async fn peer_task<S: PeerSocket>(
             return Some(r);
         }
         let want_write = sent < sbuf.len();
+        // The LAN download cap: a connection the box downloads from reads only while the shared
+        // bucket holds tokens (each read is charged after it).
+        let downloading = core.download().is_some_and(|d| d.is_interested());
+        let read_wait = match (&shared.download_bucket, downloading) {
+            (Some(b), true) => {
+                Some(b.lock().unwrap_or_else(|p| p.into_inner()).wait_for(1.0, Instant::now())).filter(|w| !w.is_zero())
+            }
+            _ => None,
+        };
         // Back-pressure: a peer that does not read its replies is not read from either.
-        let want_read = core.wants_input(sbuf.len() - sent);
+        let want_read = core.wants_input(sbuf.len() - sent) && read_wait.is_none();
         let mut deadline = tokio::time::Instant::from_std(core.poll_timeout());
-        if let Some(w) = rate_wait {
+        if let Some(w) = rate_wait.into_iter().chain(read_wait).min() {
             deadline = deadline.min(tokio::time::Instant::now() + w);
         }
         tokio::select! {
@@ -564,6 +577,9 @@ async fn peer_task<S: PeerSocket>(
                     match stream.try_read(&mut rbuf) {
                         Ok(0) => return None,
                         Ok(n) => {
+                            if let (Some(b), true) = (&shared.download_bucket, downloading) {
+                                b.lock().unwrap_or_else(|p| p.into_inner()).debit(n as f64, Instant::now());
+                            }
                             if let Err(r) = core.receive(&rbuf[..n], Instant::now(), &shared.catalog) {
                                 return Some(r);
                             }
