@@ -279,3 +279,21 @@ def test_the_lan_download_cap_is_respected(tmp_path):
     # 12 MiB at 4 MiB/s with a 1 MiB burst (and at most one 512 KiB read beyond it) cannot take
     # less than 2.6 s; uncapped it takes ~0.2 s
     assert took >= 2.5, f"12 MiB arrived in {took:.2f} s despite a 4 MiB/s cap"
+
+
+def test_box_fills_from_a_seeder_that_takes_utp_only(tmp_path):
+    """A libtorrent seeder that refuses TCP and takes uTP: the box's TCP dial is refused and
+    it dials again over uTP."""
+    src = make_tree(tmp_path / "src" / "show", {"a.bin": 9 * MiB + 1})
+    rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB")
+    ses, _ = lt_seeder(rel, lt_session(enable_incoming_tcp=False, enable_incoming_utp=True))
+    cfg = agent_config(tmp_path, [], rel.dir, extra=f'peers = ["127.0.0.1:{ses.listen_port()}"]')
+    cfg.write_text(cfg.read_text().replace("utp_reset = false\n", "") + SWARM.replace("utp_reset = false\n", ""))
+    agent = Proc(["agent", "--config", cfg, "--log", "info"], tmp_path / "agent.log")
+    try:
+        wait_until(lambda: complete(cfg) or not agent.alive(), 300, "the fill over uTP to complete")
+        assert agent.alive(), agent.text()[-3000:]
+    finally:
+        agent.kill(signal.SIGTERM)
+    store_files_match(cfg, rel)
+    assert peers_row(cfg).get("bytes") == 9 * MiB + 1

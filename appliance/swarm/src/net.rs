@@ -170,6 +170,11 @@ pub(crate) struct Shared {
     pub(crate) our_id: [u8; 20],
     pub(crate) peer_rate: u64,
     pub(crate) global_bucket: Option<Mutex<TokenBucket>>,
+    /// The uTP socket on the peer port, once it is bound (outgoing uTP goes through it too).
+    pub(crate) utp: std::sync::OnceLock<Arc<librqbit_utp::UtpSocketUdp>>,
+    /// Addresses whose last dialed TCP connection ended before a handshake (or failed): the
+    /// next dial tries uTP first (at most [`MAX_DIAL_BACKOFFS`] remembered).
+    prefer_utp: Mutex<HashSet<SocketAddr>>,
     /// `download_rate`: what connections the box downloads from may read, together.
     download_bucket: Option<Mutex<TokenBucket>>,
     choker: Mutex<Choker>,
@@ -220,6 +225,8 @@ impl Shared {
             our_id,
             peer_rate,
             global_bucket: (global_rate > 0).then(|| Mutex::new(upload_bucket(global_rate, now))),
+            utp: std::sync::OnceLock::new(),
+            prefer_utp: Mutex::new(HashSet::new()),
             download_bucket: (download_rate > 0).then(|| Mutex::new(upload_bucket(download_rate, now))),
             choker: Mutex::new(Choker::new(slots, min_hold)),
             peers: Mutex::new(PeerTable::new(max_peers, max_per_ip)),
@@ -275,6 +282,18 @@ impl Shared {
     fn pex_peers(&self, ih: &InfoHash, id: u64) -> HashSet<SocketAddr> {
         let all = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         all.get(ih).map(|set| set.iter().filter(|(k, _)| **k != id).map(|(_, a)| *a).collect()).unwrap_or_default()
+    }
+
+    /// The next dial to `addr` uses the other transport (TCP first by default).
+    fn toggle_transport(&self, addr: SocketAddr) {
+        let mut set = self.prefer_utp.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.remove(&addr) && set.len() < MAX_DIAL_BACKOFFS {
+            set.insert(addr);
+        }
+    }
+
+    fn prefers_utp(&self, addr: &SocketAddr) -> bool {
+        self.prefer_utp.lock().unwrap_or_else(|p| p.into_inner()).contains(addr)
     }
 
     fn take_self_addrs(&self) -> Vec<SocketAddr> {
@@ -389,6 +408,10 @@ pub(crate) fn spawn_peer<S: PeerSocket>(
         }
         if let Some(key) = dialed {
             shared.dialed.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            // no handshake over this transport: the next dial tries the other one
+            if attached.is_none() {
+                shared.toggle_transport(key.1);
+            }
             if reason == Some(DropReason::SelfConnection) {
                 shared.self_addrs.lock().unwrap_or_else(|p| p.into_inner()).push(key.1);
             }
@@ -474,6 +497,8 @@ pub(crate) async fn dial_loop(shared: Arc<Shared>, sources: DialSources, shutdow
 }
 
 /// Opens one outgoing connection and runs it (in its own task); Err when it could not be opened.
+/// TCP first; uTP when TCP fails or an address's last connection ended before its handshake
+/// (a peer that takes uTP only), and back.
 async fn dial(
     shared: &Arc<Shared>,
     ih: InfoHash,
@@ -481,17 +506,39 @@ async fn dial(
     meta: Arc<TorrentMeta>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let stream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
+    let have = shared.store.bitfield(&ih).map_err(|e| popseed_core::chain(&e).to_string())?;
+    let core = PeerProto::connect(shared.proto.clone(), addr.ip(), shared.our_id, meta, have, Instant::now());
+    let utp = shared.utp.get().cloned();
+    if !(shared.prefers_utp(&addr) && utp.is_some()) {
+        match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let (id, rx) = shared.admit(addr.ip()).map_err(str::to_owned)?;
+                shared.stats.dialed();
+                let _ = stream.set_nodelay(true);
+                spawn_peer(shared.clone(), id, stream, addr.ip(), rx, core, Some((ih, addr)), shutdown);
+                return Ok(());
+            }
+            Ok(Err(e)) if utp.is_none() => return Err(format!("connect: {:?}", e.kind())),
+            Err(_) if utp.is_none() => return Err("connect timed out".into()),
+            _ => {}
+        }
+    }
+    let Some(utp) = utp else { return Err("no uTP socket".into()) };
+    let stream = match tokio::time::timeout(DIAL_TIMEOUT, utp.connect(addr)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(format!("connect: {:?}", e.kind())),
-        Err(_) => return Err("connect timed out".into()),
+        Ok(Err(e)) => {
+            shared.toggle_transport(addr);
+            return Err(format!("uTP connect: {e}"));
+        }
+        Err(_) => {
+            shared.toggle_transport(addr);
+            return Err("uTP connect timed out".into());
+        }
     };
     let (id, rx) = shared.admit(addr.ip()).map_err(str::to_owned)?;
-    let have = shared.store.bitfield(&ih).map_err(|e| popseed_core::chain(&e).to_string())?;
     shared.stats.dialed();
-    let _ = stream.set_nodelay(true);
-    let core = PeerProto::connect(shared.proto.clone(), addr.ip(), shared.our_id, meta, have, Instant::now());
-    spawn_peer(shared.clone(), id, stream, addr.ip(), rx, core, Some((ih, addr)), shutdown);
+    let local = crate::utp::bridged(stream, &shared.stats, shutdown.clone()).map_err(|e| e.to_string())?;
+    spawn_peer(shared.clone(), id, local, addr.ip(), rx, core, Some((ih, addr)), shutdown);
     Ok(())
 }
 

@@ -15,7 +15,7 @@ pub struct Stats {
     pub blocks_uploaded: AtomicU64,
     pub peers_connected: AtomicU64,
     pub peers_accepted: AtomicU64,
-    /// Connections accepted over uTP (counted in `peers_accepted` too).
+    /// Connections over uTP, accepted or dialed (counted in `peers_accepted` too).
     pub peers_utp: AtomicU64,
     /// Outgoing connections opened (to peers of releases being filled).
     pub peers_dialed: AtomicU64,

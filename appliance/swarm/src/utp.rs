@@ -27,6 +27,7 @@ pub(crate) async fn listen(addr: SocketAddr, shared: Arc<Shared>, shutdown: Canc
             return;
         }
     };
+    let _ = shared.utp.set(sock.clone());
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -50,18 +51,29 @@ pub(crate) async fn listen(addr: SocketAddr, shared: Arc<Shared>, shutdown: Canc
                 continue;
             }
         };
-        let (ours, theirs) = match UnixStream::pair() {
-            Ok(p) => p,
+        let ours = match bridged(stream, &shared.stats, shutdown.clone()) {
+            Ok(s) => s,
             Err(e) => {
                 tracing::warn!("uTP connection dropped: no local socket pair: {e}");
                 continue;
             }
         };
-        shared.stats.peers_utp.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(bridge(stream, theirs, shutdown.clone()));
         let core = PeerProto::new(shared.proto.clone(), ip, shared.our_id, Instant::now());
         spawn_peer(shared.clone(), id, ours, ip, rx, core, None, shutdown.clone());
     }
+}
+
+/// A uTP connection as the local end of a socket pair the peer task reads and writes like TCP;
+/// a bridge task copies between the two. Counted in `peers_utp`.
+pub(crate) fn bridged(
+    stream: librqbit_utp::UtpStream,
+    stats: &crate::stats::Stats,
+    shutdown: CancellationToken,
+) -> std::io::Result<UnixStream> {
+    let (ours, theirs) = UnixStream::pair()?;
+    stats.peers_utp.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(bridge(stream, theirs, shutdown));
+    Ok(ours)
 }
 
 /// Copies between a uTP connection and the peer task's end of its socket pair until either
