@@ -5,7 +5,7 @@
 //! trackers are skipped (not spoken yet).
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -131,12 +131,7 @@ pub fn parse_reply(body: &[u8]) -> Result<TrackerReply, AnnounceError> {
     let mut peers = Vec::new();
     let field = bencode::dict_get(&v, b"peers");
     match (field.and_then(bencode::as_bytes), field.and_then(bencode::as_list)) {
-        (Some(b), _) => {
-            for c in b.chunks_exact(6) {
-                let ip = Ipv4Addr::new(c[0], c[1], c[2], c[3]);
-                peers.push(SocketAddr::new(IpAddr::V4(ip), u16::from_be_bytes([c[4], c[5]])));
-            }
-        }
+        (Some(b), _) => peers.extend(crate::addr::compact_v4(b)),
         (None, Some(list)) => {
             for p in list {
                 let ip = bencode::dict_get(p, b"ip")
@@ -153,13 +148,9 @@ pub fn parse_reply(body: &[u8]) -> Result<TrackerReply, AnnounceError> {
         _ => return Err(AnnounceError::Shape),
     }
     if let Some(b) = bytes_of(b"peers6") {
-        for c in b.chunks_exact(18) {
-            let mut o = [0u8; 16];
-            o.copy_from_slice(&c[..16]);
-            peers.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(o)), u16::from_be_bytes([c[16], c[17]])));
-        }
+        peers.extend(crate::addr::compact_v6(b));
     }
-    peers.retain(|p| p.port() != 0 && !p.ip().is_unspecified());
+    peers.retain(crate::addr::dialable);
     Ok(TrackerReply { peers, interval })
 }
 

@@ -69,6 +69,11 @@ pub struct Download {
     interested: bool,
     /// Whether the box wants pieces of this release (the fill is running and it is incomplete).
     wanted: bool,
+    /// Something interest depends on changed since [`Download::update_interest`] last looked
+    /// (what the peer has, `wanted`; what the box has is seen by its count, `ours_seen`): it
+    /// runs on every read, the scan only when something changed.
+    interest_stale: bool,
+    ours_seen: Option<u32>,
     held: BTreeMap<u32, Held>,
     /// Requests in flight: (index, begin) -> (length, when sent).
     requests: BTreeMap<(u32, u32), u32>,
@@ -95,6 +100,8 @@ impl Download {
             choked_since: Some(now),
             interested: false,
             wanted: false,
+            interest_stale: true,
+            ours_seen: None,
             held: BTreeMap::new(),
             requests: BTreeMap::new(),
             last_progress: now,
@@ -114,9 +121,6 @@ impl Download {
     pub fn peer_has(&self) -> &Bitfield {
         &self.peer_has
     }
-    pub fn is_peer_choking(&self) -> bool {
-        self.peer_choking
-    }
     pub fn is_interested(&self) -> bool {
         self.interested
     }
@@ -134,10 +138,6 @@ impl Download {
     pub fn requests_in_flight(&self) -> usize {
         self.requests.len()
     }
-    /// Bytes per second measured over the last [`RATE_WINDOW`].
-    pub fn rate(&self) -> f64 {
-        self.rate
-    }
 
     /// The `reqq` of the peer's extension handshake.
     pub fn set_peer_reqq(&mut self, reqq: usize) {
@@ -146,6 +146,7 @@ impl Download {
 
     /// Whether the box wants this release's pieces now.
     pub fn set_wanted(&mut self, wanted: bool) {
+        self.interest_stale |= wanted != self.wanted;
         self.wanted = wanted;
         if !wanted {
             self.give_back_all();
@@ -163,6 +164,7 @@ impl Download {
     pub fn on_have(&mut self, index: u32) {
         if self.peer_has.set(index) {
             self.new_holdings.push(index);
+            self.interest_stale = true;
         }
     }
 
@@ -189,14 +191,9 @@ impl Download {
         }
         self.peer_choking = true;
         self.choked_since = Some(now);
-        let void: Vec<(u32, u32)> = self.requests.keys().copied().collect();
         self.requests.clear();
-        for (index, begin) in void {
-            if let Some(h) = self.held.get_mut(&index) {
-                h.next = h.next.min(begin);
-            }
-        }
-        // Rewind each piece to its first block not received, so nothing is asked twice.
+        // Rewind each piece to its first block not received: the voided blocks are asked again
+        // after the unchoke (`next_requests` skips those received).
         for h in self.held.values_mut() {
             let first_missing = h.got.iter().position(|g| !g).map_or(h.size, |b| b as u32 * BLOCK);
             h.next = first_missing;
@@ -302,6 +299,10 @@ impl Download {
     /// Whether we should be interested: the box wants the release and the peer has a piece
     /// `ours` lacks. Returns the new state when it changed (the caller sends the message).
     pub fn update_interest(&mut self, ours: &Bitfield) -> Option<bool> {
+        let ours_changed = self.ours_seen.replace(ours.count()) != Some(ours.count());
+        if !std::mem::take(&mut self.interest_stale) && !ours_changed {
+            return None;
+        }
         let want = self.wanted && self.peer_has.iter_set().any(|i| !ours.get(i));
         if want == self.interested {
             return None;
@@ -415,6 +416,16 @@ impl Download {
 mod tests {
     use super::*;
 
+    /// A connection to a peer holding all `n` pieces, interested and unchoked.
+    fn unchoked(n: u32, t: Instant) -> Download {
+        let mut d = Download::new(n, t);
+        d.on_have_all(true);
+        d.set_wanted(true);
+        d.update_interest(&ours(n, &[]));
+        d.on_unchoke(t);
+        d
+    }
+
     fn ours(n: u32, have: &[u32]) -> Bitfield {
         let mut b = Bitfield::new(n);
         for &i in have {
@@ -474,11 +485,7 @@ mod tests {
     #[test]
     fn a_block_of_the_wrong_length_is_not_taken() {
         let t = Instant::now();
-        let mut d = Download::new(1, t);
-        d.on_have_all(true);
-        d.set_wanted(true);
-        d.update_interest(&ours(1, &[]));
-        d.on_unchoke(t);
+        let mut d = unchoked(1, t);
         d.add_piece(0, 100);
         assert_eq!(d.next_requests(t), vec![(0, 0, 100)]);
         d.on_block(0, 0, &[0; 99], t).unwrap();
@@ -489,11 +496,7 @@ mod tests {
     #[test]
     fn a_choke_voids_requests_and_the_blocks_are_asked_again_after_the_unchoke() {
         let t = Instant::now();
-        let mut d = Download::new(2, t);
-        d.on_have_all(true);
-        d.set_wanted(true);
-        d.update_interest(&ours(2, &[]));
-        d.on_unchoke(t);
+        let mut d = unchoked(2, t);
         d.add_piece(0, 3 * BLOCK);
         let reqs = d.next_requests(t);
         assert_eq!(reqs.len(), 3);
@@ -508,11 +511,7 @@ mod tests {
     #[test]
     fn choked_too_long_gives_the_pieces_back() {
         let t = Instant::now();
-        let mut d = Download::new(2, t);
-        d.on_have_all(true);
-        d.set_wanted(true);
-        d.update_interest(&ours(2, &[]));
-        d.on_unchoke(t);
+        let mut d = unchoked(2, t);
         d.add_piece(1, BLOCK);
         d.next_requests(t);
         d.on_choke(t);
@@ -525,11 +524,7 @@ mod tests {
     #[test]
     fn a_silent_peer_is_snubbed_its_pieces_go_back_and_it_gets_one_at_a_time() {
         let t = Instant::now();
-        let mut d = Download::new(8, t);
-        d.on_have_all(true);
-        d.set_wanted(true);
-        d.update_interest(&ours(8, &[]));
-        d.on_unchoke(t);
+        let mut d = unchoked(8, t);
         d.add_piece(0, BLOCK);
         d.add_piece(1, BLOCK);
         d.next_requests(t);
@@ -548,11 +543,7 @@ mod tests {
     #[test]
     fn the_pipeline_follows_the_rate_within_its_bounds_and_the_peers_reqq() {
         let t = Instant::now();
-        let mut d = Download::new(1000, t);
-        d.on_have_all(true);
-        d.set_wanted(true);
-        d.update_interest(&ours(1000, &[]));
-        d.on_unchoke(t);
+        let mut d = unchoked(1000, t);
         assert_eq!(d.pipeline(), PIPELINE_START);
         for i in 0..100 {
             d.add_piece(i, BLOCK);
@@ -573,11 +564,7 @@ mod tests {
     #[test]
     fn a_piece_stored_from_elsewhere_is_cancelled_here() {
         let t = Instant::now();
-        let mut d = Download::new(2, t);
-        d.on_have_all(true);
-        d.set_wanted(true);
-        d.update_interest(&ours(2, &[]));
-        d.on_unchoke(t);
+        let mut d = unchoked(2, t);
         d.add_piece(1, 2 * BLOCK);
         d.next_requests(t);
         assert_eq!(d.piece_present(1), vec![(1, 0, BLOCK), (1, BLOCK, BLOCK)]);

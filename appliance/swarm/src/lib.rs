@@ -8,6 +8,7 @@
 //! * [`choker`]: upload slot rotation (pure); rate caps are `popseed_core::TokenBucket`s.
 //! * [`peers`]: the listener's peer caps and which connection gives way at the global cap (pure).
 //! * `net`: the tokio shell (listener, peer tasks, timers).
+//! * [`addr`]: peer addresses in compact wire form, and their canonical form.
 //! * [`announce`]: the box as a tracker client (announces releases it fills to their trackers).
 //! * [`tracker`]: the venue tracker's logic (announce, compact, scrape; pure), served over HTTP
 //!   by [`tracker_http`]; [`lsd`]: BEP 14.
@@ -23,6 +24,7 @@
 //!
 //! See docs/swarm.md for what the box speaks and its limits.
 
+pub mod addr;
 pub mod announce;
 pub mod choker;
 pub mod download;

@@ -359,10 +359,7 @@ pub(crate) async fn listen(listener: TcpListener, shared: Arc<Shared>, shutdown:
                 continue;
             }
         };
-        let ip = match addr.ip() {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
-            v4 => v4,
-        };
+        let ip = crate::addr::canonical_ip(addr.ip());
         match shared.admit(ip) {
             Ok((id, rx)) => {
                 let _ = stream.set_nodelay(true);

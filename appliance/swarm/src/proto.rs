@@ -515,10 +515,7 @@ impl PeerProto {
         let compact = |list: &[std::net::SocketAddr]| -> Vec<u8> {
             let mut c = Vec::new();
             for a in list.iter().filter(|a| a.is_ipv4()).take(PEX_MAX_PEERS) {
-                if let IpAddr::V4(v4) = a.ip() {
-                    c.extend_from_slice(&v4.octets());
-                    c.extend_from_slice(&a.port().to_be_bytes());
-                }
+                crate::addr::push_compact(&mut c, a);
             }
             c
         };
@@ -930,22 +927,11 @@ impl PeerProto {
             OUR_UT_PEX => {
                 bencode::check_whole(body).map_err(bad_bencode)?;
                 let (msg, _) = bencode::decode_prefix(body).map_err(bad_bencode)?;
-                let mut peers = Vec::new();
-                if let Some(b) = bencode::dict_get(&msg, b"added").and_then(bencode::as_bytes) {
-                    for c in b.chunks_exact(6).take(PEX_MAX_PEERS) {
-                        let ip = std::net::Ipv4Addr::new(c[0], c[1], c[2], c[3]);
-                        peers.push(std::net::SocketAddr::new(IpAddr::V4(ip), u16::from_be_bytes([c[4], c[5]])));
-                    }
-                }
-                if let Some(b) = bencode::dict_get(&msg, b"added6").and_then(bencode::as_bytes) {
-                    for c in b.chunks_exact(18).take(PEX_MAX_PEERS) {
-                        let mut o = [0u8; 16];
-                        o.copy_from_slice(&c[..16]);
-                        let ip = IpAddr::V6(std::net::Ipv6Addr::from(o));
-                        peers.push(std::net::SocketAddr::new(ip, u16::from_be_bytes([c[16], c[17]])));
-                    }
-                }
-                peers.retain(|p| p.port() != 0 && !p.ip().is_unspecified());
+                let field = |key: &[u8]| bencode::dict_get(&msg, key).and_then(bencode::as_bytes).unwrap_or_default();
+                let mut peers: Vec<std::net::SocketAddr> =
+                    crate::addr::compact_v4(field(b"added")).take(PEX_MAX_PEERS).collect();
+                peers.extend(crate::addr::compact_v6(field(b"added6")).take(PEX_MAX_PEERS));
+                peers.retain(crate::addr::dialable);
                 if !peers.is_empty() {
                     self.events.push_back(Event::Pex(peers));
                 }

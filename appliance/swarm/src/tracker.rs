@@ -135,21 +135,11 @@ impl Swarms {
         bint(&mut out, (secs / 2).max(1));
         bstr(&mut out, b"peers");
         if a.compact {
-            let mut v4 = Vec::new();
+            let (mut v4, mut v6) = (Vec::new(), Vec::new());
             for p in &list {
-                if let SocketAddr::V4(s) = p {
-                    v4.extend_from_slice(&s.ip().octets());
-                    v4.extend_from_slice(&s.port().to_be_bytes());
-                }
+                crate::addr::push_compact(if p.is_ipv4() { &mut v4 } else { &mut v6 }, p);
             }
             bstr(&mut out, &v4);
-            let mut v6 = Vec::new();
-            for p in &list {
-                if let SocketAddr::V6(s) = p {
-                    v6.extend_from_slice(&s.ip().octets());
-                    v6.extend_from_slice(&s.port().to_be_bytes());
-                }
-            }
             if !v6.is_empty() {
                 bstr(&mut out, b"peers6");
                 bstr(&mut out, &v6);
@@ -295,10 +285,7 @@ pub fn answer(
     holdings: &dyn Holdings,
     now: Instant,
 ) -> Option<Vec<u8>> {
-    let from = match from {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    };
+    let from = crate::addr::canonical_ip(from);
     let body = match path {
         "/announce" => match parse_announce(query) {
             Ok(a) => match holdings.holds(&a.infohash) {

@@ -6,7 +6,7 @@
 //! client sees "connection refused" at once and reconnects over TCP (the reply is no larger
 //! than the SYN: no amplification).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -40,10 +40,7 @@ pub(crate) async fn listen(addr: SocketAddr, shared: Arc<Shared>, shutdown: Canc
                 return;
             }
         };
-        let ip = match stream.remote_addr().ip() {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
-            v4 => v4,
-        };
+        let ip = crate::addr::canonical_ip(stream.remote_addr().ip());
         let (id, rx) = match shared.admit(ip) {
             Ok(admitted) => admitted,
             Err(why) => {
