@@ -82,14 +82,14 @@ def start_box(cfg: Path, name="agent") -> Proc:
 
 
 class Origin:
-    def __init__(self, tmp: Path, releases, devices: list[str], extra=()):
+    def __init__(self, tmp: Path, releases, devices: list[str], extra=(), listen_ip="127.0.0.1"):
         (tmp / "devices.txt").write_text("# allowed boxes\n" + "".join(f"{fp} box{i}\n" for i, fp in enumerate(devices)))
         (tmp / "admin.token").write_text(ADMIN_TOKEN + "\n")
         self.stats = tmp / "origin-stats.json"
         self.proc, self.fp, self.port = start_origin(
             tmp, "origin", releases,
             extra=["--devices", tmp / "devices.txt", "--admin", "127.0.0.1:0",
-                   "--admin-token-file", tmp / "admin.token", "--stats-file", self.stats, *extra])
+                   "--admin-token-file", tmp / "admin.token", "--stats-file", self.stats, *extra], listen_ip=listen_ip)
         # port 0: the origin prints the address it bound (before its certificate line)
         self.admin = self.proc.wait_line(r"^admin API on (http://\S+)$").group(1)
         self.addr = f"127.0.0.1:{self.port}"

@@ -14,8 +14,9 @@ import subprocess
 
 import pytest
 
-from conftest import WAIT, make_tree, publish, wait_until
+from conftest import WAIT, make_tree, publish, publisher_key, wait_until
 from test_fetch_origin import MiB, Proc, agent_config, start_origin, status, store_files_match
+from test_jobs import STAFF_TOKEN, Origin, keypair, push
 
 BOXES = ["127.0.0.11", "127.0.0.12", "127.0.0.13"]
 PEER_PORT = 16881
@@ -114,7 +115,8 @@ def _sh(*args, check=True):
 @pytest.fixture
 def venue_net():
     """Three network namespaces, one per box: an uplink veth to this namespace (root side
-    10.79.i.1, box side 10.79.i.2) capped at 16 Mbit/s towards the box by tc tbf, and a LAN veth
+    10.79.i.1, box side 10.79.i.2) capped at 16 Mbit/s towards the box by tc tbf (with 20 ms netem
+    delay where the kernel has sch_netem), and a LAN veth
     on one bridge (10.80.0.1i/24), uncapped. Everything is removed afterwards."""
     if os.geteuid() != 0 or not shutil.which("tc") or not shutil.which("ip"):
         pytest.skip("needs root, iproute2 and tc to build the venue's network")
@@ -135,7 +137,12 @@ def venue_net():
             _sh("ip", "link", "set", up_r, "up")
             _sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"10.79.{i}.2/24", "dev", up_b)
             _sh("ip", "netns", "exec", ns, "ip", "link", "set", up_b, "up")
-            _sh("tc", "qdisc", "add", "dev", up_r, "root", "tbf", "rate", "16mbit", "burst", "32kb", "latency", "400ms")
+            # 20 ms of delay under the cap where the kernel has sch_netem (this one may not)
+            if _sh("tc", "qdisc", "add", "dev", up_r, "root", "handle", "1:", "netem", "delay", "20ms", check=False).returncode == 0:
+                _sh("tc", "qdisc", "add", "dev", up_r, "parent", "1:", "handle", "2:", "tbf", "rate", "16mbit", "burst", "32kb",
+                    "latency", "400ms")
+            else:
+                _sh("tc", "qdisc", "add", "dev", up_r, "root", "tbf", "rate", "16mbit", "burst", "32kb", "latency", "400ms")
             _sh("ip", "link", "add", lan_r, "type", "veth", "peer", "name", lan_b)
             links.append(lan_r)
             _sh("ip", "link", "set", lan_b, "netns", ns)
@@ -151,16 +158,36 @@ def venue_net():
             _sh("ip", "netns", "del", ns, check=False)
 
 
-def test_three_boxes_on_capped_uplinks_and_one_lan_bridge(tmp_path, venue_net):
+def test_prewarm_job_to_all_three_boxes_on_capped_uplinks_and_one_lan_bridge(tmp_path, venue_net):
+    """The issue's venue: a prewarm job pushed through the origin with `--all` (the boxes are
+    not provisioned with the release) completes on all three, byte-identical, and the origin's
+    own stats show what it sent for that release: about one copy."""
     src = make_tree(tmp_path / "src" / "festival", {"main.mp4": 12 * MiB + 5, "extras.bin": 4 * MiB})
     rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB")
     size = sum(f["size"] for f in rel.manifest["files"])
-    origin, fp, port = start_origin(tmp_path, "origin", [(rel.dir, rel.src)], listen_ip="0.0.0.0")
+    devices = [keypair(tmp_path / f"box{i}", "device") for i in range(3)]
+    origin = Origin(tmp_path, [(rel.dir, rel.src)], [d["fingerprint"] for d in devices], listen_ip="0.0.0.0")
     cfgs = []
     for i in range(3):
         others = ", ".join(f'"10.80.0.1{j}:6881"' for j in range(3) if j != i)
-        cfg = agent_config(tmp_path, [(f"10.79.{i}.1:{port}", fp)], rel.dir, extra=f"peers = [{others}]", name=f"box{i}")
-        cfg.write_text(cfg.read_text() + f"""
+        cfg = tmp_path / f"box{i}" / "agent.toml"
+        cfg.write_text(f"""trusted_keys = ["{publisher_key(rel.dir)}"]
+status_file = "status.json"
+[store]
+dir = "store"
+min_free = "64MiB"
+[fetch]
+backoff_max = "1s"
+peers = [{others}]
+[control]
+listen = "127.0.0.1:0"
+staff_token = "{STAFF_TOKEN}"
+device_key = "device.key"
+device_name = "box{i}"
+[[origins]]
+name = "o"
+address = "10.79.{i}.1:{origin.port}"
+fingerprint = "{origin.fp}"
 [swarm]
 listen = "10.80.0.1{i}:6881"
 tracker_listen = "10.80.0.1{i}:6969"
@@ -170,4 +197,21 @@ utp_reset = false
         cfgs.append(cfg)
     boxes = [Proc(["agent", "--config", c, "--log", "info"], c.parent / "agent.log", prefix=["ip", "netns", "exec", ns])
              for c, ns in zip(cfgs, venue_net)]
-    complete_then_check_one_copy(rel, size, origin, cfgs, boxes)
+    try:
+        wait_until(lambda: all(origin.device_linked(d["fingerprint"]) for d in devices)
+                   or not all(b.alive() for b in boxes), WAIT, "the three boxes to dial out to the origin")
+        assert all(b.alive() for b in boxes), [b.text()[-2000:] for b in boxes if not b.alive()]
+        r = push(origin, "--all", "--release", rel.dir, "--id", "fest-1", "--wait", "--timeout", "280s")
+        assert r.returncode == 0, r.stdout + r.stderr + "".join(b.text()[-2000:] for b in boxes)
+        assert "job fest-1 ready on 3 devices" in r.stdout, r.stdout
+        sent = origin.pieces_sent(rel.manifest["infohash"])
+    finally:
+        stop(origin.proc, boxes)
+    for c in cfgs:
+        store_files_match(c, rel)
+    piece = rel.manifest["piece_length"]
+    egress = sum(times * min(piece, size - i * piece) for i, times in sent.items())
+    assert set(sent) == set(range((size + piece - 1) // piece)), "the origin's stats name every piece it sent"
+    print(f"origin egress {egress / size:.2f}x the release")
+    # before #19 each box took the whole release from the origin (3.0x)
+    assert egress <= 1.5 * size, f"origin egress {egress / size:.2f}x the release ({len(sent)} pieces, {sum(sent.values())} sends)"

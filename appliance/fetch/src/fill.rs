@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::progress::{ReleaseProgress, Snapshot, Tracker};
-use crate::scheduler::{Scheduler, Source, PRIORITY_DEMAND};
+use crate::scheduler::{Scheduler, Source};
 use crate::webseed;
 
 /// Most pieces one store put takes from a request stream.
@@ -47,9 +47,10 @@ pub struct FetchConfig {
     pub web_seed_ca: Option<std::path::PathBuf>,
     /// The box's device certificate, shown to origins that serve allow-listed boxes only.
     pub device_identity: Option<popseed_origin::Identity>,
-    /// For this long after the fill starts, uplink sources take on-demand pieces only: the
-    /// swarm finds the venue's boxes and peers first, so pieces they hold, or that a sibling
-    /// box fetches, do not cross the uplink twice. Zero when the box downloads from no peer.
+    /// For this long after a release is added (at start or by a job), uplink sources take its
+    /// on-demand pieces only: the swarm finds the venue's boxes and peers first, so pieces they
+    /// hold, or that a sibling box fetches, do not cross the uplink twice. Zero when the box
+    /// downloads from no peer.
     pub venue_grace: Duration,
 }
 
@@ -128,7 +129,13 @@ impl Fetcher {
         let critical = release.critical_pieces();
         let layout = release.layout();
         let present_bytes: u64 = bitfield.iter_set().map(|i| layout.piece_size(i).unwrap_or(0) as u64).sum();
-        lock(&self.sched).add_release(ih, layout.piece_count(), &critical, |i| bitfield.get(i));
+        {
+            let mut s = lock(&self.sched);
+            s.add_release(ih, layout.piece_count(), &critical, |i| bitfield.get(i));
+            if !self.cfg.venue_grace.is_zero() {
+                s.hold_for_venue(&ih, Instant::now() + self.cfg.venue_grace);
+            }
+        }
         lock(&self.tracker).add_release(ReleaseProgress {
             infohash: ih,
             name: release.manifest.name.clone(),
@@ -317,13 +324,7 @@ impl Fetcher {
                     return None;
                 }
                 // size the batch by the release at the head of the queue
-                let mut probe = s.next_batch(origin, 1, Instant::now());
-                let grace = self.cfg.venue_grace.saturating_sub(self.started.elapsed());
-                if let Some(first) = probe.first().filter(|a| !grace.is_zero() && a.priority < PRIORITY_DEMAND) {
-                    // still finding the venue: put it back (first in line) and wait
-                    s.failed(&first.infohash, first.index);
-                    probe.clear();
-                }
+                let probe = s.next_batch(origin, 1, Instant::now());
                 if let Some(first) = probe.first().copied() {
                     // Never more than an equal share of what is left, so one origin (or one
                     // stream) does not take a small release or a fill's tail for itself.

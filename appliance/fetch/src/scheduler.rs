@@ -80,6 +80,9 @@ struct ReleasePlan {
     siblings: Vec<[u8; 20]>,
     /// Until when sibling-owned pieces are left to their owners.
     patient_until: Option<Instant>,
+    /// Until when uplink sources take only on-demand pieces of the release (the swarm is still
+    /// finding the venue's boxes and peers for it; see [`Scheduler::hold_for_venue`]).
+    venue_hold_until: Option<Instant>,
 }
 
 impl ReleasePlan {
@@ -186,7 +189,18 @@ impl Scheduler {
             me: [0; 20],
             siblings: Vec::new(),
             patient_until: None,
+            venue_hold_until: None,
         });
+    }
+
+    /// Until `until`, uplink sources take only on-demand pieces of `ih`: a release just added
+    /// (at start, or by a prewarm job that reached every box of the venue at once) waits for the
+    /// swarm to find the venue's boxes and peers, so what they hold, or a sibling fetches, does
+    /// not cross the uplink twice. Peers are served meanwhile.
+    pub fn hold_for_venue(&mut self, ih: &InfoHash, until: Instant) {
+        if let Some(r) = self.release(ih) {
+            r.venue_hold_until = Some(until);
+        }
     }
 
     pub fn remove_release(&mut self, infohash: &InfoHash) {
@@ -261,6 +275,12 @@ impl Scheduler {
                 } else {
                     k += 1;
                 }
+            }
+            if r.venue_hold_until.is_some_and(|t| now < t) {
+                if out.is_empty() {
+                    continue;
+                }
+                break;
             }
             // retries
             let mut k = 0;
@@ -701,6 +721,25 @@ mod tests {
         assert_eq!(indices(&s.next_batch(O0, 10, t0())), vec![1], "on demand: the uplink, at once");
         s.peer_gone(p1);
         assert_eq!(indices(&s.next_batch(O0, 10, t0())), vec![0, 2], "the peer left: the uplink again");
+    }
+
+    #[test]
+    fn a_release_held_for_the_venue_gives_the_uplink_only_what_someone_waits_for() {
+        let mut s = Scheduler::new();
+        let other = InfoHash([2; 20]);
+        s.add_release(IH, 4, &[], |_| false);
+        s.add_release(other, 2, &[], |_| false);
+        let t = t0();
+        s.hold_for_venue(&IH, t + Duration::from_secs(1));
+        assert_eq!(s.next_batch(O0, 10, t)[0].infohash, other, "a held release lets the next one go first");
+        s.demand(&IH, &[2]);
+        let b = s.next_batch(O0, 10, t);
+        assert_eq!((b[0].infohash, indices(&b)), (IH, vec![2]), "on demand: at once, held or not");
+        let p1 = PeerSourceId(1);
+        s.peer_holds(&IH, p1, &[0]);
+        assert_eq!(s.next_for_peer(&IH, Source::Peer(p1), 10, |i| i == 0), vec![0], "peers are not held");
+        assert!(s.next_batch(O0, 10, t + Duration::from_millis(999)).is_empty());
+        assert_eq!(indices(&s.next_batch(O0, 10, t + Duration::from_secs(1))), vec![1, 3], "the hold ends");
     }
 
     #[test]

@@ -41,6 +41,8 @@ const PEX_FIRST: Duration = Duration::from_secs(3);
 const PEX_INTERVAL: Duration = Duration::from_secs(60);
 /// How often the dialer looks for peers to connect to.
 pub(crate) const DIAL_INTERVAL: Duration = Duration::from_secs(2);
+/// How often the dialer checks for a release that just started filling (dialed at once).
+const DIAL_POLL: Duration = Duration::from_millis(250);
 /// Longest an outgoing TCP connect may take.
 pub(crate) const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Outgoing connections per release at most.
@@ -439,13 +441,25 @@ pub(crate) struct DialSources {
 pub(crate) async fn dial_loop(shared: Arc<Shared>, sources: DialSources, shutdown: CancellationToken) {
     let backoffs: Arc<Mutex<HashMap<SocketAddr, (Backoff, Instant)>>> = Arc::default();
     let mut never: HashSet<SocketAddr> = sources.own.iter().copied().collect();
-    let mut tick = tokio::time::interval(DIAL_INTERVAL);
+    let mut tick = tokio::time::interval(DIAL_POLL);
+    let mut last_pass: Option<Instant> = None;
+    let mut seen: HashSet<InfoHash> = HashSet::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        for ih in shared.fill.filling() {
+        // a pass every DIAL_INTERVAL, and at once when a release starts filling (a prewarm job
+        // reaches every box of a venue at about the same time: they should meet before their
+        // uplinks take the same pieces)
+        let filling = shared.fill.filling();
+        let fresh = filling.iter().any(|ih| !seen.contains(ih));
+        if !fresh && last_pass.is_some_and(|t| t.elapsed() < DIAL_INTERVAL) {
+            continue;
+        }
+        last_pass = Some(Instant::now());
+        seen = filling.iter().copied().collect();
+        for ih in filling {
             let Some((meta, _)) = shared.catalog.lookup(&ih) else { continue };
             let mut candidates = sources.static_peers.clone();
             candidates.extend(sources.swarms.lock().unwrap_or_else(|p| p.into_inner()).peers(&ih));
