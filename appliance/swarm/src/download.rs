@@ -1,5 +1,6 @@
 //! The downloading half of one peer connection, with no I/O and no clock of its own: what the
-//! peer holds (bitfield, have, BEP 6 have_all/have_none), whether it chokes us, the pieces the
+//! peer holds (bitfield, have, BEP 6 have_all/have_none), whether it chokes us, what it lets us
+//! fetch while choked (BEP 6 allowed_fast) and suggests (BEP 6 suggest_piece), the pieces the
 //! fill handed this connection, the block requests in flight (a pipeline sized from the measured
 //! rate), arriving blocks assembled into whole pieces, and the timers that give work back (a
 //! peer that stops sending, or keeps us choked). [`crate::proto::PeerProto`] owns one and feeds it
@@ -37,6 +38,10 @@ pub const MAX_UNREQUESTED_BLOCKS: u32 = 256;
 pub const MAX_PIECES_HELD: usize = 64;
 /// How often the rate behind the pipeline size is measured.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// BEP 6 allowed_fast pieces kept per connection (a peer offers about 10); more are ignored.
+pub const MAX_ALLOWED_FAST_KEPT: usize = 32;
+/// BEP 6 suggest_piece hints remembered per connection, the most recent first.
+pub const MAX_SUGGESTED_KEPT: usize = 32;
 
 /// A piece handed to this connection, being filled block by block.
 struct Held {
@@ -90,6 +95,10 @@ pub struct Download {
     released: Vec<u32>,
     /// Pieces the peer announced since the last [`Download::take_new_holdings`].
     new_holdings: Vec<u32>,
+    /// Pieces the peer serves us even while it chokes us (BEP 6 allowed_fast).
+    allowed_fast: Vec<u32>,
+    /// Pieces the peer suggested (BEP 6), the most recent first: asked for before others.
+    suggested: VecDeque<u32>,
 }
 
 impl Download {
@@ -115,6 +124,8 @@ impl Download {
             complete: VecDeque::new(),
             released: Vec::new(),
             new_holdings: Vec::new(),
+            allowed_fast: Vec::new(),
+            suggested: VecDeque::new(),
         }
     }
 
@@ -174,6 +185,46 @@ impl Download {
         std::mem::take(&mut self.new_holdings)
     }
 
+    /// BEP 6 allowed_fast: the peer serves `index` even while it chokes us (kept up to
+    /// [`MAX_ALLOWED_FAST_KEPT`]; an index past the end is ignored).
+    pub fn on_allowed_fast(&mut self, index: u32) {
+        if index < self.peer_has.len()
+            && self.allowed_fast.len() < MAX_ALLOWED_FAST_KEPT
+            && !self.allowed_fast.contains(&index)
+        {
+            self.allowed_fast.push(index);
+        }
+    }
+
+    /// BEP 6 suggest_piece: a hint, asked for before other pieces the peer has.
+    pub fn on_suggest(&mut self, index: u32) {
+        if index < self.peer_has.len() {
+            self.suggested.retain(|&i| i != index);
+            self.suggested.push_front(index);
+            self.suggested.truncate(MAX_SUGGESTED_KEPT);
+        }
+    }
+
+    fn allowed_now(&self, index: u32) -> bool {
+        !self.peer_choking || self.allowed_fast.contains(&index)
+    }
+
+    /// Whether the fill may hand this connection piece `index` now: the peer has it, and it
+    /// does not choke us or lets us fetch it anyway (allowed_fast).
+    pub fn assignable(&self, index: u32) -> bool {
+        self.peer_has.get(index) && self.allowed_now(index)
+    }
+
+    /// Whether the peer suggested piece `index` (the shell offers those to the fill first).
+    pub fn is_suggested(&self, index: u32) -> bool {
+        self.suggested.contains(&index)
+    }
+
+    /// Whether the peer suggested any piece.
+    pub fn has_suggestions(&self) -> bool {
+        !self.suggested.is_empty()
+    }
+
     /// BEP 6 have_all (`true`) or have_none (nothing to add: a peer never loses pieces here).
     pub fn on_have_all(&mut self, all: bool) {
         if all {
@@ -191,13 +242,18 @@ impl Download {
         }
         self.peer_choking = true;
         self.choked_since = Some(now);
-        self.requests.clear();
-        // Rewind each piece to its first block not received: the voided blocks are asked again
-        // after the unchoke (`next_requests` skips those received).
-        for h in self.held.values_mut() {
-            let first_missing = h.got.iter().position(|g| !g).map_or(h.size, |b| b as u32 * BLOCK);
-            h.next = first_missing;
+        let allowed = std::mem::take(&mut self.allowed_fast);
+        self.requests.retain(|&(i, _), _| allowed.contains(&i));
+        // Rewind each other piece to its first block not received: the voided blocks are asked
+        // again after the unchoke (`next_requests` skips those received). Allowed-fast pieces
+        // go on (the peer serves or rejects each of those requests).
+        for (i, h) in self.held.iter_mut() {
+            if !allowed.contains(i) {
+                let first_missing = h.got.iter().position(|g| !g).map_or(h.size, |b| b as u32 * BLOCK);
+                h.next = first_missing;
+            }
         }
+        self.allowed_fast = allowed;
     }
 
     pub fn on_unchoke(&mut self, now: Instant) {
@@ -217,11 +273,19 @@ impl Download {
         }
     }
 
-    /// A block arrived. Blocks nobody asked for are dropped (a few are normal after a cancel
-    /// or a choke); more than [`MAX_UNREQUESTED_BLOCKS`] drop the peer.
+    /// A block arrived. A block of a held piece that is still missing is taken even when its
+    /// request was voided (late after a choke: BEP 6 peers answer every request); other blocks
+    /// nobody asked for are dropped (a few are normal after a cancel) and more than
+    /// [`MAX_UNREQUESTED_BLOCKS`] drop the peer.
     pub fn on_block(&mut self, index: u32, begin: u32, block: &[u8], now: Instant) -> Result<(), DropReason> {
         let asked = self.requests.get(&(index, begin)).copied();
-        if asked != Some(block.len() as u32) {
+        let late = asked.is_none()
+            && self.held.get(&index).is_some_and(|h| {
+                begin % BLOCK == 0
+                    && h.got.get((begin / BLOCK) as usize) == Some(&false)
+                    && block.len() as u32 == BLOCK.min(h.size.saturating_sub(begin))
+            });
+        if asked != Some(block.len() as u32) && !late {
             self.unrequested += 1;
             if self.unrequested > MAX_UNREQUESTED_BLOCKS {
                 return Err(DropReason::UnrequestedBlocks(self.unrequested));
@@ -327,8 +391,13 @@ impl Download {
 
     /// How many more pieces of `piece_length` this connection should be handed now.
     pub fn pieces_wanted(&self, piece_length: u32) -> usize {
-        if !self.interested || self.peer_choking {
+        if !self.interested {
             return 0;
+        }
+        if self.peer_choking {
+            // only what it lets us fetch while choked, not yet held
+            let open = self.allowed_fast.iter().filter(|&&i| self.peer_has.get(i) && !self.held.contains_key(&i));
+            return open.count().min(MAX_PIECES_HELD.saturating_sub(self.held.len()));
         }
         if self.snubbed {
             return usize::from(self.held.is_empty());
@@ -348,7 +417,7 @@ impl Download {
 
     /// Block requests to send now (index, begin, length), up to the pipeline, lowest piece first.
     pub fn next_requests(&mut self, now: Instant) -> Vec<(u32, u32, u32)> {
-        if self.peer_choking || !self.interested {
+        if !self.interested || (self.peer_choking && self.allowed_fast.is_empty()) {
             return Vec::new();
         }
         let room = self.pipeline().saturating_sub(self.requests.len());
@@ -359,7 +428,11 @@ impl Download {
             self.last_progress = now;
         }
         let mut out = Vec::new();
+        let (choked, allowed) = (self.peer_choking, &self.allowed_fast);
         for (&index, h) in self.held.iter_mut() {
+            if choked && !allowed.contains(&index) {
+                continue;
+            }
             while h.next < h.size && out.len() < room {
                 let len = BLOCK.min(h.size - h.next);
                 if !h.got[(h.next / BLOCK) as usize] {
@@ -380,7 +453,7 @@ impl Download {
     /// When [`Download::handle_timeout`] wants to run next, if anything is pending.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut t = (!self.requests.is_empty()).then(|| self.last_progress + REQUEST_TIMEOUT);
-        if let (Some(since), false) = (self.choked_since, self.held.is_empty()) {
+        if let (Some(since), true) = (self.choked_since, self.held.keys().any(|i| !self.allowed_fast.contains(i))) {
             let c = since + CHOKED_GIVE_BACK;
             t = Some(t.map_or(c, |t| t.min(c)));
         }
@@ -405,8 +478,16 @@ impl Download {
             self.last_progress = now;
             return self.give_back_all();
         }
-        if self.choked_since.is_some_and(|s| now >= s + CHOKED_GIVE_BACK) && !self.held.is_empty() {
-            return self.give_back_all();
+        if self.choked_since.is_some_and(|s| now >= s + CHOKED_GIVE_BACK) {
+            // what it lets us fetch while choked stays
+            let stuck: Vec<u32> = self.held.keys().copied().filter(|i| !self.allowed_fast.contains(i)).collect();
+            let mut cancels = Vec::new();
+            for i in stuck {
+                cancels.extend(self.cancel_requests_of(i));
+                self.held.remove(&i);
+                self.released.push(i);
+            }
+            return cancels;
         }
         Vec::new()
     }
@@ -506,6 +587,35 @@ mod tests {
         assert!(d.next_requests(t).is_empty(), "choked");
         d.on_unchoke(t);
         assert_eq!(d.next_requests(t), vec![(0, BLOCK, BLOCK), (0, 2 * BLOCK, BLOCK)]);
+    }
+
+    #[test]
+    fn a_late_block_of_a_voided_request_is_taken_not_counted_as_unrequested() {
+        let t = Instant::now();
+        let mut d = unchoked(2, t);
+        d.add_piece(0, 2 * BLOCK);
+        d.next_requests(t);
+        d.on_choke(t);
+        // a BEP 6 peer answers requests that crossed its choke
+        d.on_block(0, 0, &vec![1; BLOCK as usize], t).unwrap();
+        d.on_block(0, BLOCK, &vec![2; BLOCK as usize], t).unwrap();
+        assert_eq!(d.take_complete().map(|(i, data)| (i, data.len())), Some((0, 2 * BLOCK as usize)));
+        assert_eq!(d.unrequested, 0);
+    }
+
+    #[test]
+    fn allowed_fast_pieces_go_on_through_a_choke_and_are_not_given_back() {
+        let t = Instant::now();
+        let mut d = unchoked(4, t);
+        d.on_allowed_fast(2);
+        d.add_piece(1, BLOCK);
+        d.add_piece(2, BLOCK);
+        assert_eq!(d.next_requests(t).len(), 2);
+        d.on_choke(t);
+        assert_eq!(d.requests_in_flight(), 1, "the allowed-fast request stands");
+        d.handle_timeout(t + CHOKED_GIVE_BACK);
+        assert_eq!(d.take_released(), vec![1]);
+        assert_eq!(d.held().collect::<Vec<_>>(), vec![2]);
     }
 
     #[test]

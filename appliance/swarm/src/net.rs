@@ -768,8 +768,16 @@ fn take_work(shared: &Shared, id: u64, core: &mut PeerProto, infohash: Option<In
         return;
     }
     let Some(download) = core.download() else { return };
-    let has = download.peer_has();
-    let pieces = shared.fill.assign(&ih, source, &|p: PieceIndex| has.get(p.get()), n);
+    // what the peer suggested first (BEP 6), then anything it lets us fetch now
+    let mut pieces = if download.has_suggestions() {
+        let suggested = |p: PieceIndex| download.is_suggested(p.get()) && download.assignable(p.get());
+        shared.fill.assign(&ih, source, &suggested, n)
+    } else {
+        Vec::new()
+    };
+    if pieces.len() < n {
+        pieces.extend(shared.fill.assign(&ih, source, &|p: PieceIndex| download.assignable(p.get()), n - pieces.len()));
+    }
     if !pieces.is_empty() {
         let pieces: Vec<u32> = pieces.into_iter().map(PieceIndex::get).collect();
         core.add_pieces(&pieces, Instant::now());

@@ -50,6 +50,11 @@ const OUR_UT_METADATA: u8 = librqbit_peer_protocol::MY_EXTENDED_UT_METADATA;
 const OUR_UT_PEX: u8 = librqbit_peer_protocol::MY_EXTENDED_UT_PEX;
 /// Peers taken from one PEX message, and sent in one (BEP 11: at most 50 added).
 pub const PEX_MAX_PEERS: usize = 50;
+/// BEP 6 fast extension: the bit both ends set in the handshake's reserved bytes.
+const FAST_EXTENSION_BIT: u64 = 0x04;
+/// Pieces a choked peer may fetch from the box (BEP 6 allowed_fast; libtorrent offers 5 by
+/// default, the BEP's example 10), and never more than half of the release's pieces.
+pub const ALLOWED_FAST_SET: usize = 10;
 /// The shell tops a peer's send buffer up with blocks and metadata replies while fewer than this
 /// many bytes wait to be written ([`PeerProto::wants_output`]).
 pub const SEND_HIGH_WATER: usize = 512 * 1024;
@@ -381,6 +386,11 @@ pub struct PeerProto {
     wanted: bool,
     /// The peer's listen port (`p` of its extension handshake).
     peer_port: Option<u16>,
+    /// Both ends set the BEP 6 bit: have_all/have_none, explicit rejects, allowed_fast and
+    /// suggest_piece are on.
+    fast: bool,
+    /// The pieces this peer may fetch while we choke it (BEP 6, computed from its address).
+    allowed_for_peer: Vec<u32>,
 }
 
 fn malformed(e: MessageDeserializeError) -> DropReason {
@@ -443,11 +453,14 @@ impl PeerProto {
             dialed: None,
             wanted: false,
             peer_port: None,
+            fast: false,
+            allowed_for_peer: Vec::new(),
         }
     }
 
-    /// An outgoing connection to a peer of `meta`'s release: our handshake, extension handshake
-    /// and bitfield go out at once (plaintext); the peer's handshake must name the same release.
+    /// An outgoing connection to a peer of `meta`'s release: our handshake goes out at once
+    /// (plaintext), our extension handshake and bitfield once the peer's handshake named the
+    /// same release.
     pub fn connect(
         cfg: Arc<ProtoConfig>,
         peer_ip: IpAddr,
@@ -457,9 +470,9 @@ impl PeerProto {
         now: Instant,
     ) -> Self {
         let mut p = PeerProto::new(cfg, peer_ip, our_id, now);
-        // Cannot fail: a bitfield message fits the room given to it. A box dials only peers of
-        // releases it fills.
-        let _ = p.send_opening(&meta, &have, true, have.is_complete());
+        // The rest of the opening waits for the peer's handshake: whether it speaks BEP 6
+        // decides between a bitfield and have_all/have_none.
+        p.send_handshake(&meta);
         p.dialed = Some((meta, have));
         p
     }
@@ -708,11 +721,13 @@ impl PeerProto {
         if h.peer_id.0 == self.our_id {
             return Err(DropReason::SelfConnection);
         }
+        self.fast = h.reserved & FAST_EXTENSION_BIT != 0;
         let (meta, have) = match self.dialed.take() {
             Some((meta, have)) => {
                 if ih != meta.infohash {
                     return Err(DropReason::WrongInfohash(ih));
                 }
+                self.send_after_handshake(&meta, &have, h.supports_extended(), have.is_complete())?;
                 (meta, have)
             }
             None => {
@@ -725,7 +740,8 @@ impl PeerProto {
                 }
                 self.wanted = catalog.wanted(&ih);
                 let upload_only = have.is_complete() || !self.wanted;
-                self.send_opening(&meta, &have, h.supports_extended(), upload_only)?;
+                self.send_handshake(&meta);
+                self.send_after_handshake(&meta, &have, h.supports_extended(), upload_only)?;
                 (meta, have)
             }
         };
@@ -738,18 +754,25 @@ impl PeerProto {
         Ok(())
     }
 
-    /// Our handshake, extension handshake (when the peer speaks BEP 10) and bitfield.
-    fn send_opening(
+    /// Our handshake: BEP 10 extensions and the BEP 6 fast extension.
+    fn send_handshake(&mut self, meta: &TorrentMeta) {
+        let mut ours = Handshake::new(Id20::new(meta.infohash.into_bytes()), Id20::new(self.our_id));
+        ours.reserved |= FAST_EXTENSION_BIT;
+        let start = self.out.len();
+        self.out.resize(start + HANDSHAKE_LEN, 0);
+        let _ = ours.serialize_unchecked_len(&mut self.out[start..]);
+    }
+
+    /// After both handshakes: our extension handshake (when the peer speaks BEP 10), what we
+    /// have (a bitfield; have_all or have_none with BEP 6) and, with BEP 6, the pieces the peer
+    /// may fetch while choked.
+    fn send_after_handshake(
         &mut self,
         meta: &TorrentMeta,
         have: &Bitfield,
         extended: bool,
         upload_only: bool,
     ) -> Result<(), DropReason> {
-        let ours = Handshake::new(Id20::new(meta.infohash.into_bytes()), Id20::new(self.our_id));
-        let start = self.out.len();
-        self.out.resize(start + HANDSHAKE_LEN, 0);
-        let _ = ours.serialize_unchecked_len(&mut self.out[start..]);
         if extended {
             let body = ext_handshake(
                 &self.cfg.client_name,
@@ -763,13 +786,29 @@ impl PeerProto {
             self.out.extend_from_slice(&[20, 0]);
             self.out.extend_from_slice(&body);
         }
-        if have.count() > 0 {
+        if self.fast && have.is_complete() {
+            self.out.extend_from_slice(&[0, 0, 0, 1, 14]);
+        } else if self.fast && have.count() == 0 {
+            self.out.extend_from_slice(&[0, 0, 0, 1, 15]);
+        } else if have.count() > 0 {
             push(
                 &mut self.out,
                 &Message::Bitfield(ByteBuf(have.as_bytes())),
                 5 + have.as_bytes().len(),
                 self.peer_ext,
             )?;
+        }
+        if self.fast {
+            if let IpAddr::V4(ip) = self.peer_ip {
+                // never more than half of a small release
+                let k = ALLOWED_FAST_SET.min(meta.piece_count() as usize / 2);
+                self.allowed_for_peer = allowed_fast_set(ip, &meta.infohash, meta.piece_count(), k);
+                for &i in &self.allowed_for_peer {
+                    if have.get(i) {
+                        push_index(&mut self.out, 17, i);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -799,11 +838,22 @@ impl PeerProto {
                 // not advertise, future ids) is ignored as BEP 3 asks, within the chatter limit.
                 7 => return self.block(&bytes[5..], meta, now),
                 0..=8 => {}
-                // BEP 6: have_all, have_none, reject (a client may send them even though we
-                // did not offer the fast extension; they are harmless to honour)
+                // BEP 6: suggest_piece, have_all, have_none, reject, allowed_fast (honoured even
+                // from a peer that did not set the bit: harmless)
                 14 | 15 if bytes.len() == 5 => {
                     if let Some(d) = self.download.as_mut() {
                         d.on_have_all(bytes[4] == 14);
+                    }
+                    return self.chatter(now);
+                }
+                13 | 17 if bytes.len() == 9 => {
+                    let index = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]);
+                    if let Some(d) = self.download.as_mut() {
+                        if bytes[4] == 13 {
+                            d.on_suggest(index);
+                        } else {
+                            d.on_allowed_fast(index);
+                        }
                     }
                     return self.chatter(now);
                 }
@@ -963,12 +1013,16 @@ impl PeerProto {
         if r.begin as u64 + r.length as u64 > size as u64 {
             return Err(DropReason::PastEnd { index: r.index, begin: r.begin, length: r.length });
         }
-        if self.choking {
-            // Requests that crossed our choke are dropped (BEP 3); a peer that keeps sending
-            // them is flooding.
+        let allowed_fast = self.fast && self.have.get(r.index) && self.allowed_for_peer.contains(&r.index);
+        if self.choking && !allowed_fast {
+            // Requests that crossed our choke are dropped (BEP 3) or rejected (BEP 6); a peer
+            // that keeps sending them is flooding.
             self.requests_while_choked += 1;
             if self.requests_while_choked as usize > self.cfg.max_queue {
                 return Err(DropReason::RequestFlood(self.requests_while_choked as usize));
+            }
+            if self.fast {
+                push_request(&mut self.out, 16, r.index, r.begin, r.length);
             }
             return Ok(());
         }
@@ -1005,26 +1059,58 @@ impl PeerProto {
 
     /// Removes every copy of a request from the queue, and from the parked ones: O(log n) per
     /// copy removed.
+    /// (With BEP 6 each copy removed is answered with a reject: every request gets exactly one
+    /// answer.)
     fn cancel(&mut self, r: BlockRequest) {
+        let mut removed = 0;
         while let Some(&(q, seq)) = self.queued_at.range((r, 0)..=(r, u64::MAX)).next() {
             self.queued_at.remove(&(q, seq));
             self.queue.remove(&seq);
+            removed += 1;
         }
         if let Some(waiting) = self.parked.get_mut(&r.index) {
             let before = waiting.len();
             waiting.retain(|q| *q != r);
+            removed += before - waiting.len();
             self.parked_len -= before - waiting.len();
             if waiting.is_empty() {
                 self.parked.remove(&r.index);
             }
         }
+        if self.fast {
+            for _ in 0..removed {
+                push_request(&mut self.out, 16, r.index, r.begin, r.length);
+            }
+        }
     }
 
+    /// Drops every queued and parked request (a choke), rejecting each with BEP 6. Requests
+    /// for pieces the peer may fetch while choked stay queued.
     fn clear_requests(&mut self) {
-        self.queue.clear();
+        if !self.fast {
+            self.queue.clear();
+            self.queued_at.clear();
+            self.parked.clear();
+            self.parked_len = 0;
+            return;
+        }
+        let allowed = std::mem::take(&mut self.allowed_for_peer);
+        let queue = std::mem::take(&mut self.queue);
         self.queued_at.clear();
-        self.parked.clear();
+        for (_, r) in queue {
+            if allowed.contains(&r.index) {
+                self.enqueue(r);
+            } else {
+                push_request(&mut self.out, 16, r.index, r.begin, r.length);
+            }
+        }
+        for (_, waiting) in std::mem::take(&mut self.parked) {
+            for r in waiting {
+                push_request(&mut self.out, 16, r.index, r.begin, r.length);
+            }
+        }
         self.parked_len = 0;
+        self.allowed_for_peer = allowed;
     }
 
     /// Queues a ut_metadata request; counted against the per-connection budget
@@ -1120,20 +1206,15 @@ impl PeerProto {
         }
     }
 
-    /// The next block to serve, if we are not choking the peer.
+    /// The next block to serve. While we choke the peer the queue holds only requests for
+    /// its allowed-fast pieces (BEP 6): the choke dropped or rejected the others.
     pub fn peek_block(&self) -> Option<BlockRequest> {
-        if self.choking {
-            return None;
-        }
         self.queue.first_key_value().map(|(_, r)| *r)
     }
 
     /// Pops the next block and writes its piece-message header (13 bytes) to `preamble`. The
     /// caller appends `length` bytes read from the store right after it.
     pub fn next_block(&mut self, preamble: &mut [u8; PIECE_PREAMBLE_LEN]) -> Option<BlockRequest> {
-        if self.choking {
-            return None;
-        }
         let meta = self.meta.clone()?;
         let (seq, r) = self.queue.pop_first()?;
         self.queued_at.remove(&(r, seq));
@@ -1157,22 +1238,29 @@ impl PeerProto {
         }
         self.choking = choke;
         if choke {
-            self.clear_requests();
+            // the choke first: BEP 6 rejects follow it
             self.out.extend_from_slice(&[0, 0, 0, 1, 0]);
+            self.clear_requests();
         } else {
             self.requests_while_choked = 0;
             self.out.extend_from_slice(&[0, 0, 0, 1, 1]);
         }
     }
 
-    /// No fetcher can get a piece the peer asked for: choke and unchoke again, which cancels
-    /// all its outstanding requests (there is no reject message without BEP 6), so it asks
-    /// again for pieces we advertise.
+    /// No fetcher can get a piece the peer asked for: with BEP 6 each of its requests for it
+    /// is rejected; without, choke and unchoke again, which cancels all its outstanding
+    /// requests, so it asks again for pieces we advertise.
     pub fn refuse_missing(&mut self, index: u32) {
         if let Some(waiting) = self.parked.remove(&index) {
             self.parked_len -= waiting.len();
+            if self.fast {
+                for r in waiting {
+                    push_request(&mut self.out, 16, r.index, r.begin, r.length);
+                }
+                return;
+            }
         }
-        if !self.choking {
+        if !self.choking && !self.fast {
             self.clear_requests();
             self.out.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 1, 1]);
         }
@@ -1185,8 +1273,13 @@ impl PeerProto {
             return;
         }
         self.have.set(index);
-        self.out.extend_from_slice(&[0, 0, 0, 5, 4]);
-        self.out.extend_from_slice(&index.to_be_bytes());
+        push_index(&mut self.out, 4, index);
+        // BEP 6: a peer downloading from us that lacks the piece just written (still in the
+        // page cache) is told to take it now
+        let lacks = self.download.as_ref().is_some_and(|d| !d.peer_has().get(index));
+        if self.fast && self.peer_interested && !self.choking && lacks {
+            push_index(&mut self.out, 13, index);
+        }
         if let Some(d) = self.download.as_mut() {
             for (i, begin, length) in d.piece_present(index) {
                 push_request(&mut self.out, 8, i, begin, length);
@@ -1306,6 +1399,41 @@ fn fixed_message(bytes: &[u8]) -> Option<Message<'static>> {
 }
 
 /// A request (id 6) or cancel (id 8) message.
+/// A message of one piece index: have (4), BEP 6 suggest_piece (13), allowed_fast (17).
+fn push_index(out: &mut Vec<u8>, id: u8, index: u32) {
+    out.extend_from_slice(&[0, 0, 0, 5, id]);
+    out.extend_from_slice(&index.to_be_bytes());
+}
+
+/// BEP 6's canonical allowed-fast set: `k` distinct piece indices from the peer's /24 and the
+/// infohash (so reconnecting from a neighbouring address gets the same set). Empty when the
+/// release has fewer pieces than `k`.
+pub fn allowed_fast_set(ip: std::net::Ipv4Addr, ih: &InfoHash, pieces: u32, k: usize) -> Vec<u32> {
+    use sha1::{Digest, Sha1};
+    let mut out = Vec::with_capacity(k);
+    if pieces as usize <= k {
+        return out;
+    }
+    let mut x = [0u8; 24];
+    x[..4].copy_from_slice(&(u32::from(ip) & 0xffff_ff00).to_be_bytes());
+    x[4..].copy_from_slice(ih.as_bytes());
+    let mut x: Vec<u8> = x.to_vec();
+    while out.len() < k {
+        let h = Sha1::digest(&x);
+        for chunk in h.chunks_exact(4) {
+            if out.len() >= k {
+                break;
+            }
+            let index = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) % pieces;
+            if !out.contains(&index) {
+                out.push(index);
+            }
+        }
+        x = h.to_vec();
+    }
+    out
+}
+
 fn push_request(out: &mut Vec<u8>, id: u8, index: u32, begin: u32, length: u32) {
     out.extend_from_slice(&[0, 0, 0, 13, id]);
     out.extend_from_slice(&index.to_be_bytes());

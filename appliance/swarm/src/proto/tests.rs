@@ -835,16 +835,21 @@ fn an_outgoing_connection_opens_asks_for_what_the_peer_has_and_assembles_pieces(
     assert_eq!(&out[..20], b"\x13BitTorrent protocol");
     assert_ne!(out[25] & 0x10, 0, "BEP 10 offered");
     assert_eq!(&out[28..48], IH.as_bytes());
-    let msgs = messages(&out[68..]);
-    assert_eq!((msgs[0][0], msgs[1][0]), (20, 5), "extension handshake, then our bitfield");
+    assert_ne!(out[27] & 0x04, 0, "BEP 6 offered");
+    assert_eq!(out.len(), 68, "nothing but the handshake until the peer's names the release");
     assert!(!p.is_attached());
-    // the peer answers: handshake, bitfield (pieces 1 and 2), unchoke
+    // the peer (no BEP 6) answers: handshake, bitfield (pieces 1 and 2), unchoke
     let bf = [0b0110_0000u8, 0];
     p.receive(&[handshake(IH, true), msg(5, &bf), msg(1, &[])].concat(), now, &cat).unwrap();
     assert_eq!(p.poll_event(), Some(Event::Attached { infohash: IH, peer_id: *b"-XX0000-abcdefghijkl" }));
     let mut out = Vec::new();
     p.take_output(&mut out);
-    assert_eq!(messages(&out), vec![vec![2]], "interested, and no second handshake");
+    let msgs = messages(&out);
+    assert_eq!(
+        msgs.iter().map(|m| m[0]).collect::<Vec<_>>(),
+        vec![20, 5, 2],
+        "extension handshake, our bitfield, interested; no second handshake"
+    );
     assert!(p.pieces_wanted() > 0);
     p.add_pieces(&[2], now);
     let mut out = Vec::new();
@@ -948,4 +953,148 @@ fn a_box_filling_the_release_is_not_upload_only() {
     let mut out = Vec::new();
     p.take_output(&mut out);
     assert!(String::from_utf8_lossy(&messages(&out[68..])[0]).contains("11:upload_onlyi0e"));
+}
+
+fn fast_handshake(ih: InfoHash) -> Vec<u8> {
+    let mut h = handshake(ih, true);
+    h[27] |= 0x04;
+    h
+}
+
+/// A peer that speaks BEP 6, attached; returns the messages after our handshake.
+fn fast_attached(present: &[u32]) -> (PeerProto, Fake, Instant, Vec<Vec<u8>>) {
+    let (mut p, now) = peer();
+    let cat = fake(present);
+    p.receive(&fast_handshake(IH), now, &cat).unwrap();
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    assert_ne!(out[27] & 0x04, 0, "BEP 6 offered");
+    assert_eq!(p.poll_event(), Some(Event::Attached { infohash: IH, peer_id: *b"-XX0000-abcdefghijkl" }));
+    (p, cat, now, messages(&out[68..]))
+}
+
+fn allowed_for_test_peer() -> Vec<u32> {
+    allowed_fast_set("10.1.2.3".parse().unwrap(), &IH, PIECES, (PIECES / 2) as usize)
+}
+
+fn reject(index: u32, begin: u32, length: u32) -> Vec<u8> {
+    let mut r = request(index, begin, length)[4..].to_vec();
+    r[0] = 16;
+    r
+}
+
+#[test]
+fn allowed_fast_set_is_the_canonical_one_of_bep_6() {
+    // the BEP's own example: 80.4.4.200, infohash 0xaa.., 1313 pieces
+    let ih = InfoHash([0xaa; 20]);
+    let ip = "80.4.4.200".parse().unwrap();
+    assert_eq!(allowed_fast_set(ip, &ih, 1313, 7), vec![1059, 431, 808, 1217, 287, 376, 1188]);
+    assert_eq!(allowed_fast_set(ip, &ih, 1313, 9), vec![1059, 431, 808, 1217, 287, 376, 1188, 353, 508]);
+    // the same /24 gets the same set; a release with no more pieces than k gets none
+    assert_eq!(allowed_fast_set("80.4.4.7".parse().unwrap(), &ih, 1313, 7), allowed_fast_set(ip, &ih, 1313, 7));
+    assert!(allowed_fast_set(ip, &ih, 7, 7).is_empty());
+}
+
+#[test]
+fn a_bep6_peer_gets_have_all_or_have_none_and_its_allowed_fast_pieces() {
+    let all: Vec<u32> = (0..PIECES).collect();
+    let (_, _, _, msgs) = fast_attached(&all);
+    assert_eq!(msgs[0][0], 20, "extension handshake");
+    assert_eq!(msgs[1], vec![14], "have_all instead of a bitfield");
+    let allowed: Vec<Vec<u8>> =
+        allowed_for_test_peer().iter().map(|i| [&[17u8][..], &i.to_be_bytes()].concat()).collect();
+    assert_eq!(allowed.len(), 5);
+    assert_eq!(msgs[2..].to_vec(), allowed, "allowed_fast for every piece of its set");
+    let (_, _, _, msgs) = fast_attached(&[]);
+    assert_eq!(msgs[1..].to_vec(), vec![vec![15]], "have_none, and no allowed_fast for pieces we lack");
+    // a partial store: the bitfield, and allowed_fast only for the pieces of the set it holds
+    let some = allowed_for_test_peer()[..2].to_vec();
+    let (_, _, _, msgs) = fast_attached(&some);
+    assert_eq!(msgs[1][0], 5);
+    assert_eq!(msgs[2..].iter().map(|m| u32::from_be_bytes(m[1..5].try_into().unwrap())).collect::<Vec<_>>(), some);
+}
+
+#[test]
+fn a_bep6_peer_gets_a_reject_for_every_request_it_will_not_be_served() {
+    let all: Vec<u32> = (0..PIECES).collect();
+    let allowed = allowed_for_test_peer();
+    let other = (0..PIECES).find(|i| !allowed.contains(i)).unwrap();
+    let (mut p, cat, now, _) = fast_attached(&all);
+    // choked: a request outside its allowed set is rejected, one inside is served
+    p.receive(&[request(other, 0, 16384), request(allowed[0], 0, 16384)].concat(), now, &cat).unwrap();
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    assert_eq!(messages(&out), vec![reject(other, 0, 16384)]);
+    let mut pre = [0u8; PIECE_PREAMBLE_LEN];
+    assert_eq!(p.next_block(&mut pre).map(|r| r.index), Some(allowed[0]), "allowed fast while choked");
+    // unchoked with two requests queued, then choked: the choke, then a reject for the one
+    // outside the allowed set; the allowed one stays queued
+    p.receive(&msg(2, &[]), now, &cat).unwrap();
+    p.set_choking(false);
+    p.receive(&[request(other, 0, 16384), request(allowed[1], 16384, 16384)].concat(), now, &cat).unwrap();
+    p.take_output(&mut Vec::new());
+    p.set_choking(true);
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    assert_eq!(messages(&out), vec![vec![0], reject(other, 0, 16384)]);
+    assert_eq!(p.queued(), 1);
+    // a cancel is answered with a reject
+    p.receive(&msg(8, &request(allowed[1], 16384, 16384)[5..]), now, &cat).unwrap();
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    assert_eq!(messages(&out), vec![reject(allowed[1], 16384, 16384)]);
+    assert_eq!(p.queued(), 0);
+}
+
+#[test]
+fn a_bep6_peer_asking_for_a_piece_no_one_can_fetch_gets_rejects_not_a_choke() {
+    let (mut p, cat, now, _) = fast_attached(&[0]);
+    p.receive(&msg(2, &[]), now, &cat).unwrap();
+    p.set_choking(false);
+    p.take_output(&mut Vec::new());
+    p.receive(&[request(5, 0, 16384), request(5, 16384, 16384)].concat(), now, &cat).unwrap();
+    assert_eq!(p.poll_event(), Some(Event::Interested));
+    assert_eq!(p.poll_event(), Some(Event::Demand { index: 5 }));
+    p.refuse_missing(5);
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    assert_eq!(messages(&out), vec![reject(5, 0, 16384), reject(5, 16384, 16384)]);
+    assert!(!p.is_choking());
+}
+
+#[test]
+fn allowed_fast_pieces_are_fetched_while_choked_and_suggestions_are_kept() {
+    let (mut p, cat, now, _) = fast_attached(&[]);
+    p.set_wanted(true, now);
+    // have_all, then allowed_fast for piece 4 (and an index past the end, ignored)
+    p.receive(
+        &[msg(14, &[]), msg(17, &4u32.to_be_bytes()), msg(17, &99u32.to_be_bytes()), msg(13, &6u32.to_be_bytes())]
+            .concat(),
+        now,
+        &cat,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    assert_eq!(messages(&out), vec![vec![2]], "interested");
+    let d = p.download().unwrap();
+    assert!(d.assignable(4) && !d.assignable(3), "choked: only the allowed-fast piece");
+    assert!(d.is_suggested(6) && !d.is_suggested(4));
+    assert_eq!(p.pieces_wanted(), 1);
+    p.add_pieces(&[4], now);
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    assert_eq!(messages(&out), vec![request(4, 0, 16384)[4..].to_vec(), request(4, 16384, 16384)[4..].to_vec()]);
+}
+
+#[test]
+fn a_piece_just_stored_is_suggested_to_a_bep6_peer_downloading_from_us() {
+    let (mut p, cat, now, _) = fast_attached(&[0]);
+    p.receive(&[msg(15, &[]), msg(2, &[])].concat(), now, &cat).unwrap();
+    p.set_choking(false);
+    p.take_output(&mut Vec::new());
+    p.piece_stored(3);
+    let mut out = Vec::new();
+    p.take_output(&mut out);
+    assert_eq!(messages(&out), vec![vec![4, 0, 0, 0, 3], vec![13, 0, 0, 0, 3]], "have, then suggest");
 }
