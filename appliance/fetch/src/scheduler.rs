@@ -7,6 +7,10 @@
 //! order set by [`Scheduler::set_order`] (the jobs' order: priority, then earliest deadline). A piece whose bytes failed the hash check from an
 //! origin is not asked from that origin again; an origin with [`MAX_BAD_PIECES`] bad pieces is
 //! dropped for the rest of the fill.
+//!
+//! Endgame: once every missing piece of a release is in flight, a peer with nothing else to do
+//! gets a second copy of a piece in flight elsewhere (one extra source per piece); the first
+//! copy stored wins and the other connection cancels its requests.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -83,9 +87,62 @@ struct ReleasePlan {
     /// Until when uplink sources take only on-demand pieces of the release (the swarm is still
     /// finding the venue's boxes and peers for it; see [`Scheduler::hold_for_venue`]).
     venue_hold_until: Option<Instant>,
+    /// Endgame: the second source of a piece in flight (a peer), by piece.
+    endgame: HashMap<u32, Source>,
+    /// Endgame: pieces in flight when it began (rebuilt when used up), so a pick scans them
+    /// instead of the whole release.
+    endgame_pool: Vec<u32>,
 }
 
 impl ReleasePlan {
+    /// Whether no missing piece waits for a source (every one is in flight): the plan is used
+    /// up and the retry and on-demand queues hold nothing missing.
+    fn all_in_flight(&self) -> bool {
+        let waiting = |q: &VecDeque<u32>| q.iter().any(|&i| self.pieces[i as usize] == Piece::Missing);
+        self.missing > 0
+            && self.plan[self.cursor.min(self.plan.len())..].iter().all(|&i| self.pieces[i as usize] != Piece::Missing)
+            && !waiting(&self.retry)
+            && !waiting(&self.demand)
+    }
+
+    /// Endgame: up to `max` pieces in flight from another source that `peer` has and that have
+    /// no second source yet.
+    fn endgame_pick(&mut self, peer: Source, max: usize, has: &impl Fn(u32) -> bool, out: &mut Vec<u32>) {
+        let in_flight_elsewhere = |r: &ReleasePlan, i: u32| {
+            matches!(r.pieces[i as usize], Piece::InFlight(s) if s != peer)
+                && !r.endgame.contains_key(&i)
+                && !r.bad_from.get(&i).is_some_and(|b| b.contains(&peer))
+        };
+        let pieces = &self.pieces;
+        self.endgame_pool.retain(|&i| matches!(pieces[i as usize], Piece::InFlight(_)));
+        if self.endgame_pool.is_empty() {
+            self.endgame_pool = (0..self.pieces.len() as u32)
+                .filter(|&i| matches!(self.pieces[i as usize], Piece::InFlight(_)))
+                .collect();
+        }
+        let mut k = 0;
+        while k < self.endgame_pool.len() && out.len() < max {
+            let i = self.endgame_pool[k];
+            if in_flight_elsewhere(self, i) && has(i) {
+                self.endgame.insert(i, peer);
+                out.push(i);
+            }
+            k += 1;
+        }
+    }
+
+    /// The piece's source will not deliver it: its endgame second source takes over, or it is
+    /// missing again.
+    fn lost_in_flight(&mut self, index: u32) {
+        match self.endgame.remove(&index) {
+            Some(second) => self.pieces[index as usize] = Piece::InFlight(second),
+            None => {
+                self.pieces[index as usize] = Piece::Missing;
+                self.retry.push_back(index);
+            }
+        }
+    }
+
     /// Whether an uplink source (origin, web seed) should leave planned piece `i` to the venue:
     /// a connected peer holds it, or a sibling box owns it and the siblings are making progress.
     fn leave_to_venue(&self, i: u32, now: Instant) -> bool {
@@ -190,6 +247,8 @@ impl Scheduler {
             siblings: Vec::new(),
             patient_until: None,
             venue_hold_until: None,
+            endgame: HashMap::new(),
+            endgame_pool: Vec::new(),
         });
     }
 
@@ -390,6 +449,9 @@ impl Scheduler {
         for (_, _, i) in window.into_iter().take(max - out.len()) {
             take(r, i, &mut out);
         }
+        if out.is_empty() && r.all_in_flight() {
+            r.endgame_pick(peer, max, &has, &mut out);
+        }
         out
     }
 
@@ -450,6 +512,7 @@ impl Scheduler {
             if let Some(p) = r.pieces.get_mut(index as usize) {
                 if *p != Piece::Present {
                     *p = Piece::Present;
+                    r.endgame.remove(&index);
                     r.bad_from.remove(&index);
                     r.missing -= 1;
                     if r.critical.contains(&index) {
@@ -465,19 +528,20 @@ impl Scheduler {
     /// The piece did not arrive (connection lost, origin lacks it): fetch it again, from anyone.
     pub fn failed(&mut self, ih: &InfoHash, index: u32) {
         if let Some(r) = self.release(ih) {
-            if let Some(p @ Piece::InFlight(_)) = r.pieces.get_mut(index as usize) {
-                *p = Piece::Missing;
-                r.retry.push_back(index);
+            if let Some(Piece::InFlight(_)) = r.pieces.get(index as usize) {
+                r.lost_in_flight(index);
             }
         }
     }
 
-    /// `source` will not deliver the piece after all: back to the queue, unless another source
-    /// has it in flight by now.
+    /// `source` will not deliver the piece after all: back to the queue (or to its endgame
+    /// second source), unless another source has it in flight by now.
     pub fn give_back(&mut self, ih: &InfoHash, index: u32, source: Source) {
-        let mine = self.release(ih).is_some_and(|r| r.pieces.get(index as usize) == Some(&Piece::InFlight(source)));
-        if mine {
-            self.failed(ih, index);
+        let Some(r) = self.release(ih) else { return };
+        if r.pieces.get(index as usize) == Some(&Piece::InFlight(source)) {
+            r.lost_in_flight(index);
+        } else if r.endgame.get(&index) == Some(&source) {
+            r.endgame.remove(&index);
         }
     }
 
@@ -491,8 +555,13 @@ impl Scheduler {
     pub fn hash_failed(&mut self, ih: &InfoHash, index: u32, origin: Source) -> bool {
         if let Some(r) = self.release(ih) {
             r.bad_from.entry(index).or_default().push(origin);
+            if r.endgame.get(&index) == Some(&origin) {
+                // the second source lied: the first keeps the piece
+                r.endgame.remove(&index);
+            } else if let Some(Piece::InFlight(_)) = r.pieces.get(index as usize) {
+                r.lost_in_flight(index);
+            }
         }
-        self.failed(ih, index);
         if matches!(origin, Source::Peer(_)) {
             return false; // the swarm drops and bans a peer at its first bad piece
         }
@@ -516,10 +585,10 @@ impl Scheduler {
     /// Puts back every piece in flight from `origin` (it went away).
     pub fn origin_lost(&mut self, origin: Source) {
         for r in &mut self.releases {
-            for (i, p) in r.pieces.iter_mut().enumerate() {
-                if *p == Piece::InFlight(origin) {
-                    *p = Piece::Missing;
-                    r.retry.push_back(i as u32);
+            r.endgame.retain(|_, s| *s != origin);
+            for i in 0..r.pieces.len() {
+                if r.pieces[i] == Piece::InFlight(origin) {
+                    r.lost_in_flight(i as u32);
                 }
             }
         }
@@ -686,12 +755,14 @@ mod tests {
         assert!(s.done(&IH, 7));
         assert_eq!(indices(&s.next_batch(O0, 2, t0())), vec![2, 4]);
         assert_eq!(s.next_for_peer(&IH, p2, 10, |_| true), vec![5, 6, 8, 9]);
-        assert!(s.next_for_peer(&IH, p1, 10, |i| i % 2 == 1).is_empty(), "everything it has is in flight");
-        // demand goes first; a peer that lost its pieces gives them back for anyone
+        // everything missing is in flight: endgame, second copies of what it has
+        assert_eq!(s.next_for_peer(&IH, p1, 10, |i| i % 2 == 1), vec![5, 9]);
+        // p2 leaves: what p1 has a second copy of stays in flight (p1's now), the rest goes back
+        // for anyone, on-demand first
         s.origin_lost(p2);
-        s.demand(&IH, &[9]);
-        assert_eq!(s.next_for_peer(&IH, p1, 2, |i| i % 2 == 1), vec![9, 5]);
-        assert_eq!(indices(&s.next_batch(O0, 10, t0())), vec![6, 8]);
+        assert!(s.next_for_peer(&IH, p1, 2, |i| i % 2 == 1).is_empty());
+        s.demand(&IH, &[8]);
+        assert_eq!(indices(&s.next_batch(O0, 10, t0())), vec![8, 6]);
     }
 
     #[test]
@@ -740,6 +811,41 @@ mod tests {
         assert_eq!(s.next_for_peer(&IH, Source::Peer(p1), 10, |i| i == 0), vec![0], "peers are not held");
         assert!(s.next_batch(O0, 10, t + Duration::from_millis(999)).is_empty());
         assert_eq!(indices(&s.next_batch(O0, 10, t + Duration::from_secs(1))), vec![1, 3], "the hold ends");
+    }
+
+    #[test]
+    fn endgame_gives_an_idle_peer_a_second_copy_of_what_is_in_flight_the_first_stored_wins() {
+        let mut s = Scheduler::new();
+        s.add_release(IH, 4, &[], |_| false);
+        let (p1, p2, p3) =
+            (Source::Peer(PeerSourceId(1)), Source::Peer(PeerSourceId(2)), Source::Peer(PeerSourceId(3)));
+        assert_eq!(indices(&s.next_batch(O0, 2, t0())), vec![0, 1]);
+        assert_eq!(s.next_for_peer(&IH, p1, 1, |_| true), vec![2]);
+        assert!(s.next_for_peer(&IH, p2, 4, |i| i == 0).is_empty(), "piece 3 is still unasked: no endgame yet");
+        assert_eq!(s.next_for_peer(&IH, p2, 4, |_| true), vec![3]);
+        // everything is in flight: p3 gets second copies, one extra source per piece
+        assert_eq!(s.next_for_peer(&IH, p3, 2, |i| i != 1), vec![0, 2]);
+        assert_eq!(s.next_for_peer(&IH, p3, 4, |_| true), vec![1, 3]);
+        assert!(s.next_for_peer(&IH, Source::Peer(PeerSourceId(4)), 4, |_| true).is_empty(), "one second copy each");
+        // the second copy of 0 lands first; the origin's copy counts no more
+        assert!(s.done(&IH, 0));
+        assert!(!s.done(&IH, 0));
+        // p1 gives piece 2 back: its second source (p3) has it now, not the queue; another
+        // idle peer may be the second source
+        s.give_back(&IH, 2, p1);
+        let p5 = Source::Peer(PeerSourceId(5));
+        assert_eq!(s.next_for_peer(&IH, p5, 4, |i| i == 2), vec![2]);
+        // a lying second source leaves the piece to the first
+        assert!(!s.hash_failed(&IH, 3, p3));
+        assert!(s.next_for_peer(&IH, p3, 4, |i| i == 3).is_empty(), "never from the liar again");
+        s.done(&IH, 3);
+        // p3 leaves: piece 2 is p5's; the origin leaves too: piece 1 goes back to the queue
+        s.origin_lost(p3);
+        s.origin_lost(O0);
+        assert_eq!(s.next_for_peer(&IH, p2, 4, |_| true), vec![1], "the origin's piece back to the queue");
+        assert!(!s.done(&IH, 0));
+        assert!(s.done(&IH, 1) && s.done(&IH, 2));
+        assert!(s.all_done());
     }
 
     #[test]
