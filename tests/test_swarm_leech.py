@@ -12,6 +12,7 @@ import struct
 import subprocess
 import threading
 import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -260,6 +261,54 @@ def test_box_finds_a_swarm_through_the_release_tracker(tmp_path):
     assert q["info_hash"][0].encode("latin-1") == bytes.fromhex(ih), first
 
 
+@pytest.mark.parametrize("scheme", ["udp", "http"])
+def test_box_finds_a_swarm_through_opentracker(tmp_path, scheme):
+    """A real tracker (Debian's opentracker, whitelist mode), over BEP 15 UDP and over HTTP: the
+    release's .torrent names it, a libtorrent seeder announces there, and the box with no origin
+    and no static peer finds the seeder through it and fills."""
+    ot = shutil.which("opentracker")
+    assert ot, "opentracker missing: scripts/test.sh installs the Debian package opentracker"
+    port = free_port()
+    src = make_tree(tmp_path / "src" / "talks", {"day2.mp4": 6 * MiB + 9})
+    rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB", "--tracker", f"{scheme}://127.0.0.1:{port}/announce")
+    ih = rel.manifest["infohash"]
+    root = tmp_path / "opentracker"
+    root.mkdir()
+    (root / "whitelist.txt").write_text(ih + "\n")
+    # it refuses to run as root: it binds, chroots to `root` and drops to nobody
+    out = open(tmp_path / "opentracker.out", "wb")
+    tracker = subprocess.Popen([ot, "-i", "127.0.0.1", "-p", str(port), "-P", str(port), "-w", "/whitelist.txt",
+                                "-d", str(root), "-u", "nobody"], stdout=out, stderr=subprocess.STDOUT)
+    out.close()
+    agent = None
+    try:
+        wait_until(lambda: listening(port) or (tracker.poll() is not None and pytest.fail(
+            (tmp_path / "opentracker.out").read_text(errors="replace"))), WAIT, "opentracker to listen")
+        # on its own address: opentracker hands every announcer its own entry too, and libtorrent
+        # connecting to itself bans that address (which must not be the box's)
+        ses = lt_session(listen_interfaces="127.0.0.2:0", outgoing_interfaces="127.0.0.2")
+        lt_seeder(rel, ses)
+        scrape = f"http://127.0.0.1:{port}/scrape?info_hash=" + urllib.parse.quote(bytes.fromhex(ih))
+
+        def seeders() -> bool:
+            with urllib.request.urlopen(scrape, timeout=WAIT) as r:
+                return b"completei1e" in r.read()
+        wait_until(seeders, WAIT, "libtorrent's announce to reach opentracker")
+        cfg = agent_config(tmp_path, [], rel.dir)
+        cfg.write_text(cfg.read_text() + SWARM)
+        agent = Proc(["agent", "--config", cfg, "--log", "info"], tmp_path / "agent.log")
+        wait_until(lambda: complete(cfg) or not agent.alive(), 300, f"the fill through the {scheme} tracker to complete")
+        assert agent.alive(), agent.text()[-3000:]
+        assert any(f"tracker={scheme}://" in ln and "announced" in ln for ln in complete_lines(agent.log))
+    finally:
+        if agent:
+            agent.kill(signal.SIGTERM)
+        tracker.terminate()
+        tracker.wait(10)
+    store_files_match(cfg, rel)
+    assert peers_row(cfg).get("bytes") == sum(f["size"] for f in rel.manifest["files"])
+
+
 def test_the_lan_download_cap_is_respected(tmp_path):
     """`[swarm] download_rate` caps what the box takes from peers (`[fetch] rate_limit` caps
     only the uplink)."""
@@ -297,3 +346,106 @@ def test_box_fills_from_a_seeder_that_takes_utp_only(tmp_path):
         agent.kill(signal.SIGTERM)
     store_files_match(cfg, rel)
     assert peers_row(cfg).get("bytes") == 9 * MiB + 1
+
+
+
+class FastChoker(threading.Thread):
+    """A BEP 6 seeder of one single-file release that keeps the box choked until `unchoke()`:
+    have_all, allowed_fast for `allowed`, serves requests for those (real data) and rejects
+    any other while choking. Records what it served and rejected."""
+
+    def __init__(self, ip: str, infohash: bytes, data: bytes, piece_len: int, allowed: list[int]):
+        super().__init__(daemon=True)
+        self.srv = socket.create_server((ip, 0))
+        self.port = self.srv.getsockname()[1]
+        self.ih, self.data, self.piece_len, self.allowed = infohash, data, piece_len, allowed
+        self.served, self.rejected = set(), 0
+        self.choking = True
+        self.conns, self.lock = [], threading.Lock()
+
+    def run(self):
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def send(self, c: socket.socket, b: bytes):
+        with self.lock:
+            c.sendall(b)
+
+    def unchoke(self):
+        self.choking = False
+        for c in self.conns:
+            try:
+                self.send(c, struct.pack(">IB", 1, 1))
+            except OSError:
+                pass
+
+    def serve(self, c: socket.socket):
+        def read(n: int) -> bytes:
+            buf = b""
+            while len(buf) < n:
+                chunk = c.recv(n - len(buf))
+                if not chunk:
+                    raise EOFError
+                buf += chunk
+            return buf
+
+        try:
+            hs = read(68)
+            assert hs[27] & 0x04, "the box offers BEP 6"
+            reserved = bytes(7) + b"\x04"
+            opening = b"\x13BitTorrent protocol" + reserved + self.ih + b"-FC0001-fastchoker00" + struct.pack(">IB", 1, 14)
+            opening += b"".join(struct.pack(">IBI", 5, 17, i) for i in self.allowed)
+            self.send(c, opening)
+            while True:
+                (n,) = struct.unpack(">I", read(4))
+                body = read(n) if n else b""
+                if body[:1] == b"\x06":
+                    index, begin, length = struct.unpack(">III", body[1:13])
+                    if self.choking and index not in self.allowed:
+                        self.send(c, struct.pack(">IBIII", 13, 16, index, begin, length))
+                        self.rejected += 1
+                        continue
+                    off = index * self.piece_len + begin
+                    self.send(c, struct.pack(">IBII", 9 + length, 7, index, begin) + self.data[off:off + length])
+                    self.served.add(index)
+        except (EOFError, OSError):
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.srv.close()
+
+
+def test_a_choking_bep6_seeder_gives_its_allowed_fast_pieces_then_the_rest_once_it_unchokes(tmp_path):
+    """BEP 6 from the downloading side, against a wire-level peer (libtorrent gives a seed's
+    only peer an optimistic unchoke at once, so it cannot be made to keep the box choked):
+    while choked the box asks for the allowed-fast pieces only and stores them; unchoked,
+    it completes."""
+    src = make_tree(tmp_path / "src" / "show", {"a.bin": 8 * MiB + 7})
+    rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB")
+    data = (src / "a.bin").read_bytes()
+    allowed = [3, 17, 30]
+    peer = FastChoker("127.0.0.67", bytes.fromhex(rel.manifest["infohash"]), data, 256 * 1024, allowed)
+    peer.start()
+    cfg = agent_config(tmp_path, [], rel.dir, extra=f'peers = ["127.0.0.67:{peer.port}"]')
+    cfg.write_text(cfg.read_text() + SWARM)
+    agent = Proc(["agent", "--config", cfg, "--log", "info"], tmp_path / "agent.log")
+    done = lambda: (status(cfg).get("releases") or [{}])[0].get("pieces_done", 0)  # noqa: E731
+    try:
+        wait_until(lambda: done() >= len(allowed) or not agent.alive(), 120, "the allowed-fast pieces to be stored")
+        assert agent.alive(), agent.text()[-3000:]
+        assert (done(), peer.served, peer.rejected) == (len(allowed), set(allowed), 0), \
+            "while choked: only the allowed-fast pieces asked for and stored"
+        peer.unchoke()
+        wait_until(lambda: complete(cfg) or not agent.alive(), 120, "the fill to complete once unchoked")
+        assert agent.alive(), agent.text()[-3000:]
+    finally:
+        agent.kill(signal.SIGTERM)
+        peer.close()
+    store_files_match(cfg, rel)

@@ -1,8 +1,8 @@
 //! The box as a tracker client: while it fills a release it announces to the release's HTTP
-//! trackers (BEP 3, compact BEP 23) as a downloader, so a box with no reachable origin finds any
-//! swarm that has the release; the peers it learns go to the dialer. [`announce_target`] and
-//! [`parse_reply`] are pure (and fuzzed); [`run`] is the shell. `https://` and `udp://`
-//! trackers are skipped (not spoken yet).
+//! trackers (BEP 3, compact BEP 23) and UDP trackers (BEP 15, [`crate::announce_udp`]) as a
+//! downloader, so a box with no reachable origin finds any swarm that has the release; the
+//! peers it learns go to the dialer. [`announce_target`] and [`parse_reply`] are pure (and
+//! fuzzed); [`run`] is the shell. `https://` trackers are skipped (not spoken yet).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -30,7 +30,7 @@ pub const MAX_FOUND_PER_RELEASE: usize = 200;
 /// Trackers announced to per release at most (the first ones of its tiers).
 pub const MAX_TRACKERS_PER_RELEASE: usize = 8;
 /// Peers asked for per announce.
-const NUMWANT: u32 = 50;
+pub const NUMWANT: u32 = 50;
 
 /// A parsed tracker reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub struct TrackerReply {
 /// Why an announce failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AnnounceError {
-    #[error("not an http:// tracker URL")]
+    #[error("not an http:// or udp:// tracker URL")]
     Unsupported,
     #[error("tracker address")]
     Resolve(#[source] std::io::Error),
@@ -252,11 +252,15 @@ pub(crate) async fn run(
                     continue;
                 }
                 let a = Announcing { infohash: ih, peer_id, port, left, started };
-                let Some(target) = announce_target(&url, &a) else {
+                let result = if let Some((host, port)) = crate::announce_udp::udp_target(&url) {
+                    crate::announce_udp::announce(&host, port, &a).await
+                } else if let Some(target) = announce_target(&url, &a) {
+                    announce(&target).await
+                } else {
                     next.insert(key, now + MAX_INTERVAL);
                     continue;
                 };
-                let when = match announce(&target).await {
+                let when = match result {
                     Ok(reply) => {
                         tracing::info!(release = %ih, tracker = %url, peers = reply.peers.len(), "announced");
                         found.add(ih, &reply.peers);

@@ -281,7 +281,7 @@ impl Download {
         let asked = self.requests.get(&(index, begin)).copied();
         let late = asked.is_none()
             && self.held.get(&index).is_some_and(|h| {
-                begin % BLOCK == 0
+                begin.is_multiple_of(BLOCK)
                     && h.got.get((begin / BLOCK) as usize) == Some(&false)
                     && block.len() as u32 == BLOCK.min(h.size.saturating_sub(begin))
             });

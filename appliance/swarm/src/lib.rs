@@ -9,7 +9,8 @@
 //! * [`peers`]: the listener's peer caps and which connection gives way at the global cap (pure).
 //! * `net`: the tokio shell (listener, peer tasks, timers).
 //! * [`addr`]: peer addresses in compact wire form, and their canonical form.
-//! * [`announce`]: the box as a tracker client (announces releases it fills to their trackers).
+//! * [`announce`]: the box as a tracker client (announces releases it fills to their trackers);
+//!   [`announce_udp`]: the same over BEP 15 UDP trackers.
 //! * [`tracker`]: the venue tracker's logic (announce, compact, scrape; pure), served over HTTP
 //!   by [`tracker_http`]; [`lsd`]: BEP 14.
 //! * [`Swarm`]: starts all of it on a [`Store`] and hands out the box's .torrent and magnets.
@@ -26,6 +27,7 @@
 
 pub mod addr;
 pub mod announce;
+pub mod announce_udp;
 pub mod choker;
 pub mod download;
 pub mod error;
