@@ -291,15 +291,26 @@ fn bytes_empty() -> axum::body::Bytes {
 }
 
 /// Sends a file region with sendfile(2); gives up when the client takes nothing for
-/// `send_timeout_secs`.
+/// `send_timeout_secs`. A region of a file still filling goes out as its pieces are stored
+/// (ends where it stands when the next one misses `demand_timeout_secs`).
 async fn send_file(stream: &TcpStream, sf: SendFile, st: &AppState) -> io::Result<()> {
-    let SendFile { file, offset, len, slot } = sf;
+    let SendFile { file, offset, len, slot, mut filling } = sf;
     let _slot = slot;
     let end = offset + len;
     let mut off: i64 = i64::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
     let send_timeout = Duration::from_secs(st.cfg.send_timeout_secs);
+    // bytes from `off` known to be stored (all of them when the file was complete)
+    let mut ready = if filling.is_some() { 0 } else { len };
     while (off as u64) < end {
-        let count = (end - off as u64).min(SENDFILE_CHUNK) as usize;
+        if ready == 0 {
+            if let Some(f) = filling.as_mut() {
+                ready = crate::http::bytes_ready(st, f, off as u64, end).await.map_err(|()| {
+                    st.stats.downloads_unavailable.fetch_add(1, Ordering::Relaxed);
+                    io::Error::new(io::ErrorKind::TimedOut, "the next piece did not arrive in time")
+                })?;
+            }
+        }
+        let count = (end - off as u64).min(SENDFILE_CHUNK).min(ready) as usize;
         let fut = stream.async_io(Interest::WRITABLE, || {
             nix::sys::sendfile::sendfile64(stream, &file, Some(&mut off), count).map_err(io::Error::from)
         });
@@ -307,6 +318,7 @@ async fn send_file(stream: &TcpStream, sf: SendFile, st: &AppState) -> io::Resul
             Ok(Ok(0)) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than expected")),
             Ok(Ok(n)) => {
                 st.stats.bytes_served.fetch_add(n as u64, Ordering::Relaxed);
+                ready = ready.saturating_sub(n as u64);
             }
             Ok(Err(e)) => return Err(e),
             Err(_) => {

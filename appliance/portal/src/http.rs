@@ -1,7 +1,10 @@
 //! The portal's HTTP application (an axum [`Router`]): the captive gate (RFC 8908 API, OS probes,
 //! unknown hosts), the catalog page, the acknowledge form, .torrent files and downloads with
 //! Range/ETag/If-Range. Downloads answer with headers only plus a [`SendFileExt`] that the
-//! connection shell (`conn.rs`) streams with sendfile(2); the router needs that shell.
+//! connection shell (`conn.rs`) streams with sendfile(2); the router needs that shell. A file
+//! the box is still filling streams as it arrives: the response starts once the piece under the
+//! first byte is stored, and the shell waits for each next piece ([`bytes_ready`]), asking the
+//! fetcher for the pieces just ahead of the reader ([`READ_AHEAD`]).
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -33,6 +36,10 @@ use crate::Stats;
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);
 
+/// Bytes ahead of a reader of a file still filling whose missing pieces are asked for at once
+/// (on-demand: before every planned piece), as the reader advances.
+pub const READ_AHEAD: u64 = 8 << 20;
+
 /// A file region to send after the response head (taken once by the shell).
 #[derive(Debug)]
 pub struct SendFile {
@@ -40,6 +47,18 @@ pub struct SendFile {
     pub offset: u64,
     pub len: u64,
     pub slot: Option<SlotGuard>,
+    /// Set when the region is not all stored yet: the file whose pieces the shell waits for
+    /// ([`bytes_ready`]) before sending each part.
+    pub filling: Option<Filling>,
+}
+
+/// A file being read while it fills.
+#[derive(Debug, Clone, Copy)]
+pub struct Filling {
+    pub infohash: InfoHash,
+    pub file: usize,
+    /// The fetcher has been asked for the missing pieces up to this file offset.
+    pub asked_until: u64,
 }
 
 /// Response extension carrying a [`SendFile`] (extensions must be `Clone`).
@@ -160,8 +179,20 @@ fn captive_json(st: &AppState, acknowledged: bool) -> Response {
     no_store((StatusCode::OK, [(header::CONTENT_TYPE, "application/captive+json")], body.to_string()).into_response())
 }
 
-/// The captive gate, before routing: RFC 8908 API, OS probes, foreign hosts.
+/// Content-Security-Policy of the catalog page: its own inline styles, media and images from the
+/// box, its one form posting to the box; no script, no frame, nothing from elsewhere.
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; media-src 'self'; \
+form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Every response says `nosniff`: a file is what its `Content-Type` says (see [`crate::media`]).
 async fn gate(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let mut r = gate_inner(st, req, next).await;
+    r.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    r
+}
+
+/// The captive gate, before routing: RFC 8908 API, OS probes, foreign hosts.
+async fn gate_inner(st: Arc<AppState>, req: Request, next: Next) -> Response {
     st.stats.http_requests.fetch_add(1, Ordering::Relaxed);
     let client = client_of(&req);
     let wants_api = req
@@ -194,7 +225,9 @@ async fn portal_page(State(st): State<Arc<AppState>>, req: Request) -> Response 
     let acknowledged = st.acknowledged(client_of(&req));
     let catalog = Catalog::gather(&st.store, &st.urls);
     let html = page::render(&st.cfg.venue_name, &catalog, &st.urls, st.qr.as_deref(), acknowledged).into_string();
-    no_store((StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response())
+    let mut r = no_store((StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response());
+    r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    r
 }
 
 async fn acknowledge(State(st): State<Arc<AppState>>, req: Request) -> Response {
@@ -225,7 +258,7 @@ async fn torrent(State(st): State<Arc<AppState>>, axum::extract::Path(file): axu
     let tiers = vec![vec![st.urls.tracker.clone()]];
     match popseed_release::metainfo::with_trackers(&r.torrent_bytes, &tiers, &[st.urls.web_seed(&ih)]) {
         Ok(bytes) => {
-            let disp = content_disposition(&format!("{}.torrent", r.metainfo.name));
+            let disp = crate::media::disposition("attachment", &format!("{}.torrent", r.metainfo.name));
             let mut resp =
                 (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-bittorrent")], bytes).into_response();
             if let Ok(v) = HeaderValue::from_str(&disp) {
@@ -238,14 +271,6 @@ async fn torrent(State(st): State<Arc<AppState>>, axum::extract::Path(file): axu
             text(StatusCode::INTERNAL_SERVER_ERROR, "cannot build the .torrent\n")
         }
     }
-}
-
-/// `attachment` with an ASCII fallback and the RFC 8187 UTF-8 name.
-pub fn content_disposition(name: &str) -> String {
-    let ascii: String =
-        name.chars().map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' }).collect();
-    let enc = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
-    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{enc}")
 }
 
 /// Which stored file a `/files/...` path names: (infohash, file index). Path segments are
@@ -316,8 +341,10 @@ async fn download(State(st): State<Arc<AppState>>, req: Request) -> Response {
             return resp;
         }
     };
-    put(&mut common, header::CONTENT_TYPE, "application/octet-stream");
-    put(&mut common, header::CONTENT_DISPOSITION, &content_disposition(&name));
+    let (content_type, disposition) =
+        crate::media::content_headers(&name, crate::media::wants_download(req.uri().query()));
+    put(&mut common, header::CONTENT_TYPE, content_type);
+    put(&mut common, header::CONTENT_DISPOSITION, &disposition);
     put(&mut common, header::CONTENT_LENGTH, &count.to_string());
     if status == StatusCode::PARTIAL_CONTENT {
         put(&mut common, header::CONTENT_RANGE, &range::content_range(start, start + count - 1, len));
@@ -341,10 +368,16 @@ async fn download(State(st): State<Arc<AppState>>, req: Request) -> Response {
             None => return text(StatusCode::BAD_REQUEST, "no client address\n"),
         }
     };
+    // The response starts once the piece under its first byte is stored; the rest streams as
+    // it arrives (the shell waits for each next piece).
+    let mut filling = None;
     if count > 0 && !head_only {
-        if let Err(resp) = ensure_present(&st, &ih, file, start, count).await {
+        if let Err(resp) = ensure_present(&st, &ih, file, start, 1, count).await {
             st.stats.downloads_unavailable.fetch_add(1, Ordering::Relaxed);
             return resp;
+        }
+        if st.store.missing_for_file_range(&ih, file, start, count).is_ok_and(|m| !m.is_empty()) {
+            filling = Some(Filling { infohash: ih, file, asked_until: start + count.min(READ_AHEAD) });
         }
     }
     let mut resp = Response::new(Body::empty());
@@ -375,13 +408,68 @@ async fn download(State(st): State<Arc<AppState>>, req: Request) -> Response {
         offset: start,
         len: count,
         slot,
+        filling,
     })))));
     resp
 }
 
-/// Waits until `[start, start+len)` of the file is present: asks the fetcher (read-through) and
-/// waits for its pieces with a timeout; 503 at once when no fetcher is attached.
-async fn ensure_present(st: &AppState, ih: &InfoHash, file: usize, start: u64, len: u64) -> Result<(), Response> {
+/// The missing pieces of `[start, start + len)` of a file and [`READ_AHEAD`] beyond it (within
+/// `end`), asked of the fetcher; false when no fetcher takes them.
+fn ask_ahead(st: &AppState, ih: &InfoHash, file: usize, start: u64, end: u64) -> Result<bool, ()> {
+    let ahead = end.saturating_sub(start).min(READ_AHEAD);
+    if ahead == 0 {
+        return Ok(true);
+    }
+    let missing = st.store.missing_for_file_range(ih, file, start, ahead).map_err(|_| ())?;
+    Ok(missing.is_empty() || st.read_through.request(ih, &missing))
+}
+
+/// How many bytes from `offset` (up to `end`) of a file being read while it fills are stored,
+/// waiting for the piece under `offset` when it is missing, at most `demand_timeout_secs`. The
+/// fetcher is asked for the missing pieces up to [`READ_AHEAD`] ahead of the reader, each range
+/// once (`f.asked_until`). An error ends the response where it stands: the client has the bytes
+/// sent so far and resumes with a Range.
+pub async fn bytes_ready(st: &AppState, f: &mut Filling, offset: u64, end: u64) -> Result<u64, ()> {
+    let (ih, file) = (f.infohash, f.file);
+    let layout = st.store.release(&ih).map_err(|_| ())?.layout().clone();
+    let file_start = layout.files.get(file).ok_or(())?.offset;
+    let window = (end - offset).min(READ_AHEAD);
+    let mut events = st.store.subscribe();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(st.cfg.demand_timeout_secs);
+    let horizon = offset + window;
+    if f.asked_until < horizon {
+        let from = f.asked_until.max(offset);
+        if !ask_ahead(st, &ih, file, from, horizon)? {
+            return Err(());
+        }
+        f.asked_until = horizon;
+    }
+    loop {
+        let missing = st.store.missing_for_file_range(&ih, file, offset, window).map_err(|_| ())?;
+        let Some(first) = missing.first() else { return Ok(window) };
+        let piece_start = layout.piece_offset(first.get()).saturating_sub(file_start);
+        if piece_start > offset {
+            // the stored bytes before the first missing piece go now
+            return Ok(piece_start - offset);
+        }
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Err(_) | Ok(Err(RecvError::Closed)) => return Err(()),
+            Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
+        }
+    }
+}
+
+/// Waits until `[start, start+len)` of the file is present: asks the fetcher (read-through) for
+/// its pieces and those up to [`READ_AHEAD`] beyond (within `range_len` from `start`) and waits
+/// for them with a timeout; 503 at once when no fetcher is attached.
+async fn ensure_present(
+    st: &AppState,
+    ih: &InfoHash,
+    file: usize,
+    start: u64,
+    len: u64,
+    range_len: u64,
+) -> Result<(), Response> {
     let unavailable = |msg: &'static str, retry: &'static str| {
         let mut r = text(StatusCode::SERVICE_UNAVAILABLE, msg);
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(retry));
@@ -396,7 +484,7 @@ async fn ensure_present(st: &AppState, ih: &InfoHash, file: usize, start: u64, l
     if missing.is_empty() {
         return Ok(());
     }
-    if !st.read_through.request(ih, &missing) {
+    if !ask_ahead(st, ih, file, start, start + range_len).unwrap_or(false) {
         return Err(unavailable("this part of the file is not on this box yet\n", "60"));
     }
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(st.cfg.demand_timeout_secs);
@@ -413,19 +501,5 @@ async fn ensure_present(st: &AppState, ih: &InfoHash, file: usize, start: u64, l
             Ok(_) => {}
             Err(_) => return Err(text(StatusCode::NOT_FOUND, "no such release\n")),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn content_disposition_is_safe() {
-        assert_eq!(content_disposition("a.iso"), "attachment; filename=\"a.iso\"; filename*=UTF-8''a%2Eiso");
-        let d = content_disposition("x\"y\r\nz é.bin");
-        assert!(!d.contains('\r') && !d.contains('\n'));
-        assert!(d.starts_with("attachment; filename=\"x_y__z _.bin\""));
-        assert!(HeaderValue::from_str(&d).is_ok());
     }
 }

@@ -19,6 +19,7 @@ pub mod conn;
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod media;
 pub mod page;
 pub mod probe;
 pub mod range;

@@ -18,6 +18,8 @@ pub struct CatalogFile {
     pub sha256: String,
     /// Path-absolute download URL (also the BEP 19 web seed URL of this file).
     pub href: String,
+    /// The player shown for it (media the browser plays in place).
+    pub player: Option<crate::media::Player>,
 }
 
 /// One release as shown on the page.
@@ -72,6 +74,7 @@ impl Catalog {
                         m.files.iter().find(|mf| mf.path == path).map(|mf| mf.sha256.clone()).unwrap_or_default();
                     CatalogFile {
                         href: file_href(&ih, &r.metainfo.name, r.metainfo.single_file, &f.components),
+                        player: crate::media::player(&path),
                         path,
                         size: f.length,
                         sha256,
@@ -125,6 +128,8 @@ header h1{margin:0;font-size:1.35rem}header p{margin:4px 0 0;opacity:.9}main{pad
 .fname{font-weight:600;word-break:break-all}code{font:12px/1.35 ui-monospace,Menlo,monospace;word-break:break-all;\
 color:#374151}.btn{display:inline-block;background:#15803d;color:#fff;text-decoration:none;border:0;border-radius:8px;\
 padding:9px 14px;font-size:1rem;margin:6px 6px 0 0}.btn.alt{background:#e5e7eb;color:#111827}\
+video{display:block;width:100%;max-height:60vh;background:#000;border-radius:8px;margin:6px 0}\
+audio{display:block;width:100%;margin:6px 0}\
 .hint{background:#fef9c3;border:1px solid #facc15}.qr{display:flex;gap:14px;align-items:center;flex-wrap:wrap}\
 .qr svg{width:168px;height:168px;flex:none}.url{font-size:1.2rem;font-weight:700;word-break:break-all}\
 progress{width:100%;height:8px}small{color:#6b7280}";
@@ -184,7 +189,18 @@ pub fn render(venue: &str, catalog: &Catalog, urls: &Urls, qr: Option<&str>, ack
                                 div.file {
                                     div.fname { (f.path) " " small { (ByteSize(f.size)) } }
                                     div { small { "SHA-256 " } code.sha { (f.sha256) } }
-                                    a.btn.dl href=(f.href) download=(f.path.rsplit('/').next().unwrap_or(&f.path)) { "Download" }
+                                    @match f.player {
+                                        Some(crate::media::Player::Video) => {
+                                            video controls preload="metadata" playsinline src=(f.href) {
+                                                a href=(f.href) { "Play" }
+                                            }
+                                        }
+                                        Some(crate::media::Player::Audio) => {
+                                            audio controls preload="none" src=(f.href) { a href=(f.href) { "Play" } }
+                                        }
+                                        None => {}
+                                    }
+                                    a.btn.dl href=(format!("{}?download=1", f.href)) download=(f.path.rsplit('/').next().unwrap_or(&f.path)) { "Download" }
                                 }
                             }
                             div {
@@ -216,6 +232,7 @@ mod tests {
                 size: 1 << 20,
                 sha256: "ab".repeat(32),
                 href: format!("/files/{}/rel/dir/file-{i}.bin", "00".repeat(20)),
+                player: None,
             })
             .collect();
         Catalog {
@@ -249,6 +266,23 @@ mod tests {
         assert!(!page.contains("<script"), "works with JavaScript off");
         assert!(!page.contains("src=\"http") && !page.contains("href=\"https://"), "no external resources");
         assert!(page.len() < 50 * 1024, "first page under 50 KB: {}", page.len());
+    }
+
+    #[test]
+    fn media_plays_in_place_and_downloads_stay_one_click_away() {
+        let mut c = sample(2);
+        c.releases[0].files[0].path = "keynote/talk.mp4".into();
+        c.releases[0].files[0].href = "/files/00/rel/keynote/talk.mp4".into();
+        c.releases[0].files[0].player = crate::media::player("talk.mp4");
+        c.releases[0].files[1].player = crate::media::player("set.mp3");
+        let page = render("V", &c, &urls(), None, false).into_string();
+        assert!(
+            page.contains("<video controls preload=\"metadata\" playsinline src=\"/files/00/rel/keynote/talk.mp4\">"),
+            "{page}"
+        );
+        assert!(page.contains("<audio controls preload=\"none\" src="), "{page}");
+        assert!(page.contains("href=\"/files/00/rel/keynote/talk.mp4?download=1\""), "{page}");
+        assert!(!page.contains("<script"), "no script: the players are the browser's own");
     }
 
     #[test]

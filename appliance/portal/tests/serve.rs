@@ -1,5 +1,6 @@
 //! The portal against a real store on loopback: downloads that wait for on-demand (read-through)
-//! pieces, the timeout when they do not come, the web-seed URL layout, and keep-alive framing.
+//! pieces, files that stream while they fill, the timeout when pieces do not come, the web-seed
+//! URL layout, and keep-alive framing.
 
 // Test code: an unwrap that fails is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -287,5 +288,78 @@ async fn stalled_download_is_dropped_and_frees_its_slot() {
     }
     assert_eq!(portal.stats.downloads_timed_out.load(std::sync::atomic::Ordering::Relaxed), 1);
     drop(stalled);
+    portal.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_still_filling_streams_from_its_first_piece_and_each_next_one_as_it_is_stored() {
+    let f = fixture();
+    let (tx, rx) = mpsc::channel::<(InfoHash, Vec<PieceIndex>)>();
+    let requests = Arc::new(Requests(std::sync::Mutex::new(tx)));
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    // The "fetcher": stores the first piece asked for at once, the rest only when the test says.
+    let (store, rel, src) = (f.store.clone(), f.release.clone(), f.src.clone());
+    let fetcher = std::thread::spawn(move || {
+        let (ih, first) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        store.put_piece(&ih, first[0], &piece(&rel, &src, first[0].get())).unwrap();
+        go_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        for p in 1..rel.layout().piece_count() {
+            store.put_piece(&ih, PieceIndex(p), &piece(&rel, &src, p)).unwrap();
+        }
+        first.len()
+    });
+    let portal = start(f.store.clone(), requests.clone(), 10).await;
+    let mut s = TcpStream::connect(portal.http_addr).await.unwrap();
+    let path = url(&f.release, "a.bin");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: bytes=0-\r\n\r\n").as_bytes()).await.unwrap();
+    // the head and the first piece's bytes come while the rest of the file is missing
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 65536];
+    let head_end = loop {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before the head");
+        got.extend_from_slice(&chunk[..n]);
+        if let Some(e) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break e + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_lowercase();
+    assert!(head.starts_with("http/1.1 206"), "{head}");
+    assert!(
+        head.contains("content-length: 300000") && head.contains("content-type: application/octet-stream"),
+        "{head}"
+    );
+    while got.len() - head_end < 16 << 10 {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&chunk[..n]);
+    }
+    let missing = f.store.missing_for_file_range(&f.release.infohash(), 0, 0, 300_000).unwrap();
+    assert!(missing.len() >= 15, "the first piece went out while the rest is missing ({} missing)", missing.len());
+    go_tx.send(()).unwrap();
+    while got.len() - head_end < 300_000 {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed after {} bytes", got.len() - head_end);
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(&got[head_end..], &bytes(0, 300_000)[..]);
+    assert!(fetcher.join().unwrap() >= 18, "the read-ahead asked for the file's pieces in one request");
+    portal.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_whose_next_piece_does_not_come_gets_what_there_is_and_the_connection_ends() {
+    let f = fixture();
+    // the first piece only; nothing more will come
+    f.store.put_piece(&f.release.infohash(), PieceIndex(0), &piece(&f.release, &f.src, 0)).unwrap();
+    let portal = start(f.store.clone(), Arc::new(BlackHole), 1).await;
+    let mut s = TcpStream::connect(portal.http_addr).await.unwrap();
+    let path = url(&f.release, "a.bin");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).await.unwrap();
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(String::from_utf8_lossy(&got[..head_end]).starts_with("HTTP/1.1 200"));
+    assert_eq!(&got[head_end..], &bytes(0, 300_000)[..16 << 10], "the first piece, then a clean end");
     portal.stop().await;
 }
