@@ -2,20 +2,26 @@
 the portal as its pieces arrive. curl asks for `Range: bytes=0-` of a video while the box holds
 none of it (its origin paused, then rate-capped): the first bytes reach curl while the box is
 still filling, and the whole file arrives byte-identical. The video is served as `video/mp4`,
-`inline`; `?download=1` makes it an attachment."""
+`inline`; `?download=1` makes it an attachment. A headless Chromium plays a real video (ffmpeg)
+from the catalog page while the box fills it."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import signal
 import subprocess
 
-from conftest import WAIT, make_tree, publish, wait_until
+import pytest
+
+from conftest import REPO, WAIT, make_tree, publish, wait_until
 from test_agent_serving import portal_requests
 from test_fetch_origin import MiB, Proc, agent_config, agent_ports, serving_sections, start_origin, status
 
 TOKEN = "staff-token-portal-stream-0123"
+BROWSER_DIR = REPO / "tests" / "browser"
+OUT = REPO / "out" / "test"
 
 
 def test_a_video_the_box_does_not_hold_streams_to_curl_as_it_fills(tmp_path):
@@ -65,3 +71,49 @@ device_key = "{tmp_path / 'device.key'}"
             c.kill()
         agent.kill(signal.SIGTERM)
         origin.kill(signal.SIGTERM)
+
+
+def test_chromium_plays_a_video_from_the_catalog_while_the_box_fills_it(tmp_path):
+    """The issue's player test: ffmpeg makes a 90 s H.264 video (2 Mbit/s, faststart); the box
+    holds only its critical pieces (the first 2 MiB) when a headless Chromium opens the catalog
+    and plays the page's <video>, the origin capped at 1.5x the bitrate. Playback passes 30 s
+    with no stall after the start, and a seek to the middle plays on."""
+    ffmpeg = shutil.which("ffmpeg")
+    assert ffmpeg, "ffmpeg missing: scripts/test.sh installs the Debian package ffmpeg"
+    if not (BROWSER_DIR / "node_modules" / "playwright-core").is_dir():
+        pytest.fail("tests/browser/node_modules is missing: run `npm install` in tests/browser (scripts/test.sh does)")
+    src = tmp_path / "src" / "keynote"
+    src.mkdir(parents=True)
+    subprocess.run([ffmpeg, "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi",
+                    "-i", "sine=frequency=440:sample_rate=44100", "-t", "90", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-b:v", "2M", "-maxrate", "2M", "-bufsize", "1M", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
+                    "-movflags", "+faststart", str(src / "talk.mp4")], check=True, timeout=300)
+    rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB", "--critical", "*.mp4:2MiB")
+    # 2 Mbit/s of video, 64 kbit/s of audio: the origin sends 1.5x that
+    origin, fp, port = start_origin(tmp_path, "o1", [(rel.dir, rel.src)], extra=["--rate-limit", "400KB"])
+    cfg = agent_config(tmp_path, [(f"127.0.0.1:{port}", fp)], rel.dir)
+    cfg.write_text(cfg.read_text() + serving_sections() + "demand_timeout_secs = 120\n")
+    agent = Proc(["agent", "--config", cfg, "--log", "info"], tmp_path / "agent.log")
+    try:
+        ports = agent_ports(agent, serving=True)
+
+        def critical_in() -> bool:
+            r = (status(cfg).get("releases") or [{}])[0]
+            return r.get("critical_pieces", 0) > 0 and r.get("critical_done") == r.get("critical_pieces")
+        wait_until(critical_in, 120, "the video's critical pieces to be on the box")
+        r = (status(cfg).get("releases") or [{}])[0]
+        assert not r.get("complete"), r
+        proc = subprocess.run(["node", str(BROWSER_DIR / "play.js")],
+                              env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PORTAL_PORT": str(ports["http"]),
+                                   "OUT_DIR": str(OUT), "PLAY_SECONDS": "30"},
+                              capture_output=True, text=True, timeout=600)  # a bound for a hung browser only
+        assert proc.returncode == 0, f"browser script failed:\n{proc.stderr[-4000:]}\n{proc.stdout[-2000:]}"
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+    finally:
+        agent.kill(signal.SIGTERM)
+        origin.kill(signal.SIGTERM)
+    print(f"first frame {res['firstFrameMs']:.0f} ms, stalls {res['waiting']}, seek to playing {res['seekToPlayingMs']:.0f} ms")
+    assert not res["errors"], res
+    assert res["src"].endswith("/keynote/talk.mp4"), res
+    assert res["playedTo"] >= 30 and 89 <= res["duration"] <= 91, res
+    assert res["stallsBeforeSeek"] == 0, f"playback stalled while the box filled: {res}"

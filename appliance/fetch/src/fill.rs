@@ -24,6 +24,14 @@ const STORE_BATCH_MAX: usize = 16;
 /// Longest a received piece waits in memory for the rest of its batch.
 const STORE_BATCH_WAIT: Duration = Duration::from_millis(100);
 
+/// A request stream asks for at most this many seconds of its measured rate at once (and at
+/// most `request_bytes`): on a slow uplink the streams' batches stay near the front of the plan,
+/// so a file read while it fills arrives in order instead of in `streams_per_origin` far-apart
+/// places at a fraction of the rate each.
+pub const BATCH_SECONDS: f64 = 1.0;
+/// A stream's first request, before its rate is known.
+pub const FIRST_BATCH_BYTES: u64 = 1 << 20;
+
 /// First delay before dialling an origin again; it doubles up to `backoff_max`.
 const RECONNECT_FIRST: Duration = Duration::from_millis(250);
 
@@ -303,15 +311,17 @@ impl Fetcher {
         ended
     }
 
-    fn batch_size(&self, ih: &InfoHash) -> usize {
+    /// Pieces of `ih` per request on a stream that may ask for `bytes` at once.
+    fn batch_size(&self, ih: &InfoHash, bytes: u64) -> usize {
         let pl = lock(&self.releases).get(ih).map(|r| r.layout().piece_length as u64).unwrap_or(1 << 20);
-        (self.cfg.request_bytes / pl).clamp(1, popseed_origin::proto::MAX_BATCH as u64) as usize
+        (bytes.min(self.cfg.request_bytes) / pl).clamp(1, popseed_origin::proto::MAX_BATCH as u64) as usize
     }
 
     /// Next batch for `origin`, waiting for work to appear.
     async fn next_work(
         &self,
         origin: Source,
+        batch_bytes: u64,
         shutdown: &CancellationToken,
     ) -> Option<Vec<crate::scheduler::Assignment>> {
         loop {
@@ -331,7 +341,7 @@ impl Fetcher {
                     let origins = (0..self.origins.len()).filter(|&o| !s.is_dropped(Source::Origin(o))).count();
                     let slots = (origins * self.cfg.streams_per_origin).max(1);
                     let share = (s.unassigned(&first.infohash) + 1).div_ceil(slots);
-                    let n = self.batch_size(&first.infohash).min(share.max(1));
+                    let n = self.batch_size(&first.infohash, batch_bytes).min(share.max(1));
                     let mut batch = probe;
                     // on-demand pieces go alone, so a waiting peer is not behind a batch
                     if n > 1 && first.priority <= crate::scheduler::PRIORITY_CRITICAL {
@@ -374,8 +384,11 @@ impl Fetcher {
         shutdown: CancellationToken,
         storing: &mut PendingStore,
     ) -> Ended {
+        // what this stream may ask for at once: FIRST_BATCH_BYTES, then BATCH_SECONDS of the
+        // rate its last request came at
+        let mut batch_bytes = FIRST_BATCH_BYTES;
         loop {
-            let Some(batch) = self.next_work(id, &shutdown).await else {
+            let Some(batch) = self.next_work(id, batch_bytes, &shutdown).await else {
                 return if shutdown.is_cancelled() { Ended::Shutdown } else { Ended::Dropped };
             };
             // next_work hands out pieces of one release per batch
@@ -395,6 +408,7 @@ impl Fetcher {
             let mut pending: std::collections::HashSet<u32> = indices.iter().copied().collect();
             let mut arrived: Vec<(u32, bytes::Bytes)> = Vec::new();
             let mut batch_started = Instant::now();
+            let (asked_at, mut received) = (Instant::now(), 0u64);
             let outcome = match result {
                 Ok(mut stream) => loop {
                     let next = tokio::select! {
@@ -404,6 +418,7 @@ impl Fetcher {
                     match next {
                         Ok(Some(reply)) => {
                             pending.remove(&reply.index);
+                            received += reply.data.len() as u64;
                             if reply.status != Status::Ok {
                                 tracing::debug!(index = reply.index, status = ?reply.status, "origin lacks piece");
                                 lock(&self.sched).unavailable(&ih, reply.index, id);
@@ -443,6 +458,10 @@ impl Fetcher {
                 },
                 Err(e) => Err(Ended::Lost(chain(&e).to_string())),
             };
+            let took = asked_at.elapsed().as_secs_f64();
+            if outcome.is_ok() && received > 0 && took > 0.0 {
+                batch_bytes = ((received as f64 / took) * BATCH_SECONDS) as u64;
+            }
             // pieces received before the stream failed are still good to keep
             if !arrived.is_empty() {
                 let batch = std::mem::take(&mut arrived);
