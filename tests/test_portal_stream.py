@@ -85,7 +85,7 @@ def test_chromium_plays_a_video_from_the_catalog_while_the_box_fills_it(tmp_path
     src = tmp_path / "src" / "keynote"
     src.mkdir(parents=True)
     subprocess.run([ffmpeg, "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi",
-                    "-i", "sine=frequency=440:sample_rate=44100", "-t", "90", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-i", "sine=frequency=440:sample_rate=44100", "-t", "90", "-c:v", "libx264", "-preset", "ultrafast", "-g", "50",
                     "-b:v", "2M", "-maxrate", "2M", "-bufsize", "1M", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
                     "-movflags", "+faststart", str(src / "talk.mp4")], check=True, timeout=300)
     rel = publish(src, tmp_path / "rel", None, "--piece-size", "256KiB", "--critical", "*.mp4:2MiB")

@@ -1,8 +1,9 @@
 // Headless Debian Chromium (playwright-core) plays the first video of the portal's catalog with
 // the page's own <video> element (no script of the portal's: the test drives the element):
-// records the time to the first frame, every `waiting` (stall) after playback started, plays
-// until currentTime passes PLAY_SECONDS, then seeks to the middle and records how long until
-// playback moves on from there.
+// records the time to the first frame (from play() and from the page's navigation start) and
+// every `waiting` (stall) after playback started, plays until currentTime passes PLAY_SECONDS,
+// then seeks to the middle, records how long until a frame from there is presented, and waits
+// for playback to move on from there.
 //
 //   PORTAL_PORT=8080 PLAY_SECONDS=30 OUT_DIR=out/test node tests/browser/play.js
 //
@@ -54,6 +55,8 @@ async function main() {
       await firstFrame;
       started = true;
       out.firstFrameMs = performance.now() - t0;
+      // performance.now() counts from the page's navigation start
+      out.firstFrameSinceNavMs = performance.now();
       out.src = v.currentSrc;
       await new Promise((resolve) => {
         const check = () => (v.currentTime >= playSeconds ? resolve() : null);
@@ -61,17 +64,27 @@ async function main() {
         check();
       });
       out.playedTo = v.currentTime;
+      out.playedMs = performance.now() - t0;
       out.duration = v.duration;
       out.stallsBeforeSeek = out.waiting;
       const target = v.duration / 2;
       const s0 = performance.now();
+      const seeked = new Promise((resolve) => v.addEventListener('seeked', resolve, { once: true }));
       v.currentTime = target;
+      await seeked;
+      // the first frame presented from the new position
       await new Promise((resolve) => {
-        const check = () => (v.currentTime >= target + 1 && !v.seeking ? resolve() : null);
-        v.addEventListener('timeupdate', check);
+        const next = (_now, meta) => (meta.mediaTime >= target - 0.5 ? resolve() : v.requestVideoFrameCallback(next));
+        v.requestVideoFrameCallback(next);
       });
       out.seekToPlayingMs = performance.now() - s0;
       out.seekTarget = target;
+      // and playback moves on from there
+      await new Promise((resolve) => {
+        const check = () => (v.currentTime >= target + 1 ? resolve() : null);
+        v.addEventListener('timeupdate', check);
+        check();
+      });
       return out;
     }, playSeconds));
     await page.screenshot({ path: path.join(outDir, 'portal-playing.png'), fullPage: false });
