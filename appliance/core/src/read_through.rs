@@ -7,7 +7,8 @@ use crate::{InfoHash, PieceIndex};
 /// Somewhere missing pieces can be asked for.
 pub trait ReadThrough: Send + Sync {
     /// Asks for `pieces` of `release` ahead of everything else. False when nothing will fetch
-    /// them (the caller refuses at once instead of waiting for pieces that will not come).
+    /// them (the caller refuses at once instead of waiting for pieces that will not come). With
+    /// no pieces it only asks whether anything fetches the release.
     fn request(&self, release: &InfoHash, pieces: &[PieceIndex]) -> bool;
 }
 

@@ -25,12 +25,11 @@ const STORE_BATCH_MAX: usize = 16;
 const STORE_BATCH_WAIT: Duration = Duration::from_millis(100);
 
 /// A request stream asks for at most this many seconds of its measured rate at once (and at
-/// most `request_bytes`): on a slow uplink the streams' batches stay near the front of the plan,
-/// so a file read while it fills arrives in order instead of in `streams_per_origin` far-apart
-/// places at a fraction of the rate each.
+/// most `request_bytes`; its first request, before its rate is known, is one piece): on a slow
+/// uplink the streams' batches stay near the front of the plan, so a file read while it fills
+/// arrives in order instead of in `streams_per_origin` far-apart places at a fraction of the
+/// rate each.
 pub const BATCH_SECONDS: f64 = 1.0;
-/// A stream's first request, before its rate is known.
-pub const FIRST_BATCH_BYTES: u64 = 1 << 20;
 
 /// First delay before dialling an origin again; it doubles up to `backoff_max`.
 const RECONNECT_FIRST: Duration = Duration::from_millis(250);
@@ -384,9 +383,9 @@ impl Fetcher {
         shutdown: CancellationToken,
         storing: &mut PendingStore,
     ) -> Ended {
-        // what this stream may ask for at once: FIRST_BATCH_BYTES, then BATCH_SECONDS of the
-        // rate its last request came at
-        let mut batch_bytes = FIRST_BATCH_BYTES;
+        // what this stream may ask for at once: one piece (0 bytes rounds up to one), then
+        // BATCH_SECONDS of the rate its last request came at
+        let mut batch_bytes = 0;
         loop {
             let Some(batch) = self.next_work(id, batch_bytes, &shutdown).await else {
                 return if shutdown.is_cancelled() { Ended::Shutdown } else { Ended::Dropped };

@@ -285,12 +285,14 @@ impl Scheduler {
         self.origins.get(&id).is_some_and(|o| o.dropped)
     }
 
-    /// Moves requested pieces to the front (read-through). Unknown releases are ignored.
+    /// Puts requested pieces ahead of every planned piece (read-through), after the pieces
+    /// asked for before them: a reader's read-ahead comes in order, so the piece under a reader
+    /// is never behind the ones further on that its next ask adds. Unknown releases are ignored.
     pub fn demand(&mut self, ih: &InfoHash, indices: &[u32]) {
         if let Some(r) = self.release(ih) {
-            for &i in indices.iter().rev() {
+            for &i in indices {
                 if r.pieces.get(i as usize) == Some(&Piece::Missing) && !r.demand.contains(&i) {
-                    r.demand.push_front(i);
+                    r.demand.push_back(i);
                 }
             }
         }
@@ -846,6 +848,17 @@ mod tests {
         assert!(!s.done(&IH, 0));
         assert!(s.done(&IH, 1) && s.done(&IH, 2));
         assert!(s.all_done());
+    }
+
+    #[test]
+    fn pieces_asked_for_are_served_in_the_order_asked_ahead_of_the_plan() {
+        let mut s = Scheduler::new();
+        s.add_release(IH, 12, &[], |_| false);
+        // a reader's read-ahead, then its next ask further on: the nearer pieces stay first
+        s.demand(&IH, &[4, 5, 6]);
+        s.demand(&IH, &[6, 7, 8]);
+        assert_eq!(indices(&s.next_batch(O0, 4, t0())), vec![4, 5, 6, 7]);
+        assert_eq!(indices(&s.next_batch(O0, 2, t0())), vec![8, 0], "then the plan");
     }
 
     #[test]

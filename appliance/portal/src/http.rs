@@ -372,11 +372,25 @@ async fn download(State(st): State<Arc<AppState>>, req: Request) -> Response {
     // it arrives (the shell waits for each next piece).
     let mut filling = None;
     if count > 0 && !head_only {
-        if let Err(resp) = ensure_present(&st, &ih, file, start, 1, count).await {
-            st.stats.downloads_unavailable.fetch_add(1, Ordering::Relaxed);
-            return resp;
-        }
+        let asked = match ensure_present(&st, &ih, file, start, 1, count).await {
+            Ok(asked) => asked,
+            Err(resp) => {
+                st.stats.downloads_unavailable.fetch_add(1, Ordering::Relaxed);
+                return resp;
+            }
+        };
         if st.store.missing_for_file_range(&ih, file, start, count).is_ok_and(|m| !m.is_empty()) {
+            // pieces of the range are missing: only worth starting if something fetches them
+            // (an empty request asks just that), and the reader's read-ahead is asked for now
+            let fetched = asked
+                || (st.read_through.request(&ih, &[])
+                    && ask_ahead(&st, &ih, file, start, start + count).unwrap_or(false));
+            if !fetched {
+                st.stats.downloads_unavailable.fetch_add(1, Ordering::Relaxed);
+                let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "this part of the file is not on this box yet\n");
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                return r;
+            }
             filling = Some(Filling { infohash: ih, file, asked_until: start + count.min(READ_AHEAD) });
         }
     }
@@ -461,7 +475,7 @@ pub async fn bytes_ready(st: &AppState, f: &mut Filling, offset: u64, end: u64) 
 
 /// Waits until `[start, start+len)` of the file is present: asks the fetcher (read-through) for
 /// its pieces and those up to [`READ_AHEAD`] beyond (within `range_len` from `start`) and waits
-/// for them with a timeout; 503 at once when no fetcher is attached.
+/// for them with a timeout; 503 at once when no fetcher is attached. True when it asked.
 async fn ensure_present(
     st: &AppState,
     ih: &InfoHash,
@@ -469,7 +483,7 @@ async fn ensure_present(
     start: u64,
     len: u64,
     range_len: u64,
-) -> Result<(), Response> {
+) -> Result<bool, Response> {
     let unavailable = |msg: &'static str, retry: &'static str| {
         let mut r = text(StatusCode::SERVICE_UNAVAILABLE, msg);
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(retry));
@@ -482,7 +496,7 @@ async fn ensure_present(
         Err(_) => return Err(text(StatusCode::NOT_FOUND, "no such release\n")),
     };
     if missing.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     if !ask_ahead(st, ih, file, start, start + range_len).unwrap_or(false) {
         return Err(unavailable("this part of the file is not on this box yet\n", "60"));
@@ -497,7 +511,7 @@ async fn ensure_present(
             Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
         }
         match st.store.missing_for_file_range(ih, file, start, len) {
-            Ok(m) if m.is_empty() => return Ok(()),
+            Ok(m) if m.is_empty() => return Ok(true),
             Ok(_) => {}
             Err(_) => return Err(text(StatusCode::NOT_FOUND, "no such release\n")),
         }

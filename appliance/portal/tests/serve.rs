@@ -363,3 +363,18 @@ async fn a_reader_whose_next_piece_does_not_come_gets_what_there_is_and_the_conn
     assert_eq!(&got[head_end..], &bytes(0, 300_000)[..16 << 10], "the first piece, then a clean end");
     portal.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partly_stored_file_with_nothing_to_fetch_the_rest_is_refused_before_a_byte_goes_out() {
+    // found by the portal_http fuzz target: the response started on the first piece and then
+    // ended short of its Content-Length, though no fetcher could ever bring the rest
+    let f = fixture();
+    f.store.put_piece(&f.release.infohash(), PieceIndex(0), &piece(&f.release, &f.src, 0)).unwrap();
+    let portal = start(f.store.clone(), Arc::new(NoReadThrough), 1).await;
+    let (status, headers, _) = get(portal.http_addr, &url(&f.release, "a.bin"), None).await;
+    assert_eq!(status, 503);
+    assert!(headers.contains(&("retry-after".into(), "60".into())));
+    let (status, _, body) = get(portal.http_addr, &url(&f.release, "a.bin"), Some("bytes=0-999")).await;
+    assert_eq!((status, body), (206, bytes(0, 300_000)[..1000].to_vec()), "a stored range is served");
+    portal.stop().await;
+}
