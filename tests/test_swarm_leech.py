@@ -76,15 +76,25 @@ def test_box_fills_from_a_libtorrent_seeder_alone(tmp_path):
     assert row.get("bytes") == total and row.get("hash_failures") == 0, row
 
 
-class Liar(threading.Thread):
-    """A BitTorrent peer that claims every piece and answers each request with zeros."""
+def recv_exact(c: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = c.recv(n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return buf
 
-    def __init__(self, ip: str, infohash: bytes, pieces: int):
+
+class WirePeer(threading.Thread):
+    """A hand-written BitTorrent peer listening on `ip`: each accepted connection (kept in
+    `conns`) goes to `serve` on its own thread."""
+
+    def __init__(self, ip: str):
         super().__init__(daemon=True)
         self.srv = socket.create_server((ip, 0))
         self.port = self.srv.getsockname()[1]
-        self.ih, self.pieces = infohash, pieces
-        self.blocks_sent = 0
+        self.conns: list[socket.socket] = []
 
     def run(self):
         while True:
@@ -92,17 +102,27 @@ class Liar(threading.Thread):
                 conn, _ = self.srv.accept()
             except OSError:
                 return
+            self.conns.append(conn)
             threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
 
     def serve(self, c: socket.socket):
+        raise NotImplementedError
+
+    def close(self):
+        self.srv.close()
+
+
+class Liar(WirePeer):
+    """A BitTorrent peer that claims every piece and answers each request with zeros."""
+
+    def __init__(self, ip: str, infohash: bytes, pieces: int):
+        super().__init__(ip)
+        self.ih, self.pieces = infohash, pieces
+        self.blocks_sent = 0
+
+    def serve(self, c: socket.socket):
         def read(n: int) -> bytes:
-            buf = b""
-            while len(buf) < n:
-                chunk = c.recv(n - len(buf))
-                if not chunk:
-                    raise EOFError
-                buf += chunk
-            return buf
+            return recv_exact(c, n)
 
         try:
             hs = read(68)
@@ -123,9 +143,6 @@ class Liar(threading.Thread):
             pass
         finally:
             c.close()
-
-    def close(self):
-        self.srv.close()
 
 
 def test_a_lying_peer_is_banned_and_the_fill_completes_from_the_others(tmp_path):
@@ -349,28 +366,17 @@ def test_box_fills_from_a_seeder_that_takes_utp_only(tmp_path):
 
 
 
-class FastChoker(threading.Thread):
+class FastChoker(WirePeer):
     """A BEP 6 seeder of one single-file release that keeps the box choked until `unchoke()`:
     have_all, allowed_fast for `allowed`, serves requests for those (real data) and rejects
     any other while choking. Records what it served and rejected."""
 
     def __init__(self, ip: str, infohash: bytes, data: bytes, piece_len: int, allowed: list[int]):
-        super().__init__(daemon=True)
-        self.srv = socket.create_server((ip, 0))
-        self.port = self.srv.getsockname()[1]
+        super().__init__(ip)
         self.ih, self.data, self.piece_len, self.allowed = infohash, data, piece_len, allowed
         self.served, self.rejected = set(), 0
         self.choking = True
-        self.conns, self.lock = [], threading.Lock()
-
-    def run(self):
-        while True:
-            try:
-                conn, _ = self.srv.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+        self.lock = threading.Lock()
 
     def send(self, c: socket.socket, b: bytes):
         with self.lock:
@@ -386,13 +392,7 @@ class FastChoker(threading.Thread):
 
     def serve(self, c: socket.socket):
         def read(n: int) -> bytes:
-            buf = b""
-            while len(buf) < n:
-                chunk = c.recv(n - len(buf))
-                if not chunk:
-                    raise EOFError
-                buf += chunk
-            return buf
+            return recv_exact(c, n)
 
         try:
             hs = read(68)
@@ -417,9 +417,6 @@ class FastChoker(threading.Thread):
             pass
         finally:
             c.close()
-
-    def close(self):
-        self.srv.close()
 
 
 def test_a_choking_bep6_seeder_gives_its_allowed_fast_pieces_then_the_rest_once_it_unchokes(tmp_path):

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import urllib.error
@@ -41,6 +40,7 @@ import pytest
 from conftest import (WAIT, complete_lines, make_tree, publish, start_seed, store_import, tree_digests, wait_for_line,
                       wait_until)
 from test_fetch_origin import MiB, Proc, agent_config, status, store_files_match
+from test_swarm_clients import netns  # noqa: F401 - the fixture: a namespace joined by a veth pair
 
 QBT = "/usr/bin/qbittorrent-nox"
 WEBUI_PORT = 8080  # qBittorrent's default; free by construction in a fresh namespace
@@ -48,35 +48,6 @@ SEEDING = {"uploading", "stalledUP", "queuedUP", "forcedUP"}
 FAILED = {"error", "missingFiles"}
 # Bound of a download or a fill (each takes a few seconds; this only ends a hung test).
 FILL_WAIT = 180.0
-
-
-def sh(*args: str) -> None:
-    subprocess.run(list(args), check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=WAIT)
-
-
-@pytest.fixture
-def netns():
-    """A network namespace joined to this one by a veth pair with private addresses, and no route
-    beyond it. Yields (namespace name, host-side address, namespace-side address)."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("needs root and iproute2 to create a network namespace")
-    tag = f"{os.getpid() % 10000}"
-    ns, host_if, ns_if = f"psqbns{tag}", f"psqbh{tag}", f"psqbi{tag}"
-    octet = os.getpid() % 200 + 20
-    host_ip, ns_ip = f"10.217.{octet}.1", f"10.217.{octet}.2"
-    try:
-        sh("ip", "netns", "add", ns)
-        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
-        sh("ip", "link", "set", ns_if, "netns", ns)
-        sh("ip", "addr", "add", f"{host_ip}/24", "dev", host_if)
-        sh("ip", "link", "set", host_if, "up")
-        sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{ns_ip}/24", "dev", ns_if)
-        sh("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up")
-        sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        yield ns, host_ip, ns_ip
-    finally:
-        subprocess.run(["ip", "link", "del", host_if], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        subprocess.run(["ip", "netns", "del", ns], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def multipart(fields: dict, files: dict) -> tuple[bytes, str]:

@@ -445,7 +445,8 @@ fn ask_ahead(st: &AppState, ih: &InfoHash, file: usize, start: u64, end: u64) ->
 /// sent so far and resumes with a Range.
 pub async fn bytes_ready(st: &AppState, f: &mut Filling, offset: u64, end: u64) -> Result<u64, ()> {
     let (ih, file) = (f.infohash, f.file);
-    let layout = st.store.release(&ih).map_err(|_| ())?.layout().clone();
+    let release = st.store.release(&ih).map_err(|_| ())?;
+    let layout = release.layout();
     let file_start = layout.files.get(file).ok_or(())?.offset;
     let window = (end - offset).min(READ_AHEAD);
     let mut events = st.store.subscribe();
